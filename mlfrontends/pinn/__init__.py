@@ -1,0 +1,1 @@
+"""mlfrontends.pinn."""
