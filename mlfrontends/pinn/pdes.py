@@ -1,0 +1,500 @@
+"""PDE benchmarks with exact or trusted references, hard-constraint ansätze and residuals.
+
+Each PDE is registered under the ``pde:`` name a config uses. A PDE supplies
+- ``sample(n, generator)``: uniform collocation points (n, d) in its domain;
+- ``constrain(z, nn)``: the jet of u = g + h·NN from the network's jet (product rule,
+  g and h analytic, see ``jet.affine_ansatz``);
+- ``residual(z, u)``: the pointwise PDE residual from u's jet (leading batch dims kept);
+- ``evaluation_grid()``: a fixed test grid with the reference solution.
+Coordinates are the columns of z, in the order of ``coord_names``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from functools import cached_property
+from typing import ClassVar
+
+import numpy as np
+import pydantic
+import scipy.sparse as sp
+import scipy.sparse.linalg as spla
+import torch
+from scipy.special import ndtr, roots_hermite
+
+from .jet import Jet, affine_ansatz
+
+__all__ = [
+    "PDE",
+    "PDE_REGISTRY",
+    "EvalGrid",
+    "Burgers",
+    "BlackScholes",
+    "HJB",
+    "Darcy",
+    "build_pde",
+    "burgers_exact",
+    "black_scholes_call",
+    "darcy_coefficient_cells",
+    "solve_darcy_fv",
+]
+
+
+class _Params(pydantic.BaseModel):
+    model_config = pydantic.ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True)
+class EvalGrid:
+    """Fixed test points (M, d), their axes for reports, grid shape, and the reference u."""
+
+    points: np.ndarray
+    axes: dict[str, np.ndarray]
+    shape: tuple[int, ...]
+    u_exact: np.ndarray
+
+
+class PDE(ABC):
+    """A PDE benchmark. Subclasses set ``name``, ``coord_names``, ``bounds`` and ``Params``."""
+
+    name: ClassVar[str]
+    coord_names: ClassVar[tuple[str, ...]]
+    Params: ClassVar[type[_Params]]
+
+    def __init__(self, params: _Params):
+        self.params = params
+
+    @property
+    def dim(self) -> int:
+        return len(self.coord_names)
+
+    @property
+    @abstractmethod
+    def bounds(self) -> np.ndarray:
+        """(d, 2) array of [low, high] per coordinate."""
+
+    def sample(self, n: int, generator: torch.Generator, dtype=torch.float64) -> torch.Tensor:
+        lo = torch.as_tensor(self.bounds[:, 0], dtype=dtype)
+        hi = torch.as_tensor(self.bounds[:, 1], dtype=dtype)
+        r = torch.rand(n, self.dim, generator=generator, dtype=dtype)
+        return lo + (hi - lo) * r
+
+    @abstractmethod
+    def ansatz_terms(self, z: torch.Tensor) -> tuple[Jet, Jet]:
+        """Jets of g and h in u = g + h·NN at points z (N, d)."""
+
+    def constrain(self, z: torch.Tensor, nn: Jet) -> Jet:
+        g, h = self.ansatz_terms(z)
+        return affine_ansatz(g, h, nn)
+
+    def constrain_value(self, z: torch.Tensor, nn_value: torch.Tensor) -> torch.Tensor:
+        g, h = self.ansatz_terms(z)
+        return g.value + h.value * nn_value
+
+    @abstractmethod
+    def residual(self, z: torch.Tensor, u: Jet) -> torch.Tensor:
+        """Pointwise residual (..., N)."""
+
+    @abstractmethod
+    def evaluation_grid(self) -> EvalGrid: ...
+
+
+PDE_REGISTRY: dict[str, type[PDE]] = {}
+
+
+def _register(cls: type[PDE]) -> type[PDE]:
+    PDE_REGISTRY[cls.name] = cls
+    return cls
+
+
+def build_pde(name: str, params: dict | None = None) -> PDE:
+    """Look up a PDE by its ``pde:`` name and validate its parameters."""
+    if name not in PDE_REGISTRY:
+        close = difflib.get_close_matches(name, PDE_REGISTRY, n=1)
+        hint = f"; did you mean {close[0]!r}?" if close else ""
+        raise ValueError(
+            f"pde: unknown PDE {name!r}{hint} Valid choices: {sorted(PDE_REGISTRY)}"
+        )
+    cls = PDE_REGISTRY[name]
+    return cls(cls.Params(**(params or {})))
+
+
+def _const(z: torch.Tensor, value: float = 0.0) -> torch.Tensor:
+    return torch.full(z.shape[:-1], value, dtype=z.dtype)
+
+
+# ----------------------------------------------------------------------------- Burgers
+def burgers_exact(
+    x: np.ndarray, t: np.ndarray, *, nu: float = 0.01 / np.pi, num_nodes: int = 400
+) -> np.ndarray:
+    """Exact solution of u_t + u u_x = ν u_xx, u(x, 0) = −sin(πx), u(±1, t) = 0.
+
+    Cole–Hopf (Basdevant et al. 1986, Comput. Fluids 14, eq. 9): with η = 2√(νt)·z,
+        u = −∫ sin(π(x−η)) f(x−η) e^{−z²} dz / ∫ f(x−η) e^{−z²} dz,
+        f(y) = exp(−cos(πy) / (2πν)),
+    evaluated by ``num_nodes``-point Gauss–Hermite quadrature. The exponent is shifted by
+    its maximum per point (log-sum-exp) since f spans e^{±50} for ν = 0.01/π.
+    """
+    x, t = np.broadcast_arrays(np.asarray(x, float), np.asarray(t, float))
+    z, w = roots_hermite(num_nodes)
+    eta = 2.0 * np.sqrt(nu * t)[..., None] * z
+    y = x[..., None] - eta
+    expo = -np.cos(np.pi * y) / (2.0 * np.pi * nu)
+    expo = expo - expo.max(axis=-1, keepdims=True)
+    weights = w * np.exp(expo)
+    return -(weights * np.sin(np.pi * y)).sum(-1) / weights.sum(-1)
+
+
+@_register
+class Burgers(PDE):
+    """u_t + u u_x − ν u_xx = 0 on x ∈ [−1, 1], t ∈ [0, 1]; u = −sin(πx) + (1−x²)·t·NN."""
+
+    name = "burgers"
+    coord_names = ("x", "t")
+
+    class Params(_Params):
+        nu: float = pydantic.Field(0.01 / math.pi, gt=0)
+        grid_x: int = pydantic.Field(256, ge=2)
+        grid_t: int = pydantic.Field(101, ge=2)
+
+    @property
+    def bounds(self) -> np.ndarray:
+        return np.array([[-1.0, 1.0], [0.0, 1.0]])
+
+    def ansatz_terms(self, z):
+        x, t = z[..., 0], z[..., 1]
+        zero = torch.zeros_like(x)
+        s, c = torch.sin(math.pi * x), torch.cos(math.pi * x)
+        g = Jet(
+            value=-s,
+            grad=torch.stack([-math.pi * c, zero], -1),
+            hess_diag=torch.stack([math.pi**2 * s, zero], -1),
+        )
+        h = Jet(
+            value=(1 - x * x) * t,
+            grad=torch.stack([-2 * x * t, 1 - x * x], -1),
+            hess_diag=torch.stack([-2 * t, zero], -1),
+        )
+        return g, h
+
+    def residual(self, z, u):
+        return u.grad[..., 1] + u.value * u.grad[..., 0] - self.params.nu * u.hess_diag[..., 0]
+
+    @cached_property
+    def _grid(self) -> EvalGrid:
+        x = np.linspace(-1, 1, self.params.grid_x)
+        t = np.linspace(0, 1, self.params.grid_t)
+        X, T = np.meshgrid(x, t, indexing="ij")
+        u = burgers_exact(X, T, nu=self.params.nu)
+        pts = np.stack([X.ravel(), T.ravel()], 1)
+        return EvalGrid(pts, {"x": x, "t": t}, X.shape, u.ravel())
+
+    def evaluation_grid(self):
+        return self._grid
+
+
+# ----------------------------------------------------------------------- Black–Scholes
+def black_scholes_call(
+    S: np.ndarray, tau: np.ndarray, *, strike: float, rate: float, vol: float
+) -> np.ndarray:
+    """European call price (Black & Scholes 1973) at spot S with time to maturity τ ≥ 0."""
+    S, tau = np.broadcast_arrays(np.atleast_1d(np.asarray(S, float)), np.asarray(tau, float))
+    out = np.maximum(S - strike, 0.0)
+    m = (tau > 0) & (S > 0)
+    st = vol * np.sqrt(tau[m])
+    d1 = (np.log(S[m] / strike) + (rate + 0.5 * vol**2) * tau[m]) / st
+    out[m] = S[m] * ndtr(d1) - strike * np.exp(-rate * tau[m]) * ndtr(d1 - st)
+    return out
+
+
+@_register
+class BlackScholes(PDE):
+    """European call in scaled variables s = S/S_max, û = V/S_max, t ∈ [0, T = 1]:
+    û_t + ½v²s²û_ss + r s û_s − r û = 0 (the equation is invariant under this scaling).
+
+    Ansatz û = g + s(1−s)(1−t)·NN with g = max(s−k, 0) + s·k(1 − e^{−r(1−t)}), k = K/S_max,
+    which meets the terminal payoff, û(0, t) = 0 and û(1, t) = 1 − k e^{−r(1−t)}.
+    g_ss = 0 away from the kink s = k (a null set for uniform collocation).
+    """
+
+    name = "blackscholes"
+    coord_names = ("s", "t")
+
+    class Params(_Params):
+        vol: float = pydantic.Field(0.2, gt=0)
+        rate: float = pydantic.Field(0.05, ge=0)
+        strike: float = pydantic.Field(100.0, gt=0)
+        s_max: float = pydantic.Field(200.0, gt=0)
+        grid_s: int = pydantic.Field(101, ge=2)
+        grid_t: int = pydantic.Field(101, ge=2)
+
+    @property
+    def bounds(self):
+        return np.array([[0.0, 1.0], [0.0, 1.0]])
+
+    def ansatz_terms(self, z):
+        p = self.params
+        s, t = z[..., 0], z[..., 1]
+        k = p.strike / p.s_max
+        disc = torch.exp(-p.rate * (1 - t))
+        zero = torch.zeros_like(s)
+        g = Jet(
+            value=torch.clamp(s - k, min=0) + s * k * (1 - disc),
+            grad=torch.stack([(s > k).to(s.dtype) + k * (1 - disc), -s * k * p.rate * disc], -1),
+            hess_diag=torch.stack([zero, -s * k * p.rate**2 * disc], -1),
+        )
+        h = Jet(
+            value=s * (1 - s) * (1 - t),
+            grad=torch.stack([(1 - 2 * s) * (1 - t), -s * (1 - s)], -1),
+            hess_diag=torch.stack([-2 * (1 - t), zero], -1),
+        )
+        return g, h
+
+    def residual(self, z, u):
+        p = self.params
+        s = z[..., 0]
+        return (
+            u.grad[..., 1]
+            + 0.5 * p.vol**2 * s * s * u.hess_diag[..., 0]
+            + p.rate * s * u.grad[..., 0]
+            - p.rate * u.value
+        )
+
+    @cached_property
+    def _grid(self):
+        p = self.params
+        s = np.linspace(0, 1, p.grid_s)
+        t = np.linspace(0, 1, p.grid_t)
+        Sg, Tg = np.meshgrid(s, t, indexing="ij")
+        v = black_scholes_call(
+            Sg * p.s_max, 1.0 - Tg, strike=p.strike, rate=p.rate, vol=p.vol
+        ) / p.s_max
+        return EvalGrid(np.stack([Sg.ravel(), Tg.ravel()], 1), {"s": s, "t": t}, Sg.shape,
+                        v.ravel())
+
+    def evaluation_grid(self):
+        return self._grid
+
+
+# ------------------------------------------------------------------------------- HJB
+@_register
+class HJB(PDE):
+    """u_t + Δ_x u − c‖∇_x u‖² + 2 = 0, x ∈ [0, 1]^20, t ∈ [0, 1], u(x, 1) = Σx_i, c = 0.05.
+
+    Exact u = Σx_i + 1 − t (u_t = −1, Δu = 0, c‖∇u‖² = 20c = 1). Ansatz u = Σx_i + (1−t)·NN.
+    Coordinates: x_1 … x_n then t.
+    """
+
+    name = "hjb"
+
+    class Params(_Params):
+        space_dim: int = pydantic.Field(20, ge=1)
+        coef: float = 0.05
+        num_test_points: int = pydantic.Field(2000, ge=1)
+        test_seed: int = 1234
+
+    def __init__(self, params):
+        super().__init__(params)
+        n = params.space_dim
+        if abs(params.coef * n - 1.0) > 1e-12:
+            raise ValueError(
+                f"pde_params.coef: the closed form u = Σx + 1 − t needs coef·space_dim = 1, "
+                f"got coef={params.coef}, space_dim={n}; set coef to {1.0 / n}"
+            )
+
+    @property
+    def coord_names(self):  # type: ignore[override]
+        return tuple(f"x{i + 1}" for i in range(self.params.space_dim)) + ("t",)
+
+    @property
+    def bounds(self):
+        return np.array([[0.0, 1.0]] * (self.params.space_dim + 1))
+
+    def ansatz_terms(self, z):
+        n = self.params.space_dim
+        t = z[..., n]
+        one = torch.ones_like(z)
+        one[..., n] = 0.0
+        g = Jet(z[..., :n].sum(-1), one, torch.zeros_like(z))
+        hg = torch.zeros_like(z)
+        hg[..., n] = -1.0
+        h = Jet(1 - t, hg, torch.zeros_like(z))
+        return g, h
+
+    def residual(self, z, u):
+        n = self.params.space_dim
+        gx = u.grad[..., :n]
+        return (
+            u.grad[..., n]
+            + u.hess_diag[..., :n].sum(-1)
+            - self.params.coef * (gx * gx).sum(-1)
+            + 2.0
+        )
+
+    @cached_property
+    def _grid(self):
+        p = self.params
+        rng = np.random.default_rng(p.test_seed)
+        pts = rng.uniform(size=(p.num_test_points, p.space_dim + 1))
+        u = pts[:, :-1].sum(1) + 1 - pts[:, -1]
+        return EvalGrid(pts, {"x": pts[:, :-1], "t": pts[:, -1]}, (p.num_test_points,), u)
+
+    def evaluation_grid(self):
+        return self._grid
+
+
+# ------------------------------------------------------------------------------ Darcy
+def darcy_coefficient_cells(
+    *, num_cells: int, seed: int, high: float = 12.0, low: float = 3.0, alpha: float = 2.0,
+    tau: float = 3.0,
+) -> np.ndarray:
+    """Piecewise-constant coefficient on a num_cells² grid of [0, 1]², as in the FNO data set
+    (Li et al. 2021, arXiv 2010.08895, §5.2): a = high where ψ ≥ 0 else low, with ψ a Gaussian
+    random field N(0, (−Δ + τ²)^{−α}) (Neumann cosine modes), sampled from ``seed``.
+    Returns a[i, j] for the cell [i/n, (i+1)/n] × [j/n, (j+1)/n].
+    """
+    rng = np.random.default_rng(seed)
+    n_modes = num_cells
+    k = np.arange(n_modes)
+    K1, K2 = np.meshgrid(k, k, indexing="ij")
+    amp = (np.pi**2 * (K1**2 + K2**2) + tau**2) ** (-alpha / 2)
+    amp[0, 0] = 0.0
+    xi = rng.standard_normal((n_modes, n_modes)) * amp
+    c = (np.arange(num_cells) + 0.5) / num_cells
+    basis = np.cos(np.pi * np.outer(k, c))  # (modes, cells)
+    psi = basis.T @ xi @ basis
+    return np.where(psi >= 0, high, low)
+
+
+def solve_darcy_fv(coef: np.ndarray, rhs: np.ndarray) -> np.ndarray:
+    """Cell-centred finite-volume solution of −∇·(a∇u) = f on [0, 1]², u = 0 on the boundary.
+
+    coef, rhs: (M, M) values at cell centres ((i+½)/M, (j+½)/M). Face transmissibilities use
+    the harmonic mean of the neighbouring cells (exact flux continuity for piecewise-constant
+    a); boundary faces use the half-cell distance to the wall. Second-order accurate for
+    smooth a and u. Returns u at the cell centres.
+    """
+    M = coef.shape[0]
+    if coef.shape != (M, M) or rhs.shape != (M, M):
+        raise ValueError(f"coef and rhs must both be (M, M), got {coef.shape}, {rhs.shape}")
+    h2 = (1.0 / M) ** 2
+    idx = np.arange(M * M).reshape(M, M)
+    diag = np.zeros((M, M))
+    rows, cols, vals = [], [], []
+    for axis in (0, 1):
+        a1 = np.take(coef, np.arange(M - 1), axis=axis)
+        a2 = np.take(coef, np.arange(1, M), axis=axis)
+        tr = 2 * a1 * a2 / (a1 + a2) / h2
+        i1 = np.take(idx, np.arange(M - 1), axis=axis).ravel()
+        i2 = np.take(idx, np.arange(1, M), axis=axis).ravel()
+        rows += [i1, i2]
+        cols += [i2, i1]
+        vals += [-tr.ravel(), -tr.ravel()]
+        lo = [slice(None)] * 2
+        hi = [slice(None)] * 2
+        lo[axis], hi[axis] = slice(0, M - 1), slice(1, M)
+        diag[tuple(lo)] += tr
+        diag[tuple(hi)] += tr
+        for edge in (0, M - 1):
+            sl = [slice(None)] * 2
+            sl[axis] = edge
+            diag[tuple(sl)] += 2 * coef[tuple(sl)] / h2
+    rows.append(idx.ravel())
+    cols.append(idx.ravel())
+    vals.append(diag.ravel())
+    A = sp.csc_matrix(
+        (np.concatenate(vals), (np.concatenate(rows), np.concatenate(cols))), shape=(M * M,) * 2
+    )
+    return spla.spsolve(A, rhs.ravel()).reshape(M, M)
+
+
+@_register
+class Darcy(PDE):
+    """−∇·(a∇u) = 1 on [0, 1]², u = 0 on the boundary; u = x y (x−1)(y−1)·NN.
+
+    a is piecewise constant on ``num_cells``² cells (``darcy_coefficient_cells``), mollified by
+    a Gaussian of width ``smoothing`` so that the strong-form residual
+    −(a Δu + ∇a·∇u) − 1 is defined everywhere; the reference solves the same mollified
+    problem with ``solve_darcy_fv`` on a ``reference_cells``² grid (set smoothing to a small
+    value to approach the sharp-interface problem).
+    """
+
+    name = "darcy"
+    coord_names = ("x", "y")
+
+    class Params(_Params):
+        seed: int = 0
+        num_cells: int = pydantic.Field(8, ge=1)
+        smoothing: float = pydantic.Field(0.02, gt=0)
+        reference_cells: int = pydantic.Field(256, ge=8)
+        eval_stride: int = pydantic.Field(4, ge=1)
+
+    def __init__(self, params):
+        super().__init__(params)
+        self.cells = darcy_coefficient_cells(num_cells=params.num_cells, seed=params.seed)
+        n = params.num_cells
+        edges = np.arange(n + 1) / n
+        edges[0], edges[-1] = -np.inf, np.inf  # the outer cells extend: no mass leaks out
+        self._edges = torch.as_tensor(edges)
+        self._cells_t = torch.as_tensor(self.cells)
+
+    def _axis_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Cell weights P_i(x) = Φ((e_{i+1}−x)/ε) − Φ((e_i−x)/ε) and dP_i/dx, shape (N, n)."""
+        eps = self.params.smoothing
+        e = self._edges.to(x.dtype)
+        arg = (e[None, :] - x[:, None]) / eps
+        cdf = torch.special.ndtr(arg)
+        pdf = torch.exp(-0.5 * arg.clamp(-40, 40) ** 2) / math.sqrt(2 * math.pi)
+        pdf = torch.where(torch.isinf(arg), torch.zeros_like(pdf), pdf)
+        return cdf[:, 1:] - cdf[:, :-1], -(pdf[:, 1:] - pdf[:, :-1]) / eps
+
+    def coefficient(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Mollified a and its gradient (a_x, a_y) at points z (N, 2)."""
+        px, dpx = self._axis_weights(z[:, 0])
+        py, dpy = self._axis_weights(z[:, 1])
+        C = self._cells_t.to(z.dtype)
+        a = torch.einsum("ni,ij,nj->n", px, C, py)
+        ax = torch.einsum("ni,ij,nj->n", dpx, C, py)
+        ay = torch.einsum("ni,ij,nj->n", px, C, dpy)
+        return a, ax, ay
+
+    @property
+    def bounds(self):
+        return np.array([[0.0, 1.0], [0.0, 1.0]])
+
+    def ansatz_terms(self, z):
+        x, y = z[..., 0], z[..., 1]
+        zero = torch.zeros_like(z)
+        fx, fy = x * (x - 1), y * (y - 1)
+        h = Jet(
+            fx * fy,
+            torch.stack([(2 * x - 1) * fy, fx * (2 * y - 1)], -1),
+            torch.stack([2 * fy, 2 * fx], -1),
+        )
+        return Jet(zero[..., 0], zero, zero), h
+
+    def residual(self, z, u):
+        a, ax, ay = self.coefficient(z)
+        lap = u.hess_diag[..., 0] + u.hess_diag[..., 1]
+        return -(a * lap + ax * u.grad[..., 0] + ay * u.grad[..., 1]) - 1.0
+
+    @cached_property
+    def _grid(self):
+        p = self.params
+        M = p.reference_cells
+        c = (np.arange(M) + 0.5) / M
+        X, Y = np.meshgrid(c, c, indexing="ij")
+        pts = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], 1))
+        a = self.coefficient(pts)[0].numpy().reshape(M, M)
+        u = solve_darcy_fv(a, np.ones((M, M)))
+        s = slice(p.eval_stride // 2, None, p.eval_stride)
+        xs, ys = c[s], c[s]
+        Xs, Ys = np.meshgrid(xs, ys, indexing="ij")
+        return EvalGrid(np.stack([Xs.ravel(), Ys.ravel()], 1), {"x": xs, "y": ys}, Xs.shape,
+                        u[s, s].ravel())
+
+    def evaluation_grid(self):
+        return self._grid
