@@ -1,1 +1,59 @@
-"""photonic."""
+"""photonic — device-level simulator of MZI-mesh photonic tensor cores (the hub).
+
+The public API is exactly what this module re-exports.
+"""
+
+from photonic.core import CoreCounts, Mesh, TensorCore, optical_matmul, program_tiles
+from photonic.decompose import MeshPhases, decompose, reconstruct
+from photonic.devices import (
+    ConverterParams,
+    CouplerParams,
+    CrosstalkParams,
+    DetectorParams,
+    DeviceParams,
+    LaserParams,
+    LayoutParams,
+    ModulatorParams,
+    MziParams,
+    PhaseShifterParams,
+    TiaParams,
+    VariationParams,
+)
+from photonic.mesh import TOPOLOGIES, MeshLayout, mesh_layout, transfer_matrix
+from photonic.mzi import mzi_matrix
+from photonic.noise import MeshErrors, NoiseConfig, quantize_phase, sample_mesh_errors
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ConverterParams",
+    "CoreCounts",
+    "CouplerParams",
+    "CrosstalkParams",
+    "DetectorParams",
+    "DeviceParams",
+    "LaserParams",
+    "LayoutParams",
+    "Mesh",
+    "MeshErrors",
+    "MeshLayout",
+    "MeshPhases",
+    "ModulatorParams",
+    "MziParams",
+    "NoiseConfig",
+    "PhaseShifterParams",
+    "TOPOLOGIES",
+    "TensorCore",
+    "TiaParams",
+    "VariationParams",
+    "__version__",
+    "decompose",
+    "mesh_layout",
+    "mzi_matrix",
+    "optical_matmul",
+    "program_tiles",
+    "quantize_phase",
+    "reconstruct",
+    "sample_mesh_errors",
+    "transfer_matrix",
+]

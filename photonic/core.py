@@ -1,0 +1,435 @@
+"""Programmed meshes and the photonic tensor core (SVD tiles: U Σ V† on MZI meshes).
+
+A real M×N matrix W is cut into k×k tiles (zero padded). Each tile W_rc = U Σ V† runs
+optically as: input modulators (DAC) → mesh V† → one attenuating MZI per mode realising
+σ_i/σ_max (cross-port amplitude cos(θ/2)) → mesh U → coherent (homodyne) detection of the
+in-phase quadrature → TIA → ADC; the electronic gain σ_max and the sum over tile columns are
+digital. Per-tile MZIs: k(k−1) for U and V plus k for Σ; optical path ≈ 2k + 1 MZIs.
+
+Detection model (balanced homodyne, local oscillator of power P_LO per output):
+signal current i = 2R·√P_LO·Re(E), noise variance
+σ_i² = 2qB(R(P_LO + |E|²) + 2I_d) + 4k_BTB/R_L (shot + thermal;
+photontorch / standard photodetector theory). The ADC spans the largest possible signal
+2R√(P_LO·P_ch·k) with 2^b levels (signed).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+
+from photonic.decompose import MeshPhases, decompose
+from photonic.devices import DeviceParams
+from photonic.mesh import mesh_layout
+from photonic.mzi import mzi_entries
+from photonic.noise import (
+    MeshErrors,
+    NoiseConfig,
+    num_shifters,
+    realise_mesh,
+    realise_phases,
+    sample_mesh_errors,
+)
+
+__all__ = [
+    "Mesh",
+    "CoreCounts",
+    "TensorCore",
+    "TileProgram",
+    "program_tiles",
+    "tile_matrices",
+    "optical_matmul",
+    "quantize_signed",
+]
+
+Q_E = 1.602176634e-19  # C
+K_B = 1.380649e-23  # J/K
+
+
+def _generator(seed: int | torch.Generator | None) -> torch.Generator:
+    if isinstance(seed, torch.Generator):
+        return seed
+    g = torch.Generator()
+    g.manual_seed(0 if seed is None else int(seed))
+    return g
+
+
+class Mesh:
+    """A programmed mesh on a (possibly non-ideal) chip.
+
+    Static fabrication errors are drawn once from ``seed`` when the mesh is made; dynamic
+    phase noise is drawn anew at every :meth:`matrix` / call.
+    """
+
+    def __init__(
+        self,
+        phases: MeshPhases,
+        *,
+        device: DeviceParams | None = None,
+        noise: NoiseConfig | None = None,
+        seed: int | torch.Generator | None = 0,
+        errors: MeshErrors | None = None,
+    ):
+        self.phases = phases
+        self.device = device or DeviceParams()
+        self.noise = noise or NoiseConfig()
+        self._gen = _generator(seed)
+        self.errors = errors or sample_mesh_errors(
+            phases.layout, self.device, generator=self._gen, batch_shape=tuple(phases.batch_shape)
+        )
+
+    @classmethod
+    def from_unitary(cls, U, topology: str = "clements", **kwargs) -> Mesh:
+        return cls(decompose(U, topology), **kwargs)
+
+    @property
+    def n(self) -> int:
+        return self.phases.layout.n
+
+    @property
+    def num_mzis(self) -> int:
+        return self.phases.layout.num_mzis
+
+    @property
+    def depth(self) -> int:
+        return self.phases.layout.depth
+
+    @property
+    def num_phase_shifters(self) -> int:
+        return num_shifters(self.phases.layout)
+
+    def matrix(self) -> torch.Tensor:
+        """Realised transfer matrix (..., N, N), T[out, in]."""
+        return realise_mesh(
+            self.phases, device=self.device, noise=self.noise, errors=self.errors,
+            generator=self._gen,
+        )
+
+    def __call__(self, fields: torch.Tensor) -> torch.Tensor:
+        """Output fields for input fields (..., N) (vectors in the last dim): ``x @ T.T``."""
+        fields = torch.as_tensor(fields)
+        if fields.shape[-1] != self.n:
+            raise ValueError(f"fields.shape[-1]={fields.shape[-1]} but the mesh has {self.n} modes")
+        return fields.to(torch.complex128) @ self.matrix().transpose(-1, -2)
+
+
+@dataclass
+class CoreCounts:
+    """What a tensor core used; read by :func:`photonic.estimate_cost`."""
+
+    num_tiles: int = 0
+    tile: int = 0
+    num_mzis: int = 0
+    num_phase_shifters: int = 0
+    num_modulators: int = 0
+    num_detectors: int = 0
+    inferences: int = 0  # input vectors processed
+    dac_conversions: int = 0
+    adc_conversions: int = 0
+    reprogram_events: int = 0  # times the whole core was (re)programmed
+    shifter_writes: int = 0  # phase-shifter values written
+
+    def as_dict(self) -> dict[str, int]:
+        return dict(self.__dict__)
+
+
+@dataclass(frozen=True, eq=False)
+class TileProgram:
+    """Programmed phases of an R×C grid of k×k SVD tiles (leading dims allowed).
+
+    ``v``/``u``: MeshPhases with batch (..., R, C); ``sigma_theta``: (..., R, C, k) internal
+    phases of the Σ attenuators; ``gain``: (..., R, C) electronic gain σ_max.
+    """
+
+    v: MeshPhases
+    u: MeshPhases
+    sigma_theta: torch.Tensor
+    gain: torch.Tensor
+    shape: tuple[int, int]  # (M, N) of the represented matrix
+    tile: int
+
+    @property
+    def grid(self) -> tuple[int, int]:
+        return tuple(self.gain.shape[-2:])
+
+    def phase_vector(self) -> torch.Tensor:
+        """All programmed shifter phases, (..., R, C, S_tile): V, U, then Σ (θ only)."""
+        return torch.cat(
+            [self.v.theta, self.v.phi, self.v.out_phase, self.u.theta, self.u.phi,
+             self.u.out_phase, self.sigma_theta], -1,
+        )
+
+
+def _pad_tiles(w: torch.Tensor, k: int) -> torch.Tensor:
+    """(..., M, N) → (..., R, C, k, k) zero-padded tiles."""
+    m, n = w.shape[-2:]
+    r, c = -(-m // k), -(-n // k)
+    wp = torch.nn.functional.pad(w, (0, c * k - n, 0, r * k - m))
+    return wp.reshape(w.shape[:-2] + (r, k, c, k)).transpose(-3, -2)
+
+
+def program_tiles(w: torch.Tensor, *, tile: int, topology: str = "clements") -> TileProgram:
+    """Decompose real matrices (..., M, N) into SVD tiles of MZI phases."""
+    w = torch.as_tensor(w, dtype=torch.float64).detach()
+    if w.ndim < 2:
+        raise ValueError(f"W must have shape (..., M, N); got {tuple(w.shape)}")
+    if tile < 2:
+        raise ValueError(f"tile={tile}: a tile needs at least 2 modes")
+    tiles = _pad_tiles(w, tile)
+    u, s, vh = torch.linalg.svd(tiles)
+    smax = s[..., :1].clamp_min(torch.finfo(torch.float64).tiny)
+    ratio = (s / smax).clamp(0.0, 1.0)
+    sigma_theta = 2 * torch.acos(ratio)
+    return TileProgram(
+        v=decompose(vh.to(torch.complex128), topology),
+        u=decompose(u.to(torch.complex128), topology),
+        sigma_theta=sigma_theta,
+        gain=s[..., 0],
+        shape=tuple(w.shape[-2:]),
+        tile=tile,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class TileErrors:
+    v: MeshErrors
+    u: MeshErrors
+    sigma: MeshErrors  # of the Σ MZIs seen as a 1-column "mesh" of k MZIs
+
+
+def sample_tile_errors(
+    device: DeviceParams, grid: tuple[int, int], tile: int, topology: str, generator
+) -> TileErrors:
+    layout = mesh_layout(tile, topology)
+    sig_layout = _sigma_layout(tile)
+    return TileErrors(
+        v=sample_mesh_errors(layout, device, generator=generator, batch_shape=grid),
+        u=sample_mesh_errors(layout, device, generator=generator, batch_shape=grid),
+        sigma=sample_mesh_errors(sig_layout, device, generator=generator, batch_shape=grid),
+    )
+
+
+@lru_cache(maxsize=64)
+def _sigma_layout(k: int):
+    """The Σ column as a layout of k independent MZIs (one per mode, to a dump port)."""
+    from photonic.mesh import MeshLayout
+
+    return MeshLayout(
+        n=2 * k, topology="sigma", modes=np.arange(0, 2 * k, 2), columns=np.zeros(k, np.int64)
+    )
+
+
+def _sigma_amplitudes(theta, device, noise, errors: MeshErrors | None, generator):
+    """Cross-port field of each Σ MZI, made real-positive by its external phase φ = −θ/2 − π/2.
+
+    Non-idealities act on both phases as on any shifter; returns (..., k) complex.
+    """
+    k = theta.shape[-1]
+    layout = _sigma_layout(k)
+    phi = -theta / 2 - math.pi / 2
+    prog = torch.cat([theta, phi, torch.zeros(theta.shape[:-1] + (2 * k,), dtype=theta.dtype)], -1)
+    real = realise_phases(prog, layout, device, noise, errors, generator=generator)
+    alpha = beta = 0.0
+    amp = 1.0
+    if errors is not None and noise.coupler_error:
+        alpha, beta = errors.alpha_rad, errors.beta_rad
+    if errors is not None and noise.insertion_loss:
+        amp = 10.0 ** (-errors.loss_db / 20.0)
+    _, _, m10, _ = mzi_entries(real[..., :k], real[..., k : 2 * k], alpha=alpha, beta=beta,
+                               amplitude=amp)
+    return m10
+
+
+def tile_matrices(
+    prog: TileProgram,
+    *,
+    device: DeviceParams,
+    noise: NoiseConfig,
+    errors: TileErrors | None,
+    generator: torch.Generator | None,
+    phases: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Realised optical tile matrices (..., R, C, k, k) (complex, without the gain σ_max).
+
+    ``phases`` may override ``prog.phase_vector()`` (phase-domain training: leading dims of
+    ``phases`` are extra batches, e.g. P perturbations).
+    """
+    k = prog.tile
+    lay = prog.v.layout
+    s_mesh = num_shifters(lay)
+    if phases is None:
+        phases = prog.phase_vector()
+    pv, pu, ps = phases[..., :s_mesh], phases[..., s_mesh : 2 * s_mesh], phases[..., 2 * s_mesh :]
+    ev = eu = es = None
+    if errors is not None:
+        ev, eu, es = errors.v, errors.u, errors.sigma
+    tv = realise_mesh(prog.v, device=device, noise=noise, errors=ev, generator=generator,
+                      programmed=pv)
+    tu = realise_mesh(prog.u, device=device, noise=noise, errors=eu, generator=generator,
+                      programmed=pu)
+    sig = _sigma_amplitudes(ps, device, noise, es, generator)
+    return (tu * sig[..., None, :]) @ tv
+
+
+def quantize_signed(x: torch.Tensor, bits: int | None, full_scale: torch.Tensor | float):
+    """Uniform signed quantiser with 2^(b−1) − 1 levels per side over ±full_scale (clipped)."""
+    if bits is None:
+        return x
+    levels = 2 ** (bits - 1) - 1
+    fs = torch.as_tensor(full_scale, dtype=x.dtype)
+    q = torch.round((x / fs).clamp(-1, 1) * levels) / levels * fs
+    return x + (q - x).detach()
+
+
+def optical_matmul(
+    tiles: torch.Tensor,
+    gain: torch.Tensor,
+    x: torch.Tensor,
+    shape: tuple[int, int],
+    *,
+    device: DeviceParams,
+    noise: NoiseConfig,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """y = W x for rows of ``x`` (..., N) through realised optical tiles (..., R, C, k, k)
+    with electronic gains (..., R, C) → (..., M).
+
+    Inputs are scaled per vector to the DAC's full scale, quantised, sent as fields of
+    P_ch per mode, detected coherently with noise, digitised per tile (ADC range: the tile's
+    largest possible output, max_i Σ_j |T_ij|), scaled by the gain and summed digitally.
+    Batch dims of ``tiles`` (e.g. P parameter perturbations) lead the output's.
+    """
+    m, n = shape
+    r, c, k = tiles.shape[-4], tiles.shape[-3], tiles.shape[-1]
+    if x.shape[-1] != n:
+        raise ValueError(f"x.shape[-1]={x.shape[-1]} but the core's matrix has N={n} columns")
+    real = x.dtype if x.dtype in (torch.float32, torch.float64) else torch.float64
+    scale = x.abs().amax(-1, keepdim=True).clamp_min(torch.finfo(real).tiny)
+    xn = x / scale
+    if noise.input_quantization:
+        xn = quantize_signed(xn, device.dac.bits, 1.0)
+    xp = torch.nn.functional.pad(xn, (0, c * k - n)).reshape(x.shape[:-1] + (c, k))
+    # (..., B, C, k) x (.., R, C, k, k): out[..., B, R, C, k] = Σ_j T[R,C,i,j] x[B,C,j]
+    t = tiles.to(torch.complex128 if real == torch.float64 else torch.complex64)
+    batch_t = tiles.shape[:-4]
+    xb = xp.reshape(xp.shape[:-2] + (c, k)).to(t.dtype)
+    xb = xb.reshape(batch_t + (-1, 1, c, k, 1)) if batch_t else xb.reshape((-1, 1, c, k, 1))
+    fields = (t.unsqueeze(-5) @ xb).squeeze(-1)  # (..., B, R, C, k), unit: √P_ch
+    out = fields.real
+    needs_detect = noise.detector_noise or noise.output_quantization
+    if needs_detect:
+        det = device.detector
+        p_ch = device.laser.power_per_channel_mw * 1e-3
+        p_lo = p_ch
+        gain_i = 2 * det.responsivity_a_per_w * math.sqrt(p_lo * p_ch)  # A per unit field
+        current = out * gain_i
+        if noise.detector_noise:
+            if generator is None:
+                raise ValueError("noise.detector_noise=True needs a torch.Generator")
+            bw = det.bandwidth_ghz * 1e9
+            power = fields.abs() ** 2 * p_ch
+            var = 2 * Q_E * bw * (
+                det.responsivity_a_per_w * (p_lo + power) + 2 * det.dark_current_na * 1e-9
+            ) + 4 * K_B * det.temperature_k * bw / det.load_resistance_ohm
+            current = current + var.sqrt() * torch.randn(current.shape, generator=generator,
+                                                         dtype=current.dtype)
+        if noise.output_quantization:
+            bound = t.abs().sum(-1).amax(-1)[..., None, :, :, None]  # (..., 1, R, C, 1)
+            current = quantize_signed(current, device.adc.bits, gain_i * bound)
+        out = current / gain_i
+    out = out * gain.to(out.dtype)[..., None, :, :, None]
+    y = out.sum(-2).reshape(out.shape[:-3] + (r * k,))[..., :m]
+    lead = x.shape[:-1]
+    y = y.reshape(batch_t + lead + (m,)) if batch_t else y.reshape(lead + (m,))
+    return (y * scale).to(real)
+
+
+class TensorCore:
+    """A real matrix programmed onto photonic SVD tiles; callable on input rows (..., N)."""
+
+    def __init__(
+        self,
+        program: TileProgram,
+        *,
+        topology: str = "clements",
+        device: DeviceParams | None = None,
+        noise: NoiseConfig | None = None,
+        seed: int | torch.Generator | None = 0,
+    ):
+        self.program = program
+        self.topology = topology
+        self.device = device or DeviceParams()
+        self.noise = noise or NoiseConfig()
+        self._gen = _generator(seed)
+        self.errors = sample_tile_errors(
+            self.device, program.grid, program.tile, topology, self._gen
+        )
+        k = program.tile
+        r, c = program.grid
+        lay = mesh_layout(k, topology)
+        self.counts = CoreCounts(
+            num_tiles=r * c,
+            tile=k,
+            num_mzis=r * c * (2 * lay.num_mzis + k),
+            num_phase_shifters=r * c * (2 * num_shifters(lay) + 2 * k),
+            num_modulators=r * c * k,
+            num_detectors=r * c * k,
+        )
+        self._program_event()
+
+    def _program_event(self) -> None:
+        self.counts.reprogram_events += 1
+        self.counts.shifter_writes += self.counts.num_phase_shifters
+
+    @classmethod
+    def from_matrix(
+        cls,
+        W,
+        *,
+        tile: int = 8,
+        topology: str = "clements",
+        device: DeviceParams | None = None,
+        noise: NoiseConfig | None = None,
+        seed: int | torch.Generator | None = 0,
+    ) -> TensorCore:
+        """Program the real matrix ``W`` (M, N) onto ``tile``×``tile`` SVD tiles."""
+        w = torch.as_tensor(W)
+        if w.ndim != 2 or w.is_complex():
+            raise ValueError(f"W must be a real 2-D matrix; got shape {tuple(w.shape)}, "
+                             f"dtype {w.dtype}")
+        return cls(program_tiles(w, tile=tile, topology=topology), topology=topology,
+                   device=device, noise=noise, seed=seed)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        return self.program.shape
+
+    def tiles(self) -> torch.Tensor:
+        """Realised optical tile matrices (R, C, k, k), complex, without the gain."""
+        return tile_matrices(self.program, device=self.device, noise=self.noise,
+                             errors=self.errors, generator=self._gen)
+
+    def matrix(self) -> torch.Tensor:
+        """Realised (complex) M×N matrix, without detection effects."""
+        t = self.tiles() * self.program.gain[..., None, None]
+        r, c, k = t.shape[0], t.shape[1], t.shape[-1]
+        full = t.transpose(1, 2).reshape(r * k, c * k)
+        return full[: self.shape[0], : self.shape[1]]
+
+    def __call__(self, x) -> torch.Tensor:
+        """y = W x for rows of ``x`` (..., N); counts conversions."""
+        x = torch.as_tensor(x)
+        y = optical_matmul(self.tiles(), self.program.gain, x, self.shape, device=self.device, noise=self.noise,
+                           generator=self._gen)
+        vectors = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
+        r, c = self.program.grid
+        k = self.program.tile
+        self.counts.inferences += vectors
+        self.counts.dac_conversions += vectors * r * c * k
+        self.counts.adc_conversions += vectors * r * c * k
+        return y
+

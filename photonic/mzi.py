@@ -1,0 +1,75 @@
+"""The physical Mach–Zehnder interferometer as a complex 2×2 transfer matrix.
+
+Convention (DESIGN.md, pinned by tests): ``T[out, in]`` and
+
+    M(θ, φ) = B(β) · diag(e^{iθ}, 1) · B(α) · diag(e^{iφ}, 1),
+    B(κ)    = [[cos κ, i sin κ], [i sin κ, cos κ]],  κ = π/4 + coupler error,
+
+with θ the internal phase (top arm, between the couplers), φ the external phase (top input),
+α the input coupler's and β the output coupler's splitting-angle error. Ideally
+M = i e^{iθ/2} [[e^{iφ} sin(θ/2), cos(θ/2)], [e^{iφ} cos(θ/2), −sin(θ/2)]]; the cross-port
+power is cos²(θ/2). With two erroneous couplers the cross power is confined to
+[sin²(α−β), cos²(α+β)] (Hamerly et al., arXiv 2109.05367).
+"""
+
+from __future__ import annotations
+
+import math
+
+import torch
+
+__all__ = ["mzi_entries", "mzi_matrix", "coupler_matrix"]
+
+
+def coupler_matrix(*, error_rad: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Directional coupler B(π/4 + error) as a complex128 2×2 matrix (T[out, in])."""
+    kappa = torch.as_tensor(math.pi / 4 + torch.as_tensor(error_rad, dtype=torch.float64))
+    c, s = torch.cos(kappa), torch.sin(kappa)
+    return torch.stack([torch.stack([c + 0j, 1j * s]), torch.stack([1j * s, c + 0j])])
+
+
+def mzi_entries(
+    theta: torch.Tensor,
+    phi: torch.Tensor,
+    *,
+    alpha: torch.Tensor | float = 0.0,
+    beta: torch.Tensor | float = 0.0,
+    amplitude: torch.Tensor | float = 1.0,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Entries (m00, m01, m10, m11) of ``amplitude · M(θ, φ)`` with coupler errors α, β.
+
+    All arguments broadcast together; the result is complex with the precision of ``theta``.
+    ``alpha`` and ``beta`` are the coupler angle errors in rad (κ = π/4 + error),
+    ``amplitude`` is the field transmission 10^(−loss_db/20).
+    Differentiable in every argument.
+    """
+    real = theta.dtype
+    alpha = torch.as_tensor(alpha, dtype=real)
+    beta = torch.as_tensor(beta, dtype=real)
+    ka, kb = math.pi / 4 + alpha, math.pi / 4 + beta
+    ca, sa, cb, sb = torch.cos(ka), torch.sin(ka), torch.cos(kb), torch.sin(kb)
+    e_t = torch.polar(torch.ones_like(theta), theta)
+    e_p = torch.polar(torch.ones_like(phi), phi)
+    amp = torch.as_tensor(amplitude, dtype=real)
+    m00 = amp * e_p * (e_t * (ca * cb) - sa * sb)
+    m01 = amp * 1j * (e_t * (sa * cb) + ca * sb)
+    m10 = amp * 1j * e_p * (e_t * (ca * sb) + sa * cb)
+    m11 = amp * ((ca * cb) - e_t * (sa * sb))
+    return m00, m01, m10, m11
+
+
+def mzi_matrix(
+    theta: torch.Tensor | float,
+    phi: torch.Tensor | float,
+    *,
+    alpha: torch.Tensor | float = 0.0,
+    beta: torch.Tensor | float = 0.0,
+    loss_db: torch.Tensor | float = 0.0,
+) -> torch.Tensor:
+    """Physical MZI transfer matrix, shape (..., 2, 2), T[out, in]; ``loss_db`` ≥ 0."""
+    theta = torch.as_tensor(theta, dtype=torch.float64)
+    phi = torch.as_tensor(phi, dtype=theta.dtype)
+    amp = 10.0 ** (-torch.as_tensor(loss_db, dtype=theta.dtype) / 20.0)
+    m00, m01, m10, m11 = mzi_entries(theta, phi, alpha=alpha, beta=beta, amplitude=amp)
+    m00, m01, m10, m11 = torch.broadcast_tensors(m00, m01, m10, m11)
+    return torch.stack([torch.stack([m00, m01], -1), torch.stack([m10, m11], -1)], -2)

@@ -1,0 +1,254 @@
+"""Non-ideality models of a programmed mesh, each separately switchable and seeded.
+
+A programmed phase φ (rad) reaches the waveguide through this chain (shifter index s runs
+over the K internal θ, then the K external φ, then the N output-screen phases of a mesh):
+
+1. phase quantisation — the DAC drives a voltage V(φ) on a grid of 2^b levels in
+   [0, V_max]; the shifter law maps it back: quadratic (thermal, φ = γV², γ = π/V_π²) or
+   linear (φ = πV/V_π), so uniform voltage steps give non-uniform phase steps;
+2. gamma error — the realised coefficient differs per device: φ ← φ·(1 + δγ_s),
+   δγ_s ~ N(0, gamma_std²) (static, per chip);
+3. thermal crosstalk — φ ← Γφ with Γ_ii = 1 and off-diagonal Γ_ij by distance
+   (:class:`photonic.devices.CrosstalkParams`);
+4. static phase offsets (fabrication) ~ N(0, phase_offset_std²) and dynamic phase noise
+   ~ N(0, phase_noise_std²) drawn anew at every call;
+5. wavelength — phases scale as λ0/λ; coupler angle κ(λ) = (π/4 + α)(1 + D·(λ − λ0)).
+
+Couplers get static angle errors α, β ~ N(0, split_error_std²); each MZI an insertion loss
+``insertion_loss_db`` (+ N(0, loss_std²) spread, clipped at 0).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import lru_cache
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict
+from scipy.spatial import cKDTree
+
+from photonic.devices import CrosstalkParams, DeviceParams, LayoutParams, PhaseShifterParams
+from photonic.mesh import MeshLayout, transfer_matrix
+
+__all__ = [
+    "NoiseConfig",
+    "MeshErrors",
+    "sample_mesh_errors",
+    "quantize_phase",
+    "crosstalk_coupling",
+    "shifter_positions_um",
+    "realise_phases",
+    "realise_mesh",
+    "num_shifters",
+]
+
+
+class NoiseConfig(BaseModel):
+    """Which non-idealities are switched on (all off: an ideal chip)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    phase_quantization: bool = False
+    gamma_error: bool = False
+    phase_offset: bool = False
+    phase_noise: bool = False
+    crosstalk: bool = False
+    coupler_error: bool = False
+    insertion_loss: bool = False
+    detector_noise: bool = False
+    input_quantization: bool = False
+    output_quantization: bool = False
+    wavelength_um: float | None = None  # None: operate at the design wavelength
+
+    @classmethod
+    def ideal(cls) -> NoiseConfig:
+        return cls()
+
+    @classmethod
+    def all(cls) -> NoiseConfig:
+        return cls(**{k: True for k, f in cls.model_fields.items() if f.annotation is bool})
+
+
+def num_shifters(layout: MeshLayout) -> int:
+    """Phase shifters of a mesh: θ and φ of every MZI plus the output phase screen."""
+    return 2 * layout.num_mzis + layout.n
+
+
+@dataclass(frozen=True, eq=False)
+class MeshErrors:
+    """Static (per-chip) errors of a mesh; leading dims broadcast with the phases."""
+
+    gamma_rel: torch.Tensor  # (..., S)
+    phase_offset_rad: torch.Tensor  # (..., S)
+    alpha_rad: torch.Tensor  # (..., K) input coupler angle errors
+    beta_rad: torch.Tensor  # (..., K) output coupler angle errors
+    loss_db: torch.Tensor  # (..., K)
+
+
+def sample_mesh_errors(
+    layout: MeshLayout,
+    device: DeviceParams,
+    *,
+    generator: torch.Generator,
+    batch_shape: tuple[int, ...] = (),
+) -> MeshErrors:
+    """Draw one chip's static errors from the device's variation figures."""
+    s, k = num_shifters(layout), layout.num_mzis
+
+    def normal(shape, std):
+        return torch.randn(batch_shape + shape, generator=generator, dtype=torch.float64) * std
+
+    loss = device.mzi.insertion_loss_db + normal((k,), device.mzi.loss_std_db)
+    return MeshErrors(
+        gamma_rel=normal((s,), device.variation.gamma_std),
+        phase_offset_rad=normal((s,), device.variation.phase_offset_std_rad),
+        alpha_rad=normal((k,), device.coupler.split_error_std_rad),
+        beta_rad=normal((k,), device.coupler.split_error_std_rad),
+        loss_db=loss.clamp_min(0.0),
+    )
+
+
+def quantize_phase(phase_rad: torch.Tensor, shifter: PhaseShifterParams, bits: int | None):
+    """Phase realised after a ``bits``-bit DAC drives the shifter for ``phase_rad``.
+
+    Phases are wrapped into [0, 2π) first (a shifter only adds phase). The voltage grid is
+    uniform over [0, V_max]; the phase grid follows the shifter law. Gradients pass straight
+    through (straight-through estimator) so phase-domain training still sees a slope.
+    """
+    wrapped = torch.remainder(phase_rad, 2 * math.pi)
+    if bits is None:
+        return phase_rad + (wrapped - phase_rad).detach()
+    step_v = shifter.v_max_v / (2**bits - 1)
+    ratio = wrapped / math.pi
+    volts = shifter.v_pi_v * (ratio.sqrt() if shifter.law == "quadratic" else ratio)
+    volts_q = torch.round(volts / step_v) * step_v
+    vr = volts_q / shifter.v_pi_v
+    q = math.pi * (vr * vr if shifter.law == "quadratic" else vr)
+    return phase_rad + (q - phase_rad).detach()
+
+
+def shifter_positions_um(layout: MeshLayout, geometry: LayoutParams) -> np.ndarray:
+    """(S, 2) x, y positions in µm of the θ, φ and output shifters (same order as S)."""
+    col = layout.columns.astype(float)
+    mode = layout.modes.astype(float)
+    px, py = geometry.column_pitch_um, geometry.mode_pitch_um
+    theta = np.stack([(col + 0.5) * px, mode * py], -1)
+    phi = np.stack([col * px, mode * py], -1)
+    out = np.stack([np.full(layout.n, layout.depth * px), np.arange(layout.n) * py], -1)
+    return np.concatenate([theta, phi, out])
+
+
+@lru_cache(maxsize=64)
+def _coupling_cached(layout: MeshLayout, xt: CrosstalkParams, geometry: LayoutParams):
+    k = layout.num_mzis
+    if xt.model == "nearest":
+        # Shifters of the same kind in vertically adjacent MZIs of one column.
+        key = layout.columns * (layout.n + 2) + layout.modes
+        order = {int(v): i for i, v in enumerate(key)}
+        rows, cols = [], []
+        for i, v in enumerate(key):
+            j = order.get(int(v) + 2)
+            if j is not None:
+                for off in (0, k):  # θ block, φ block
+                    rows += [i + off, j + off]
+                    cols += [j + off, i + off]
+        vals = np.full(len(rows), xt.coefficient)
+    elif xt.model == "exponential":
+        pos = shifter_positions_um(layout, geometry)
+        pairs = cKDTree(pos).query_pairs(xt.cutoff_um, output_type="ndarray")
+        d = np.linalg.norm(pos[pairs[:, 0]] - pos[pairs[:, 1]], axis=1)
+        keep = d >= xt.min_distance_um
+        pairs, d = pairs[keep], d[keep]
+        rows = np.concatenate([pairs[:, 0], pairs[:, 1]])
+        cols = np.concatenate([pairs[:, 1], pairs[:, 0]])
+        vals = np.tile(xt.coefficient * np.exp(-xt.decay_per_um * d), 2)
+    else:
+        rows, cols, vals = [], [], []
+    return (
+        torch.as_tensor(np.asarray(rows, dtype=np.int64)),
+        torch.as_tensor(np.asarray(cols, dtype=np.int64)),
+        torch.as_tensor(np.asarray(vals, dtype=np.float64)),
+    )
+
+
+def crosstalk_coupling(layout: MeshLayout, device: DeviceParams):
+    """Off-diagonal entries of Γ as (rows, cols, values) over the S shifters of a mesh."""
+    return _coupling_cached(layout, device.crosstalk, device.layout)
+
+
+def realise_phases(
+    programmed: torch.Tensor,
+    layout: MeshLayout,
+    device: DeviceParams,
+    noise: NoiseConfig,
+    errors: MeshErrors | None,
+    *,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Phases (..., S) on the waveguides for programmed phases (..., S); see module doc."""
+    phi = programmed
+    if noise.phase_quantization:
+        phi = quantize_phase(phi, device.shifter, device.phase_dac.bits)
+    if noise.gamma_error and errors is not None:
+        phi = phi * (1.0 + errors.gamma_rel)
+    if noise.crosstalk and device.crosstalk.model != "none":
+        rows, cols, vals = crosstalk_coupling(layout, device)
+        if rows.numel():
+            leak = torch.zeros_like(phi).index_add(-1, rows, phi[..., cols] * vals.to(phi.dtype))
+            phi = phi + leak
+    if noise.phase_offset and errors is not None:
+        phi = phi + errors.phase_offset_rad
+    if noise.phase_noise and device.variation.phase_noise_std_rad > 0:
+        if generator is None:
+            raise ValueError("noise.phase_noise=True needs a torch.Generator for reproducibility")
+        std = device.variation.phase_noise_std_rad
+        phi = phi + std * torch.randn(phi.shape, generator=generator, dtype=phi.dtype)
+    if noise.wavelength_um is not None:
+        phi = phi * (device.design_wavelength_um / noise.wavelength_um)
+    return phi
+
+
+def realise_mesh(
+    phases,
+    *,
+    device: DeviceParams | None,
+    noise: NoiseConfig | None,
+    errors: MeshErrors | None = None,
+    generator: torch.Generator | None = None,
+    programmed: torch.Tensor | None = None,
+) -> torch.Tensor:
+    """Transfer matrix (..., N, N) of ``phases`` (a MeshPhases) programmed on ``device``.
+
+    ``errors`` are the chip's static errors (sampled from ``generator`` when omitted and
+    needed); ``programmed`` may pass the (..., S) phase vector directly (phase-domain training).
+    """
+    device = device or DeviceParams()
+    noise = noise or NoiseConfig()
+    layout = phases.layout
+    k = layout.num_mzis
+    needs_errors = noise.gamma_error or noise.phase_offset or noise.coupler_error
+    needs_errors = needs_errors or noise.insertion_loss
+    if errors is None and needs_errors:
+        if generator is None:
+            raise ValueError("sampling chip errors needs a torch.Generator (pass generator=)")
+        errors = sample_mesh_errors(layout, device, generator=generator)
+    if programmed is None:
+        programmed = torch.cat([phases.theta, phases.phi, phases.out_phase], -1)
+    real = realise_phases(programmed, layout, device, noise, errors, generator=generator)
+    theta, phi, out = real[..., :k], real[..., k : 2 * k], real[..., 2 * k :]
+    alpha = beta = torch.zeros((), dtype=real.dtype)
+    if noise.coupler_error and errors is not None:
+        alpha, beta = errors.alpha_rad, errors.beta_rad
+    if noise.wavelength_um is not None:
+        scale = 1.0 + device.coupler.dispersion_per_um * (
+            noise.wavelength_um - device.design_wavelength_um
+        )
+        alpha = (math.pi / 4 + alpha) * scale - math.pi / 4
+        beta = (math.pi / 4 + beta) * scale - math.pi / 4
+    amplitude = torch.ones((), dtype=real.dtype)
+    if noise.insertion_loss:
+        loss = errors.loss_db if errors is not None else torch.tensor(device.mzi.insertion_loss_db)
+        amplitude = 10.0 ** (-loss / 20.0)
+    return transfer_matrix(layout, theta, phi, out, alpha=alpha, beta=beta, amplitude=amplitude)
