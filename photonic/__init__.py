@@ -19,6 +19,7 @@ from photonic.devices import (
     TiaParams,
     VariationParams,
 )
+from photonic.layers import MODES, PhotonicLinear, PhotonicMatrix, TTPhotonicLinear, convert_linear
 from photonic.mesh import TOPOLOGIES, MeshLayout, mesh_layout, transfer_matrix
 from photonic.mzi import mzi_matrix
 from photonic.noise import MeshErrors, NoiseConfig, quantize_phase, sample_mesh_errors
@@ -26,6 +27,7 @@ from photonic.noise import MeshErrors, NoiseConfig, quantize_phase, sample_mesh_
 __version__ = "0.1.0"
 
 __all__ = [
+    "MODES",
     "ConverterParams",
     "CoreCounts",
     "CouplerParams",
@@ -42,6 +44,10 @@ __all__ = [
     "MziParams",
     "NoiseConfig",
     "PhaseShifterParams",
+    "PhotonicLinear",
+    "PhotonicMatrix",
+    "TTPhotonicLinear",
+    "convert_linear",
     "TOPOLOGIES",
     "TensorCore",
     "TiaParams",

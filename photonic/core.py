@@ -258,7 +258,6 @@ def tile_matrices(
     ``phases`` may override ``prog.phase_vector()`` (phase-domain training: leading dims of
     ``phases`` are extra batches, e.g. P perturbations).
     """
-    k = prog.tile
     lay = prog.v.layout
     s_mesh = num_shifters(lay)
     if phases is None:
@@ -315,9 +314,13 @@ def optical_matmul(
     xp = torch.nn.functional.pad(xn, (0, c * k - n)).reshape(x.shape[:-1] + (c, k))
     # (..., B, C, k) x (.., R, C, k, k): out[..., B, R, C, k] = Σ_j T[R,C,i,j] x[B,C,j]
     t = tiles.to(torch.complex128 if real == torch.float64 else torch.complex64)
-    batch_t = tiles.shape[:-4]
-    xb = xp.reshape(xp.shape[:-2] + (c, k)).to(t.dtype)
-    xb = xb.reshape(batch_t + (-1, 1, c, k, 1)) if batch_t else xb.reshape((-1, 1, c, k, 1))
+    batch_t = tuple(tiles.shape[:-4])
+    nb = len(batch_t)
+    if nb and tuple(xp.shape[:nb]) != batch_t:
+        xp = xp.expand(batch_t + xp.shape)
+        scale = scale.expand(batch_t + scale.shape)
+    lead = tuple(xp.shape[nb:-2])
+    xb = xp.to(t.dtype).reshape(batch_t + (-1, 1, c, k, 1))
     fields = (t.unsqueeze(-5) @ xb).squeeze(-1)  # (..., B, R, C, k), unit: √P_ch
     out = fields.real
     needs_detect = noise.detector_noise or noise.output_quantization
@@ -343,9 +346,7 @@ def optical_matmul(
         out = current / gain_i
     out = out * gain.to(out.dtype)[..., None, :, :, None]
     y = out.sum(-2).reshape(out.shape[:-3] + (r * k,))[..., :m]
-    lead = x.shape[:-1]
-    y = y.reshape(batch_t + lead + (m,)) if batch_t else y.reshape(lead + (m,))
-    return (y * scale).to(real)
+    return (y.reshape(batch_t + lead + (m,)) * scale).to(real)
 
 
 class TensorCore:
@@ -423,8 +424,8 @@ class TensorCore:
     def __call__(self, x) -> torch.Tensor:
         """y = W x for rows of ``x`` (..., N); counts conversions."""
         x = torch.as_tensor(x)
-        y = optical_matmul(self.tiles(), self.program.gain, x, self.shape, device=self.device, noise=self.noise,
-                           generator=self._gen)
+        y = optical_matmul(self.tiles(), self.program.gain, x, self.shape, device=self.device,
+                           noise=self.noise, generator=self._gen)
         vectors = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
         r, c = self.program.grid
         k = self.program.tile
