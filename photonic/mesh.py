@@ -63,6 +63,10 @@ TOPOLOGIES: dict[str, Callable[[int], list[int]]] = {
     "reck": _reck_sequence,
 }
 
+# Topologies whose edge positions carry loss-matching dummies, so that every path crosses
+# the same number of elements (Clements et al. 2016: balanced loss).
+BALANCED_TOPOLOGIES = frozenset({"clements"})
+
 
 def _check_topology(topology: str) -> None:
     if topology not in TOPOLOGIES:
@@ -161,11 +165,13 @@ def column_coefficients(
     alpha: torch.Tensor | float = 0.0,
     beta: torch.Tensor | float = 0.0,
     amplitude: torch.Tensor | float = 1.0,
+    pad_amplitude: torch.Tensor | float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-column diagonal and partner coefficients ``A, B`` of shape (..., depth, n).
 
     ``theta``, ``phi`` (and optionally ``alpha``, ``beta``, ``amplitude``) have shape (..., K).
-    Column ℓ maps fields as ``y = A[ℓ] ⊙ x + B[ℓ] ⊙ x[partner[ℓ % 2]]``.
+    Column ℓ maps fields as ``y = A[ℓ] ⊙ x + B[ℓ] ⊙ x[partner[ℓ % 2]]``. Positions without
+    an MZI transmit ``pad_amplitude`` (a loss-matching dummy in balanced Clements meshes).
     """
     m00, m01, m10, m11 = mzi_entries(theta, phi, alpha=alpha, beta=beta, amplitude=amplitude)
     m00, m01, m10, m11 = torch.broadcast_tensors(m00, m01, m10, m11)
@@ -173,12 +179,21 @@ def column_coefficients(
     size = layout.depth * layout.n
     top = layout._top_index
     bot = top + 1
-    ones = torch.ones(batch + (size,), dtype=m00.dtype)
+    pad = torch.as_tensor(pad_amplitude, dtype=m00.real.dtype)
+    ones = (torch.ones(batch + (size,), dtype=m00.dtype) * pad[..., None]).to(m00.dtype)
     zeros = torch.zeros(batch + (size,), dtype=m00.dtype)
     a = ones.index_copy(-1, top, m00).index_copy(-1, bot, m11)
     b = zeros.index_copy(-1, top, m01).index_copy(-1, bot, m10)
     shape = batch + (layout.depth, layout.n)
     return a.reshape(shape), b.reshape(shape)
+
+
+@numba.njit(cache=True, inline="always")
+def _unpaired(j, parity, n):  # pragma: no cover - compiled
+    """Mode j has no partner in a column of this parity (an edge mode)."""
+    if (j - parity) % 2 == 0:
+        return j + 1 >= n
+    return j - 1 < 0
 
 
 @numba.njit(parallel=True, cache=True, fastmath=False)
@@ -191,6 +206,10 @@ def _propagate_inplace(a, b, x, chunk):  # pragma: no cover - compiled
         k0 = (job % nchunk) * chunk
         k1 = min(k0 + chunk, ncol)
         for col in range(depth):
+            for j in range(n):
+                if _unpaired(j, col % 2, n) and a[m, col, j] != 1:
+                    for k in range(k0, k1):
+                        x[m, j, k] *= a[m, col, j]
             for j in range(col % 2, n - 1, 2):
                 a0 = a[m, col, j]
                 b0 = b[m, col, j]
@@ -252,6 +271,10 @@ def _segment_matrices(a, b, seg_len):  # pragma: no cover - compiled
         c0 = g * seg_len
         for t in range(min(seg_len, depth - c0)):
             col = c0 + t
+            for j in range(n):
+                if _unpaired(j, col % 2, n) and a[m, col, j] != 1:
+                    for k in range(n):
+                        x[j, k] *= a[m, col, j]
             for j in range(col % 2, n - 1, 2):
                 a0 = a[m, col, j]
                 b0 = b[m, col, j]
@@ -297,8 +320,10 @@ def transfer_matrix(
     alpha: torch.Tensor | float = 0.0,
     beta: torch.Tensor | float = 0.0,
     amplitude: torch.Tensor | float = 1.0,
+    pad_amplitude: torch.Tensor | float = 1.0,
 ) -> torch.Tensor:
     """Transfer matrix (..., n, n), T[out, in], of meshes with the given physical phases."""
-    a, b = column_coefficients(layout, theta, phi, alpha=alpha, beta=beta, amplitude=amplitude)
+    a, b = column_coefficients(layout, theta, phi, alpha=alpha, beta=beta, amplitude=amplitude,
+                               pad_amplitude=pad_amplitude)
     t = _build_matrix(layout, a, b)
     return torch.polar(torch.ones_like(out_phase), out_phase)[..., :, None] * t

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict
 from scipy.spatial import cKDTree
 
 from photonic.devices import CrosstalkParams, DeviceParams, LayoutParams, PhaseShifterParams
-from photonic.mesh import MeshLayout, transfer_matrix
+from photonic.mesh import BALANCED_TOPOLOGIES, MeshLayout, transfer_matrix
 
 __all__ = [
     "NoiseConfig",
@@ -247,8 +247,11 @@ def realise_mesh(
         )
         alpha = (math.pi / 4 + alpha) * scale - math.pi / 4
         beta = (math.pi / 4 + beta) * scale - math.pi / 4
-    amplitude = torch.ones((), dtype=real.dtype)
+    amplitude = pad = torch.ones((), dtype=real.dtype)
     if noise.insertion_loss:
         loss = errors.loss_db if errors is not None else torch.tensor(device.mzi.insertion_loss_db)
         amplitude = 10.0 ** (-loss / 20.0)
-    return transfer_matrix(layout, theta, phi, out, alpha=alpha, beta=beta, amplitude=amplitude)
+        if layout.topology in BALANCED_TOPOLOGIES:
+            pad = torch.tensor(10.0 ** (-device.mzi.insertion_loss_db / 20.0), dtype=real.dtype)
+    return transfer_matrix(layout, theta, phi, out, alpha=alpha, beta=beta, amplitude=amplitude,
+                           pad_amplitude=pad)

@@ -1,0 +1,544 @@
+"""Area, energy and latency of photonic tensor-core designs (analytic, nanoGPT-style).
+
+A *design* is a sequence of :class:`Stage` s, each one matrix product realised on SVD tiles
+(U Σ V† on MZI meshes, :mod:`photonic.core`); stages run one after the other with an
+optical → electrical → optical conversion between them (detect, digitise, buffer, modulate).
+Two dataflows:
+
+- ``weight_stationary``: every logical tile has its own hardware; phases are written once
+  and held; input vectors stream at ``min(clock, DAC rate, ADC rate)``.
+- ``time_multiplexed``: ``physical_tiles`` k×k tiles are reused; every logical tile is
+  loaded in turn (phase write + settling), intermediate results and the phases of all tiles
+  live in an SRAM (TONN-2 of Zhao et al., arXiv 2401.00413).
+
+Every formula below names its source; every device number comes from
+:class:`photonic.devices.DeviceParams` (presets, with sources) except the few system
+constants DeviceParams has no field for, which sit in :class:`CostParams` with their source.
+Units are in the names: µm², pJ, ns, mW (mW · ns = pJ).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Literal
+
+import torch
+from pydantic import BaseModel, ConfigDict, Field
+
+from photonic.core import CoreCounts
+from photonic.devices import DeviceParams, PhaseShifterParams
+from photonic.mesh import mesh_layout
+
+__all__ = [
+    "C_UM_PER_NS",
+    "CostParams",
+    "TrainingStep",
+    "Stage",
+    "CostReport",
+    "DATAFLOWS",
+    "estimate_cost",
+    "mesh_mzis",
+    "mesh_depth",
+    "svd_mzis",
+    "svd_phase_shifters",
+    "shifter_hold_power_mw",
+    "shifter_update_energy_pj",
+    "laser_power_mw",
+]
+
+C_UM_PER_NS = 299_792.458  # speed of light in vacuum, µm/ns (exact, SI definition)
+
+DATAFLOWS = ("weight_stationary", "time_multiplexed")
+
+
+class CostParams(BaseModel):
+    """System constants the device presets have no field for (each with its source).
+
+    These are the only defaults of the estimator that do not come from DeviceParams; a
+    preset-driven report lists them beside the preset values.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    group_index: float = Field(
+        4.2, gt=0,
+        description="group index of the routing waveguide; 220×500 nm SOI strip at 1550 nm "
+        "(Bogaerts et al., Laser Photonics Rev. 6, 47 (2012)) (unverified)",
+    )
+    sram_area_um2_per_bit: float = Field(
+        0.346, ge=0,
+        description="6T SRAM bit cell, Intel 45 nm (Mistry et al., IEDM 2007); bit cells "
+        "only, no periphery (unverified)",
+    )
+    sram_energy_pj_per_bit: float = Field(
+        10.0 / 64, ge=0,
+        description="64-bit access of an 8 kB SRAM ≈ 10 pJ at 45 nm (Horowitz, ISSCC 2014) "
+        "(unverified)",
+    )
+    ideal_converter_bits: int = Field(
+        8, ge=1,
+        description="bits assumed for modulator energy / storage when a converter is ideal "
+        "(bits=None); the BP-free PINN study used 8-bit phases (brief)",
+    )
+    num_lasers: int = Field(1, ge=1, description="lasers sharing the input fan-out")
+    laser_area_um2: float = Field(
+        0.0, ge=0, description="on-chip area per laser; 0: off-chip laser, edge-coupled"
+    )
+
+
+class TrainingStep(BaseModel):
+    """What one training step asks of the chip.
+
+    ``queries``: distinct phase settings per step (ZO with S Rademacher samples: 2S + 1, the
+    centre and ±μu_s, Zhao et al., arXiv 2502.12384); ``inferences_per_query``: forward
+    passes with one setting (collocation points × Stein stencil points).
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    queries: int = Field(..., ge=1)
+    inferences_per_query: int = Field(..., ge=1)
+
+
+def mesh_depth(n: int, topology: str = "clements") -> int:
+    """Columns of an n-mode mesh: N (Clements, Optica 3, 1460 (2016)), 2N − 3 (Reck,
+    PRL 73, 58 (1994)); a 1-mode 'mesh' is a bare waveguide (depth 0)."""
+    return 0 if n < 2 else mesh_layout(int(n), topology).depth
+
+
+def mesh_mzis(n: int, topology: str = "clements") -> int:
+    """MZIs of a universal n-mode mesh: N(N − 1)/2 for both topologies (Reck 1994;
+    Clements 2016); 0 for n = 1."""
+    return 0 if n < 2 else mesh_layout(int(n), topology).num_mzis
+
+
+def svd_mzis(rows: int, cols: int, topology: str = "clements") -> int:
+    """MZIs of one rows × cols SVD block W = U Σ V†: U (rows modes) + V† (cols modes) +
+    min(rows, cols) attenuating MZIs for Σ (brief 'Arbitrary real W'; Shen et al.,
+    Nat. Photon. 11, 441 (2017)). For a k×k tile: k(k − 1) + k = k²."""
+    return mesh_mzis(rows, topology) + mesh_mzis(cols, topology) + min(rows, cols)
+
+
+def svd_phase_shifters(rows: int, cols: int, topology: str = "clements") -> int:
+    """Phase shifters of one SVD block, as the hub counts them (:mod:`photonic.core`):
+    θ and φ per mesh MZI plus each mesh's output phase screen, θ and φ per Σ MZI."""
+    def mesh(n: int) -> int:
+        return 2 * mesh_mzis(n, topology) + (n if n >= 2 else 0)
+
+    return mesh(rows) + mesh(cols) + 2 * min(rows, cols)
+
+
+def _phase_moments(phases: torch.Tensor | None) -> tuple[float, float]:
+    """(E[φ/π], E[(φ/π)²]) over the programmed phases wrapped to [0, 2π) (a shifter only
+    adds phase, :func:`photonic.quantize_phase`). Without phases: φ uniform on [0, 2π),
+    giving (1, 4/3) — the assumption a report states."""
+    if phases is None:
+        return 1.0, 4.0 / 3.0
+    x = torch.remainder(torch.as_tensor(phases, dtype=torch.float64).detach(), 2 * math.pi)
+    x = x / math.pi
+    if x.numel() == 0:
+        return 0.0, 0.0
+    return float(x.mean()), float((x * x).mean())
+
+
+def shifter_hold_power_mw(shifter: PhaseShifterParams, phase_over_pi: float) -> float:
+    """Static power to hold phase φ: P_π · φ/π.
+
+    Thermo-optic: heater power ∝ V² ∝ φ (Harris et al., Opt. Express 22, 10487 (2014));
+    MOSCAP ≈ 0 (capacitive, Xiao et al., APL Photonics 6, 126107 (2021)) and MEMS ~nW
+    (SimPhony library) follow from their presets' ``p_pi_mw``.
+    """
+    return shifter.p_pi_mw * phase_over_pi
+
+
+def shifter_update_energy_pj(
+    shifter: PhaseShifterParams, phase_over_pi: float, phase_over_pi_sq: float
+) -> float:
+    """Energy of one write: ½ C V(φ)² + ``energy_per_update_pj`` (mean over phases).
+
+    V(φ) follows the shifter law: linear V = V_π φ/π (MOSCAP / carrier / MEMS to first
+    order) so E[V²] = V_π² E[(φ/π)²]; quadratic V = V_π √(φ/π) (thermal) so
+    E[V²] = V_π² E[φ/π]. ½CV² for a capacitive shifter: Xiao et al., APL Photonics 6,
+    126107 (2021). C in fF, V in V → fJ; returned in pJ.
+    """
+    v2 = shifter.v_pi_v**2 * (phase_over_pi_sq if shifter.law == "linear" else phase_over_pi)
+    return 0.5 * shifter.capacitance_ff * v2 * 1e-3 + shifter.energy_per_update_pj
+
+
+def laser_power_mw(
+    *, path_loss_db: float, sensitivity_dbm: float, fan_out: float
+) -> float:
+    """Optical laser power for ``fan_out`` channels each losing ``path_loss_db`` before a
+    detector that needs ``sensitivity_dbm``:
+
+        P_laser,dBm = IL_path,dB + S_PD,dBm + 10 log10(fan-out)      (brief; SimPhony / LT)
+
+    returned in mW (10^(P/10)); divide by the wall-plug efficiency for electrical power.
+    """
+    if fan_out <= 0:
+        return 0.0
+    return 10.0 ** ((path_loss_db + sensitivity_dbm + 10.0 * math.log10(fan_out)) / 10.0)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """One matrix product of a design, realised on ``tiles`` identical SVD blocks of
+    ``mesh_rows`` × ``mesh_cols`` (U on ``mesh_rows`` modes, V† on ``mesh_cols``).
+
+    ``vectors_per_inference``: input vectors each tile sees per network inference (1 for a
+    dense layer; ∏ n_j<k · ∏ m_j>k for TT-core k). ``phases``: programmed phases of the
+    stage's shifters (any shape), used for phase-dependent shifter power; None = uniform.
+    """
+
+    name: str
+    mesh_rows: int
+    mesh_cols: int
+    tiles: int
+    vectors_per_inference: float = 1.0
+    num_mzis: int | None = None  # None: svd_mzis × tiles
+    num_phase_shifters: int | None = None  # None: svd_phase_shifters × tiles
+    phases: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    topology: str = "clements"
+
+    def __post_init__(self):
+        for name in ("mesh_rows", "mesh_cols", "tiles"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"Stage {self.name!r}: {name}={getattr(self, name)} must be ≥ 1")
+        if self.num_mzis is None:
+            object.__setattr__(
+                self, "num_mzis",
+                self.tiles * svd_mzis(self.mesh_rows, self.mesh_cols, self.topology))
+        if self.num_phase_shifters is None:
+            object.__setattr__(
+                self, "num_phase_shifters",
+                self.tiles * svd_phase_shifters(self.mesh_rows, self.mesh_cols, self.topology))
+
+    @classmethod
+    def from_counts(
+        cls,
+        counts: CoreCounts,
+        *,
+        name: str = "core",
+        phases: torch.Tensor | None = None,
+        topology: str = "clements",
+    ) -> Stage:
+        """A TensorCore's counts as a stage: k×k tiles; vectors per inference from the
+        DAC conversions it counted (1 when it has not been called yet)."""
+        k, tiles = counts.tile, counts.num_tiles
+        if k < 1 or tiles < 1:
+            raise ValueError(f"counts has tile={k}, num_tiles={tiles}; both must be ≥ 1 "
+                             "(pass TensorCore.counts)")
+        vectors = 1.0
+        if counts.inferences > 0:
+            vectors = counts.dac_conversions / (counts.inferences * tiles * k)
+        return cls(name=name, mesh_rows=k, mesh_cols=k, tiles=tiles,
+                   vectors_per_inference=vectors, num_mzis=counts.num_mzis,
+                   num_phase_shifters=counts.num_phase_shifters, phases=phases,
+                   topology=topology)
+
+    @property
+    def path_mzis(self) -> int:
+        """MZIs on the longest optical path: depth(V†) + 1 (Σ) + depth(U)."""
+        return (mesh_depth(self.mesh_cols, self.topology) + 1
+                + mesh_depth(self.mesh_rows, self.topology))
+
+    @property
+    def num_modulators(self) -> int:
+        return self.tiles * self.mesh_cols
+
+    @property
+    def num_detectors(self) -> int:
+        return self.tiles * self.mesh_rows
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """Area, energy and latency of a design; breakdowns sum to the totals.
+
+    ``energy_pj`` and ``time_per_inference_ns`` are per inference within a batch of
+    ``batch``; ``latency_ns`` is the time until the batch (hence each of its inferences) is
+    done. ``*_per_step`` describe one training step (None without a TrainingStep).
+    """
+
+    area_um2: float
+    energy_pj: float
+    latency_ns: float
+    time_per_inference_ns: float
+    area_breakdown_um2: dict[str, float]
+    energy_breakdown_pj: dict[str, float]
+    latency_breakdown_ns: dict[str, float]
+    static_power_mw: dict[str, float]
+    num_mzis: int
+    num_phase_shifters: int
+    num_modulators: int
+    num_detectors: int
+    worst_path_loss_db: float
+    laser_optical_mw: float
+    energy_pj_per_step: float | None = None
+    latency_ns_per_step: float | None = None
+    step_energy_breakdown_pj: dict[str, float] | None = None
+    assumptions: tuple[str, ...] = ()
+
+    def as_dict(self) -> dict[str, float | int | None]:
+        """Flat dict (``area.meshes_um2`` style keys) for metrics.json."""
+        out: dict[str, float | int | None] = {
+            "area_um2": self.area_um2,
+            "energy_pj_per_inference": self.energy_pj,
+            "latency_ns_per_inference": self.latency_ns,
+            "time_per_inference_ns": self.time_per_inference_ns,
+            "num_mzis": self.num_mzis,
+            "num_phase_shifters": self.num_phase_shifters,
+            "num_modulators": self.num_modulators,
+            "num_detectors": self.num_detectors,
+            "worst_path_loss_db": self.worst_path_loss_db,
+            "laser_optical_mw": self.laser_optical_mw,
+            "energy_pj_per_step": self.energy_pj_per_step,
+            "latency_ns_per_step": self.latency_ns_per_step,
+        }
+        out.update({f"area.{k}_um2": v for k, v in self.area_breakdown_um2.items()})
+        out.update({f"energy.{k}_pj": v for k, v in self.energy_breakdown_pj.items()})
+        out.update({f"latency.{k}_ns": v for k, v in self.latency_breakdown_ns.items()})
+        out.update({f"static.{k}_mw": v for k, v in self.static_power_mw.items()})
+        return out
+
+
+def _bits(bits: int | None, params: CostParams) -> int:
+    return params.ideal_converter_bits if bits is None else bits
+
+
+def estimate_cost(
+    *,
+    device: DeviceParams,
+    counts: CoreCounts | None = None,
+    stages: Sequence[Stage] | None = None,
+    phases: torch.Tensor | None = None,
+    topology: str = "clements",
+    dataflow: Literal["weight_stationary", "time_multiplexed"] = "weight_stationary",
+    physical_tiles: int = 1,
+    physical_tile: int | None = None,
+    batch: int = 1,
+    training: TrainingStep | None = None,
+    params: CostParams | None = None,
+) -> CostReport:
+    """Area (µm²), energy (pJ) and latency (ns) of a design on ``device``.
+
+    Pass either ``counts`` (a TensorCore's :class:`CoreCounts`, with its programmed
+    ``phases``, e.g. ``core.program.phase_vector()``) or ``stages`` (a multi-stage design,
+    e.g. from :func:`photonic.tonn.network_stages`).
+
+    Area (device counts × footprints, brief table; Lightening-Transformer / SimPhony style):
+      meshes: each block's U and V† meshes occupy their bounding grid, depth columns of
+      ``mzi.length_um`` × n/2 MZI rows of ``mzi.height_um`` (an MZI spans two modes);
+      Σ: min(rows, cols) attenuator MZIs × ``mzi.length_um · mzi.height_um``;
+      modulators + DACs per input mode, detectors + TIAs + ADCs per output mode, one phase
+      DAC per shifter (``phase_dac.area_um2``), lasers, SRAM; routing overhead
+      = ``layout.routing_overhead`` × photonic area (meshes, Σ, modulators, detectors).
+    Energy per inference (batch-amortised):
+      laser: P_opt = Σ_stages n_mod · S_PD · 10^(IL_path/10) (brief formula per stage,
+      IL_path = modulator IL + path MZIs × MZI IL), electrical P_opt/η_WPE, on while
+      vectors stream; DAC + modulator (fJ/bit × bits) per input sample; ADC per output
+      sample; TIA power × streaming time per detector; shifter hold power P_π·φ/π × the
+      batch time; activation buffer writes + reads (SRAM energy per bit); time-multiplexed
+      designs also pay a phase write (½CV² + update energy + phase-DAC conversion + SRAM
+      read) for every shifter of every logical tile loaded, per batch.
+    Latency (batch): per stage DAC conversion + optical propagation
+      (L_path · n_g / c, L_path = path MZIs × ``mzi.length_um`` + modulator length) + ADC
+      conversion + streaming (batch · vectors − 1) / rate, rate = min(clock, DAC, ADC) GS/s;
+      time-multiplexed: every logical tile round adds its own conversions, streaming and a
+      reprogramming time (phase-DAC conversion + ``settling_time_ns``).
+    Training step (``training``): every query writes new phases (in-situ phase-domain ZO
+      training perturbs every shifter), so per query: program all shifters (weight-stationary:
+      all in parallel, one settling time) and run ``inferences_per_query`` inferences.
+    """
+    params = params or CostParams()
+    if dataflow not in DATAFLOWS:
+        raise ValueError(f"dataflow={dataflow!r} is not known; valid choices: {list(DATAFLOWS)}")
+    if (counts is None) == (stages is None):
+        raise ValueError("pass exactly one of counts= (a TensorCore's CoreCounts) or stages=")
+    if batch < 1 or physical_tiles < 1:
+        raise ValueError(f"batch={batch} and physical_tiles={physical_tiles} must be ≥ 1")
+    if counts is not None:
+        stages = [Stage.from_counts(counts, phases=phases, topology=topology)]
+    stages = list(stages)
+    if not stages:
+        raise ValueError("stages is empty: a design needs at least one stage")
+    assumptions: list[str] = []
+    if any(s.phases is None for s in stages):
+        assumptions.append("programmed phases not given for some stages: φ uniform on "
+                           "[0, 2π) assumed (E[φ/π] = 1, E[(φ/π)²] = 4/3)")
+
+    d = device
+    rate_gsps = min(d.clock_ghz, d.dac.sample_rate_gsps, d.adc.sample_rate_gsps)
+    t_vec = 1.0 / rate_gsps  # ns per streamed vector
+    t_dac = 1.0 / d.dac.sample_rate_gsps
+    t_adc = 1.0 / d.adc.sample_rate_gsps
+    t_phase_write = 1.0 / d.phase_dac.sample_rate_gsps + d.shifter.settling_time_ns
+    in_bits = _bits(d.dac.bits, params)
+    act_bits = _bits(d.adc.bits, params)
+    phase_bits = _bits(d.phase_dac.bits, params)
+    mzi_area = d.mzi.length_um * d.mzi.height_um
+    e_sample_in = d.dac.energy_pj_per_conversion + d.modulator.energy_fj_per_bit * in_bits * 1e-3
+
+    def phase_stats(st: Stage) -> tuple[float, float]:
+        return _phase_moments(st.phases)
+
+    def e_write_one(st: Stage) -> float:
+        """Energy to write one shifter of ``st`` (mean over its phases), pJ."""
+        m1, m2 = phase_stats(st)
+        return (shifter_update_energy_pj(d.shifter, m1, m2) + d.phase_dac.energy_pj_per_conversion
+                + phase_bits * params.sram_energy_pj_per_bit)
+
+    def stage_loss_db(st: Stage) -> float:
+        return d.modulator.insertion_loss_db + st.path_mzis * d.mzi.insertion_loss_db
+
+    def stage_t_opt(st: Stage) -> float:
+        length = st.path_mzis * d.mzi.length_um + d.modulator.length_um
+        return length * params.group_index / C_UM_PER_NS
+
+    def block_mesh_area(st: Stage) -> float:
+        """Bounding grids of U and V†: depth columns × n/2 MZI rows (an MZI spans 2 modes)."""
+        def grid(n: int) -> float:
+            return mesh_depth(n, st.topology) * d.mzi.length_um * (n / 2) * d.mzi.height_um
+        return st.tiles * (grid(st.mesh_rows) + grid(st.mesh_cols))
+
+    # ---- hardware present on the chip ------------------------------------------------
+    if dataflow == "weight_stationary":
+        hw = stages
+    else:
+        k = physical_tile or max(max(s.mesh_rows, s.mesh_cols) for s in stages)
+        hw = [Stage(name="physical", mesh_rows=k, mesh_cols=k, tiles=physical_tiles,
+                    topology=stages[0].topology)]
+    n_mzi = sum(s.num_mzis for s in hw)
+    n_sh = sum(s.num_phase_shifters for s in hw)
+    n_mod = sum(s.num_modulators for s in hw)
+    n_det = sum(s.num_detectors for s in hw)
+    n_sigma = sum(s.tiles * min(s.mesh_rows, s.mesh_cols) for s in hw)
+
+    # ---- per-inference streaming work (the same in both dataflows) ----------------------
+    samples_in = sum(s.num_modulators * s.vectors_per_inference for s in stages)
+    samples_out = sum(s.num_detectors * s.vectors_per_inference for s in stages)
+    # Light and TIAs are on while a stage streams; in weight-stationary all tiles of a
+    # stage stream together, time-multiplexed the physical tiles stream round by round.
+    if dataflow == "weight_stationary":
+        rounds = [(s, 1) for s in stages]
+    else:
+        k = hw[0].mesh_rows
+        rounds = []
+        for s in stages:
+            logical = s.tiles * math.ceil(s.mesh_rows / k) * math.ceil(s.mesh_cols / k)
+            rounds.append((s, math.ceil(logical / physical_tiles)))
+    stream_ns = sum(r * batch * s.vectors_per_inference * t_vec for s, r in rounds)
+
+    # ---- laser: per stage budget, on while streaming ----------------------------------
+    sens = d.detector.sensitivity_dbm
+    if dataflow == "weight_stationary":
+        p_opt_stage = [laser_power_mw(path_loss_db=stage_loss_db(s), sensitivity_dbm=sens,
+                                      fan_out=s.num_modulators) for s in stages]
+        worst_loss = max(stage_loss_db(s) for s in stages)
+        # all stages' channels are fed while any streams (one shared source): peak power
+        p_laser_opt = sum(p_opt_stage)
+    else:
+        worst_loss = stage_loss_db(hw[0])
+        p_laser_opt = laser_power_mw(path_loss_db=worst_loss, sensitivity_dbm=sens,
+                                     fan_out=n_mod)
+    p_laser_el = p_laser_opt / d.laser.wall_plug_efficiency
+    p_tia = d.tia.power_mw * n_det
+
+    # ---- shifter hold power (phase dependent) ------------------------------------------
+    if dataflow == "weight_stationary":
+        p_hold = sum(shifter_hold_power_mw(d.shifter, phase_stats(s)[0]) * s.num_phase_shifters
+                     for s in stages)
+    else:
+        # the physical tiles hold the phases of whatever tile is loaded: weighted mean
+        w = sum(r for _, r in rounds)
+        m1 = sum(phase_stats(s)[0] * r for s, r in rounds) / w
+        p_hold = shifter_hold_power_mw(d.shifter, m1) * n_sh
+
+    # ---- latency of one batch ----------------------------------------------------------
+    lat: dict[str, float] = {"dac": 0.0, "optical": 0.0, "adc": 0.0, "streaming": 0.0,
+                             "reprogramming": 0.0}
+    for s, r in rounds:
+        lat["dac"] += r * t_dac
+        lat["optical"] += r * stage_t_opt(s if dataflow == "weight_stationary" else hw[0])
+        lat["adc"] += r * t_adc
+        lat["streaming"] += r * max(batch * s.vectors_per_inference - 1.0, 0.0) * t_vec
+        if dataflow == "time_multiplexed":
+            lat["reprogramming"] += r * t_phase_write
+    batch_ns = sum(lat.values())
+
+    # ---- energy of one batch -----------------------------------------------------------
+    e: dict[str, float] = {}
+    e["laser"] = p_laser_el * stream_ns
+    e["dac_modulator"] = batch * samples_in * e_sample_in
+    e["adc"] = batch * samples_out * d.adc.energy_pj_per_conversion
+    e["tia"] = p_tia * stream_ns
+    e["shifter_hold"] = p_hold * batch_ns
+    e["buffer"] = batch * samples_out * act_bits * 2 * params.sram_energy_pj_per_bit
+    e["reprogramming"] = 0.0
+    if dataflow == "time_multiplexed":
+        # every round loads all shifters of the physical tiles with the stage's phases
+        e["reprogramming"] = sum(r * n_sh * e_write_one(s) for s, r in rounds)
+    energy = {k_: v / batch for k_, v in e.items()}
+    latency = lat
+
+    # ---- area ----------------------------------------------------------------------------
+    a: dict[str, float] = {}
+    a["meshes"] = sum(block_mesh_area(s) for s in hw)
+    a["sigma_attenuators"] = n_sigma * mzi_area
+    a["modulators"] = n_mod * d.modulator.length_um * d.modulator.width_um
+    a["dacs"] = n_mod * d.dac.area_um2
+    a["detectors"] = n_det * d.detector.area_um2
+    a["tias"] = n_det * d.tia.area_um2
+    a["adcs"] = n_det * d.adc.area_um2
+    a["phase_dacs"] = n_sh * d.phase_dac.area_um2
+    a["lasers"] = params.num_lasers * params.laser_area_um2
+    max_act = max(s.num_detectors * s.vectors_per_inference for s in stages)
+    mem_bits = 2 * max_act * act_bits * batch  # double-buffered activations between stages
+    if dataflow == "time_multiplexed":
+        mem_bits += phase_bits * sum(s.num_phase_shifters for s in stages)
+    a["memory"] = mem_bits * params.sram_area_um2_per_bit
+    photonic = a["meshes"] + a["sigma_attenuators"] + a["modulators"] + a["detectors"]
+    a["routing_overhead"] = d.layout.routing_overhead * photonic
+
+    # ---- training step -----------------------------------------------------------------
+    e_step = l_step = None
+    step_e: dict[str, float] | None = None
+    if training is not None:
+        q, ipq = training.queries, training.inferences_per_query
+        per_query = estimate_cost(
+            device=device, stages=stages, dataflow=dataflow, physical_tiles=physical_tiles,
+            physical_tile=physical_tile, batch=ipq, params=params)
+        if dataflow == "weight_stationary":
+            t_prog = t_phase_write
+            e_prog = sum(e_write_one(s) * s.num_phase_shifters for s in stages)
+            e_hold_prog = p_hold * t_prog
+        else:  # loading tiles is already part of every batch
+            t_prog = e_prog = e_hold_prog = 0.0
+        step_e = {k_: q * v * ipq for k_, v in per_query.energy_breakdown_pj.items()}
+        step_e["reprogramming"] += q * e_prog
+        step_e["shifter_hold"] += q * e_hold_prog
+        e_step = sum(step_e.values())
+        l_step = q * (t_prog + per_query.latency_ns)
+
+    return CostReport(
+        area_um2=sum(a.values()),
+        energy_pj=sum(energy.values()),
+        latency_ns=batch_ns,
+        time_per_inference_ns=batch_ns / batch,
+        area_breakdown_um2=a,
+        energy_breakdown_pj=energy,
+        latency_breakdown_ns=latency,
+        static_power_mw={"laser_electrical": p_laser_el, "tia": p_tia, "shifter_hold": p_hold},
+        num_mzis=n_mzi,
+        num_phase_shifters=n_sh,
+        num_modulators=n_mod,
+        num_detectors=n_det,
+        worst_path_loss_db=worst_loss,
+        laser_optical_mw=p_laser_opt,
+        energy_pj_per_step=e_step,
+        latency_ns_per_step=l_step,
+        step_energy_breakdown_pj=step_e,
+        assumptions=tuple(assumptions),
+    )
