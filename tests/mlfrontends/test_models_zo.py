@@ -1,0 +1,188 @@
+"""Models (parameter counts, batched-parameter convention) and ZO estimators."""
+
+import math
+
+import pytest
+import torch
+from torch.func import functional_call
+
+from mlfrontends.pinn.models import TTLinear, batched_linear, build_mlp, count_parameters
+from mlfrontends.zo import (
+    FirstOrderStepper,
+    ParamLayout,
+    ZOStepper,
+    block_directions,
+    coordinate_directions,
+    rademacher_directions,
+    zo_gradient,
+)
+
+BURGERS_TT = {i: ([4, 5, 5], [5, 5, 4]) for i in (1, 2, 3)}
+NETS = {
+    "burgers": ([2, 100, 100, 100, 100, 1], "tanh", BURGERS_TT, 1241, 30701),
+    "blackscholes": ([2, 128, 128, 1], "tanh", {1: ([4, 4, 8], [8, 4, 4])}, 833, 17025),
+    "hjb": ([21, 512, 512, 1], "sin",
+            {0: ([1, 1, 3, 7], [8, 4, 4, 4]), 1: ([4, 4, 4, 8], [8, 4, 4, 4])}, 1929, 274433),
+}
+
+
+@pytest.mark.parametrize("name", list(NETS))
+def test_parameter_counts_match_the_brief(name):
+    widths, act, tt, n_tt, n_dense = NETS[name]
+    assert count_parameters(build_mlp(widths, activation=act, tt_layers=tt)) == n_tt
+    assert count_parameters(build_mlp(widths, activation=act)) == n_dense
+
+
+def test_tt_layer_matches_its_materialised_matrix_and_tensor_order():
+    layer = TTLinear([2, 3], [3, 2], ranks=[2], generator=torch.Generator().manual_seed(0))
+    G1, G2 = layer.cores[0].detach(), layer.cores[1].detach()
+    # W[(i1,i2),(j1,j2)] = G1[0,i1,j1,:] · G2[:,i2,j2,0], row-major multi-indices.
+    W = torch.einsum("aijb,bklc->ikjl", G1, G2).reshape(6, 6)
+    assert torch.allclose(layer.weight(), W)
+    x = torch.randn(5, 6, dtype=torch.float64)
+    assert torch.allclose(layer(x), x @ W.T + layer.bias)
+
+
+def test_tt_random_init_variance_and_ttsvd_init():
+    g = torch.Generator().manual_seed(1)
+    layers = [TTLinear([4, 5, 5], [5, 5, 4], generator=g) for _ in range(40)]
+    var = torch.stack([lay.weight().detach().var() for lay in layers]).mean()
+    assert abs(var.item() * 100 - 1.0) < 0.15  # Var(W) = 1/N, N = 100
+    lay = TTLinear([4, 5, 5], [5, 5, 4], init="ttsvd", generator=torch.Generator().manual_seed(2))
+    # Rescaled TT-SVD of a U(−1/√N, 1/√N) matrix keeps its Frobenius norm √(M·N/(3N)).
+    assert abs(lay.weight().norm().item() - math.sqrt(100 * 100 / 300)) < 0.6
+    with pytest.raises(ValueError, match="tt init"):
+        TTLinear([4, 5, 5], [5, 5, 4], init="svd")
+
+
+@pytest.mark.parametrize("tt", [True, False])
+def test_batched_parameter_convention(tt):
+    widths = [2, 100, 100, 1]
+    net = build_mlp(widths, tt_layers={1: ([4, 5, 5], [5, 5, 4])} if tt else None, seed=3)
+    P = 4
+    g = torch.Generator().manual_seed(0)
+    params = {
+        k: torch.stack([v.detach() + 0.1 * torch.randn(v.shape, generator=g,
+                                                       dtype=v.dtype) for _ in range(P)])
+        for k, v in net.named_parameters()
+    }
+    x = torch.rand(7, 2, dtype=torch.float64)
+    xb = torch.rand(P, 7, 2, dtype=torch.float64)
+    y = functional_call(net, params, (x,))
+    yb = functional_call(net, params, (xb,))
+    assert y.shape == yb.shape == (P, 7, 1)
+    for i in range(P):
+        single = {k: v[i] for k, v in params.items()}
+        assert torch.allclose(y[i], functional_call(net, single, (x,)), atol=1e-13)
+        assert torch.allclose(yb[i], functional_call(net, single, (xb[i],)), atol=1e-13)
+
+
+def test_batched_linear_leading_dims():
+    W = torch.randn(3, 4, 5, dtype=torch.float64)
+    b = torch.randn(3, 4, dtype=torch.float64)
+    x = torch.randn(2, 6, 5, dtype=torch.float64)  # leading dim 2 ≠ P: broadcast input
+    y = batched_linear(x, W, b)
+    assert y.shape == (3, 2, 6, 4)
+    assert torch.allclose(y[1, 0], x[0] @ W[1].T + b[1])
+
+
+# ---------------------------------------------------------------------------------- ZO
+def _quadratic(theta_batch, A, c):
+    d = theta_batch - c
+    return 0.5 * torch.einsum("pi,ij,pj->p", d, A, d)
+
+
+def test_two_sided_zo_is_exact_for_quadratics_along_directions():
+    g = torch.Generator().manual_seed(0)
+    D = 6
+    M = torch.randn(D, D, generator=g, dtype=torch.float64)
+    A, c = M @ M.T, torch.randn(D, dtype=torch.float64, generator=g)
+    theta = torch.randn(D, dtype=torch.float64, generator=g)
+    true = A @ (theta - c)
+    U = coordinate_directions(range(D), D)
+    est = zo_gradient(lambda t: _quadratic(t, A, c), theta, U, mu=0.1, scale=1.0)
+    assert torch.allclose(est.grad, true, atol=1e-12) and est.num_sets == 2 * D
+    # One-sided has an O(μ) bias of exactly μ/2·A_ii.
+    one = zo_gradient(lambda t: _quadratic(t, A, c), theta, U, mu=0.1, two_sided=False,
+                      scale=1.0)
+    assert torch.allclose(one.grad - true, 0.05 * torch.diagonal(A), atol=1e-12)
+    assert one.num_sets == D + 1
+    assert abs(one.loss - float(_quadratic(theta[None], A, c))) < 1e-12
+
+
+@pytest.mark.parametrize("per_tensor", [False, True])
+def test_rademacher_estimate_unbiased_with_correct_variance(per_tensor):
+    """E[ĝ] = ∇L, and for Rademacher u: Var(ĝ_i) = (|g|² − g_i²)/q (whole vector) or the
+    same within each block (per tensor)."""
+    D, q, reps = 8, 4, 4000
+    g = torch.Generator().manual_seed(1)
+    w = torch.randn(D, dtype=torch.float64, generator=g)
+    blocks = [slice(0, 3), slice(3, 8)]
+
+    def loss(t):  # linear loss: the two-sided difference is exact
+        return t @ w
+
+    grads = []
+    for _ in range(reps):
+        if per_tensor:
+            U = block_directions(q, blocks, D, distribution="rademacher", generator=g)
+        else:
+            U = rademacher_directions(q, D, generator=g)
+        grads.append(zo_gradient(loss, torch.zeros(D, dtype=torch.float64), U, mu=0.01,
+                                 scale=1 / q).grad)
+    G = torch.stack(grads)
+    assert torch.allclose(G.mean(0), w, atol=5 * G.std(0).max() / math.sqrt(reps))
+    if per_tensor:
+        theory = torch.cat([(w[b] @ w[b] - w[b] ** 2) / q for b in blocks])
+    else:
+        theory = (w @ w - w**2) / q
+    assert torch.allclose(G.var(0), theory, rtol=0.1)
+
+
+def test_zo_stepper_one_batched_call_and_descends():
+    torch.manual_seed(0)
+    net = build_mlp([2, 16, 1], seed=0)
+    x = torch.rand(32, 2, dtype=torch.float64)
+    target = torch.sin(3 * x[:, :1])
+    calls = []
+
+    def loss(fwd):
+        out = fwd(x)
+        calls.append(out.shape)
+        return ((out - target) ** 2).mean(dim=(-1, -2))
+
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    stepper = ZOStepper(net, opt, mu=1e-3, num_queries=2, per_tensor=True,
+                        generator=torch.Generator().manual_seed(0))
+    first = stepper.step(loss)
+    assert calls == [(2 * 2 * 4, 32, 1)] and first.num_sets == 16  # 4 tensors, q=2, ±
+    for _ in range(300):
+        last = stepper.step(loss)
+    assert last.loss < 0.5 * first.loss
+
+
+def test_zo_gradient_matches_autograd_in_expectation():
+    net = build_mlp([2, 8, 1], seed=1)
+    x = torch.rand(16, 2, dtype=torch.float64)
+    layout = ParamLayout(net)
+    loss_val = (net(x) ** 2).mean()
+    true = torch.cat([p.reshape(-1) for p in torch.autograd.grad(loss_val, net.parameters())])
+    g = torch.Generator().manual_seed(3)
+    U = rademacher_directions(20000, layout.dim, generator=g)
+    est = zo_gradient(
+        lambda b: (functional_call(net, layout.unflatten(b), (x,)) ** 2).mean((-1, -2)),
+        layout.flatten(), U, mu=1e-4,
+    )
+    # E‖ĝ − g‖² ≈ (D − 1)‖g‖²/q for Rademacher: relative error ≈ √(33/20000) = 0.04.
+    assert (est.grad - true).norm() / true.norm() < 0.12
+    assert torch.nn.functional.cosine_similarity(est.grad, true, dim=0) > 0.95
+
+
+def test_first_order_stepper_and_errors():
+    net = build_mlp([2, 8, 1], seed=1)
+    opt = torch.optim.SGD(net.parameters(), lr=0.1)
+    x = torch.rand(16, 2, dtype=torch.float64)
+    info = FirstOrderStepper(net, opt).step(lambda m: (m(x) ** 2).mean())
+    assert info.num_sets == 1 and info.loss > 0
+    with pytest.raises(ValueError, match="did you mean 'rademacher'"):
+        ZOStepper(net, opt, mu=0.01, distribution="rademaher", generator=torch.Generator())
