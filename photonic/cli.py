@@ -35,6 +35,16 @@ WORKLOADS: dict[str, str] = {
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
 
+def closest(name: str, choices) -> str:
+    """'; did you mean X?' for the closest valid choice ('' when nothing is close)."""
+    choices = [str(c) for c in choices]
+    close = difflib.get_close_matches(str(name), choices, n=1, cutoff=0.5)
+    if not close:
+        pref = [c for c in choices if c.startswith(str(name)[:3])]
+        close = pref[:1]
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
 class BadInput(Exception):
     """A user error: reported in one message, exit code 2."""
 
@@ -67,8 +77,7 @@ def find_config(name: str) -> Path:
         if (folder / stem).is_file():
             return folder / stem
     shipped = sorted(q.name for q in REPO_CONFIGS.glob("*.yaml")) if REPO_CONFIGS.is_dir() else []
-    close = difflib.get_close_matches(stem, shipped, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = closest(stem, shipped)
     raise BadInput(f"config {name!r} not found (not a file, not a shipped config){hint} "
                    f"Shipped configs: {', '.join(shipped)}")
 
@@ -104,17 +113,14 @@ def _format_validation(err: ValidationError, model: type[BaseModel], where: str,
         msg = e["msg"]
         if e["type"] == "extra_forbidden":
             fields = _fields_at(model, e["loc"][:-1])
-            close = difflib.get_close_matches(str(e["loc"][-1]), fields, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = closest(str(e["loc"][-1]), fields)
             msg = f"unknown key (valid keys: {', '.join(sorted(fields))}){hint}"
             lines.append(f"{where}: {path}: {msg}")
             continue
         expected = (e.get("ctx") or {}).get("expected")
         if expected and isinstance(value, str):
             choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",")]
-            close = difflib.get_close_matches(value, choices, n=1)
-            if close:
-                msg += f"; did you mean {close[0]!r}?"
+            msg += closest(value, choices)
         lines.append(f"{where}: {path} = {value!r}: {msg}")
     return "\n".join(lines)
 
@@ -133,8 +139,7 @@ def _fields_at(model: type[BaseModel], loc) -> list[str]:
 
 def workload_module(kind: str):
     if kind not in WORKLOADS:
-        close = difflib.get_close_matches(str(kind), WORKLOADS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = closest(str(kind), WORKLOADS)
         raise BadInput(f"workload.kind = {kind!r}: unknown workload (valid: "
                        f"{', '.join(sorted(WORKLOADS))}){hint}")
     return importlib.import_module(WORKLOADS[kind])
@@ -158,8 +163,7 @@ def _device(preset: str, overrides: dict, where: str, field_path: str):
 
     names = calibration.list_presets()
     if preset not in names:
-        close = difflib.get_close_matches(preset, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = closest(preset, names)
         raise BadInput(f"{where}: {field_path} = {preset!r}: unknown preset (valid: "
                        f"{', '.join(names)}){hint}")
     dev = calibration.load_preset(preset)
@@ -176,8 +180,7 @@ def _device(preset: str, overrides: dict, where: str, field_path: str):
                                    f"the device parameters")
                 node = node[k]
             if parts[-1] not in node:
-                close = difflib.get_close_matches(parts[-1], list(node), n=1)
-                hint = f"; did you mean {close[0]!r}?" if close else ""
+                hint = closest(parts[-1], list(node))
                 raise BadInput(f"{where}: chip.overrides.{key}: unknown device field{hint}")
             node[parts[-1]] = value
         try:
@@ -326,8 +329,7 @@ def presets_show(name: Annotated[str, typer.Argument(help="Preset name")]) -> No
 
     names = calibration.list_presets()
     if name not in names:
-        close = difflib.get_close_matches(name, names, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
+        hint = closest(name, names)
         _fail(f"unknown preset {name!r} (valid: {', '.join(names)}){hint}", 2)
     dev = calibration.load_preset(name)
     sources = calibration.preset_sources(name)

@@ -24,7 +24,7 @@ import torch
 
 from photonic.decompose import MeshPhases, decompose
 from photonic.devices import DeviceParams
-from photonic.mesh import mesh_layout
+from photonic.mesh import BALANCED_TOPOLOGIES, mesh_layout
 from photonic.mzi import mzi_entries
 from photonic.noise import (
     MeshErrors,
@@ -274,6 +274,30 @@ def tile_matrices(
     return (tu * sig[..., None, :]) @ tv
 
 
+def nominal_path_mzis(tile: int, topology: str) -> float:
+    """Elements on a light path through one SVD tile (V mesh, Σ MZI, U mesh).
+
+    Balanced meshes (Clements with edge dummies): depth each; others (Reck): the mean over
+    inputs, 2K/N per mesh.
+    """
+    lay = mesh_layout(tile, topology)
+    per_mesh = lay.depth if topology in BALANCED_TOPOLOGIES else 2 * lay.num_mzis / tile
+    return 2 * per_mesh + 1
+
+
+def realised_gain(gain: torch.Tensor, tile: int, topology: str, device: DeviceParams,
+                  noise: NoiseConfig) -> torch.Tensor:
+    """Electronic gain after calibrating out the nominal path insertion loss.
+
+    A designer knows the nominal loss per MZI and sets the TIA / digital gain to undo it;
+    device-to-device loss spread and every other error remain.
+    """
+    if not noise.insertion_loss or device.mzi.insertion_loss_db == 0:
+        return gain
+    path_db = device.mzi.insertion_loss_db * nominal_path_mzis(tile, topology)
+    return gain * 10.0 ** (path_db / 20.0)
+
+
 def quantize_signed(x: torch.Tensor, bits: int | None, full_scale: torch.Tensor | float):
     """Uniform signed quantiser with 2^(b−1) − 1 levels per side over ±full_scale (clipped)."""
     if bits is None:
@@ -414,9 +438,14 @@ class TensorCore:
         return tile_matrices(self.program, device=self.device, noise=self.noise,
                              errors=self.errors, generator=self._gen)
 
+    def gain(self) -> torch.Tensor:
+        """Electronic gains (R, C): σ_max, with the nominal path loss calibrated out."""
+        return realised_gain(self.program.gain, self.program.tile, self.topology, self.device,
+                             self.noise)
+
     def matrix(self) -> torch.Tensor:
         """Realised (complex) M×N matrix, without detection effects."""
-        t = self.tiles() * self.program.gain[..., None, None]
+        t = self.tiles() * self.gain()[..., None, None]
         r, c, k = t.shape[0], t.shape[1], t.shape[-1]
         full = t.transpose(1, 2).reshape(r * k, c * k)
         return full[: self.shape[0], : self.shape[1]]
@@ -424,7 +453,7 @@ class TensorCore:
     def __call__(self, x) -> torch.Tensor:
         """y = W x for rows of ``x`` (..., N); counts conversions."""
         x = torch.as_tensor(x)
-        y = optical_matmul(self.tiles(), self.program.gain, x, self.shape, device=self.device,
+        y = optical_matmul(self.tiles(), self.gain(), x, self.shape, device=self.device,
                            noise=self.noise, generator=self._gen)
         vectors = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
         r, c = self.program.grid

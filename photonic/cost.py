@@ -114,11 +114,21 @@ def mesh_mzis(n: int, topology: str = "clements") -> int:
     return 0 if n < 2 else mesh_layout(int(n), topology).num_mzis
 
 
-def svd_mzis(rows: int, cols: int, topology: str = "clements") -> int:
+def svd_mzis(
+    rows: int, cols: int, topology: str = "clements", *, isometry: bool = False
+) -> int:
     """MZIs of one rows × cols SVD block W = U Σ V†: U (rows modes) + V† (cols modes) +
     min(rows, cols) attenuating MZIs for Σ (brief 'Arbitrary real W'; Shen et al.,
-    Nat. Photon. 11, 441 (2017)). For a k×k tile: k(k − 1) + k = k²."""
-    return mesh_mzis(rows, topology) + mesh_mzis(cols, topology) + min(rows, cols)
+    Nat. Photon. 11, 441 (2017)). For a k×k tile: k(k − 1) + k = k².
+
+    ``isometry=True``: a rectangular block only needs the first r = min(rows, cols) columns
+    of U and rows of V†, i.e. r·n − r(r + 1)/2 MZIs per n-mode mesh (Reck nulling stopped
+    after r rows, PRL 73, 58 (1994)); the total is then exactly rows · cols.
+    """
+    if not isometry:
+        return mesh_mzis(rows, topology) + mesh_mzis(cols, topology) + min(rows, cols)
+    r = min(rows, cols)
+    return (r * rows - r * (r + 1) // 2) + (r * cols - r * (r + 1) // 2) + r
 
 
 def svd_phase_shifters(rows: int, cols: int, topology: str = "clements") -> int:

@@ -30,6 +30,7 @@ from photonic.core import (
     _pad_tiles,
     optical_matmul,
     program_tiles,
+    realised_gain,
     sample_tile_errors,
     tile_matrices,
 )
@@ -108,7 +109,9 @@ class PhotonicMatrix(nn.Module):
         kw = dict(device=self.device_params, noise=self.noise, errors=self.errors,
                   generator=self._gen)
         if self.mode == "phase":
-            return tile_matrices(self._template, phases=self.phases, **kw), self.gain
+            tiles = tile_matrices(self._template, phases=self.phases, **kw)
+            return tiles, realised_gain(self.gain, self.tile, self.topology,
+                                        self.device_params, self.noise)
         w = self.weight.detach()
         if not self._mesh_noise:
             # Exact programming: the realised tile equals W_tile / σ_max (no decomposition
@@ -117,7 +120,8 @@ class PhotonicMatrix(nn.Module):
             gain = torch.linalg.matrix_norm(tiles, ord=2).clamp_min(torch.finfo(w.dtype).tiny)
             return (tiles / gain[..., None, None]).to(torch.complex128), gain
         prog: TileProgram = program_tiles(w, tile=self.tile, topology=self.topology)
-        return tile_matrices(prog, **kw), prog.gain
+        return tile_matrices(prog, **kw), realised_gain(prog.gain, self.tile, self.topology,
+                                                        self.device_params, self.noise)
 
     def realised_matrix(self) -> torch.Tensor:
         """The real (M, N) matrix the chip realises now (in-phase part), P.. leading."""
@@ -131,7 +135,8 @@ class PhotonicMatrix(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.shape[1]:
-            raise ValueError(f"input has {x.shape[-1]} features; the matrix expects {self.shape[1]}")
+            raise ValueError(f"input has {x.shape[-1]} features; the matrix expects "
+                             f"{self.shape[1]}")
         if self.mode == "digital":
             return _batched_matmul(x, self.weight)
         tiles, gain = self._tiles()

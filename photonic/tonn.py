@@ -103,14 +103,16 @@ def network_stages(
     *,
     mapping: Literal["dense", "tt"] = "dense",
     tile: int | None = None,
+    core_tile: int | None = None,
     topology: str = "clements",
 ) -> list[Stage]:
     """Stages of a network for :func:`photonic.estimate_cost`.
 
     ``mapping="dense"``: every layer (TT layers at their full M×N) on SVD blocks;
     ``mapping="tt"``: TT layers as one stage per core, dense layers as they are.
-    ``tile=None``: each matrix on one SVD block of its own size (U: M modes, V†: N modes);
-    ``tile=k``: zero-padded k×k tiles (the hub's TensorCore).
+    ``tile``: for dense matrices, None = one SVD block of the matrix's own size (U: M modes,
+    V†: N modes), k = zero-padded k×k tiles (the hub's TensorCore); ``core_tile``: the same
+    for TT-cores (None: each core on its own-size mesh, as in TONN-1).
     """
     if mapping not in MAPPINGS:
         raise ValueError(f"mapping={mapping!r} is not known; valid choices: {list(MAPPINGS)}")
@@ -120,7 +122,7 @@ def network_stages(
             for k, ((rows, cols), vec) in enumerate(
                 zip(tt_core_shapes(layer), tt_core_vectors(layer), strict=True)
             ):
-                st = _dense_stage(f"layer{i}.core{k}", rows, cols, tile, topology)
+                st = _dense_stage(f"layer{i}.core{k}", rows, cols, core_tile, topology)
                 stages.append(Stage(name=st.name, mesh_rows=st.mesh_rows,
                                     mesh_cols=st.mesh_cols, tiles=st.tiles,
                                     vectors_per_inference=vec, topology=topology))
@@ -131,8 +133,10 @@ def network_stages(
 
 
 def count_mzis(layers: Sequence[Layer], *, mapping: Literal["dense", "tt"] = "dense",
-               tile: int | None = None, topology: str = "clements") -> int:
+               tile: int | None = None, core_tile: int | None = None,
+               topology: str = "clements") -> int:
     """MZIs of a network mapped with ``mapping`` (every stage on chip at once)."""
-    return sum(s.num_mzis for s in network_stages(layers, mapping=mapping, tile=tile,
-                                                   topology=topology))
+    stages = network_stages(layers, mapping=mapping, tile=tile, core_tile=core_tile,
+                            topology=topology)
+    return sum(s.num_mzis for s in stages)
 

@@ -1,0 +1,80 @@
+import torch
+from torch import nn
+from torch.func import functional_call
+
+from photonic import DeviceParams, NoiseConfig, PhotonicLinear, TTPhotonicLinear, convert_linear
+
+
+def _batched(module, p=3, scale=0.01, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return {k: v.detach() + scale * torch.randn((p,) + v.shape, generator=g, dtype=v.dtype)
+            for k, v in module.named_parameters()}
+
+
+def test_weight_mode_matches_linear_and_batches_parameters():
+    lin = PhotonicLinear(21, 13, tile=4, mode="weight")
+    x = torch.randn(5, 21, dtype=torch.float64)
+    ref = x @ lin.core.weight.T + lin.bias
+    assert (lin(x) - ref).abs().max() < 1e-12
+    params = _batched(lin)
+    yb = functional_call(lin, params, (x,))
+    assert yb.shape == (3, 5, 13)
+    for p in range(3):
+        single = {k: v[p] for k, v in params.items()}
+        assert (yb[p] - functional_call(lin, single, (x,))).abs().max() < 1e-12
+
+
+def test_phase_mode_perturbed_meshes_are_rebuilt_and_grads_flow():
+    dev = DeviceParams()
+    lin = PhotonicLinear(8, 6, tile=4, mode="phase", device=dev, noise=NoiseConfig())
+    x = torch.randn(4, 8, dtype=torch.float64)
+    y0 = lin(x)
+    params = _batched(lin, p=2, scale=0.05)
+    yb = functional_call(lin, params, (x,))
+    assert yb.shape == (2, 4, 6)
+    assert (yb[0] - y0).abs().max() > 1e-4  # perturbed phases change the product
+    lin.zero_grad()
+    lin(x).pow(2).sum().backward()
+    assert torch.isfinite(lin.core.phases.grad).all() and lin.core.phases.grad.abs().sum() > 0
+
+
+def test_phase_mode_gradcheck():
+    lin = PhotonicLinear(3, 2, tile=2, mode="phase", bias=False)
+    x = torch.randn(2, 3, dtype=torch.float64)
+    phases = lin.core.phases.detach().clone().requires_grad_(True)
+
+    def f(ph):
+        return functional_call(lin, {"core.phases": ph, "core.gain": lin.core.gain}, (x,))
+
+    assert torch.autograd.gradcheck(f, (phases,))
+
+
+def test_tt_layer_equals_its_dense_contraction_and_counts():
+    tt = TTPhotonicLinear([4, 5, 5], [5, 5, 4], ranks=2, mode="digital")
+    g = [c.weight.detach().reshape(tt.ranks[k], tt.out_shape[k], tt.in_shape[k], tt.ranks[k + 1])
+         for k, c in enumerate(tt.cores)]
+    dense = torch.einsum("aijb,bklc,cmnd->ikmjln", *g).reshape(100, 100)
+    assert (dense - tt.dense_weight()).abs().max() < 1e-14
+    assert sum(p.numel() for p in tt.parameters()) == 280  # 40 + 100 + 40 cores + 100 bias
+    x = torch.randn(3, 100, dtype=torch.float64)
+    assert (tt(x) - (x @ dense.T + tt.bias)).abs().max() < 1e-13
+
+
+def test_tt_weight_and_phase_modes_batch():
+    for mode in ("weight", "phase"):
+        tt = TTPhotonicLinear([2, 3], [3, 2], ranks=2, mode=mode, tile=4)
+        x = torch.randn(5, 6, dtype=torch.float64)
+        params = _batched(tt, p=2, scale=0.0)
+        yb = functional_call(tt, params, (x,))
+        assert yb.shape == (2, 5, 6)
+        assert (yb[1] - tt(x)).abs().max() < 1e-12
+
+
+def test_convert_linear_keeps_function_on_an_ideal_chip():
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(6, 9), nn.Tanh(), nn.Linear(9, 2)).double()
+    x = torch.randn(4, 6, dtype=torch.float64)
+    ref = model(x)
+    convert_linear(model, tile=4, mode="weight")
+    assert isinstance(model[0], PhotonicLinear) and isinstance(model[2], PhotonicLinear)
+    assert (model(x) - ref).abs().max() < 1e-12

@@ -1,0 +1,127 @@
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from photonic import (
+    CrosstalkParams,
+    DetectorParams,
+    DeviceParams,
+    LaserParams,
+    NoiseConfig,
+    PhaseShifterParams,
+    mesh_layout,
+)
+from photonic.core import optical_matmul
+from photonic.devices import ConverterParams
+from photonic.noise import crosstalk_coupling, quantize_phase, realise_phases, shifter_positions_um
+
+
+def _uniform_phases(n, seed=0):
+    g = torch.Generator().manual_seed(seed)
+    return torch.rand(n, generator=g, dtype=torch.float64) * 2 * math.pi * (1 - 1e-9)
+
+
+def test_linear_law_quantisation_variance_is_step_squared_over_12():
+    sh = PhaseShifterParams(law="linear", v_pi_v=1.0, v_max_v=2.0)
+    phi = _uniform_phases(400_000)
+    err = quantize_phase(phi, sh, 8) - phi
+    step = math.pi * (2.0 / 255)  # Δφ = π ΔV / V_π
+    assert abs(err.var().item() / (step**2 / 12) - 1) < 0.02
+    assert err.abs().max() <= step / 2 + 1e-12
+
+
+def test_quadratic_law_quantisation_variance_matches_first_order_theory():
+    # φ = γV², e_φ ≈ 2γV e_V  ⇒  Var = E[(2γV)²] ΔV²/12 = 4γ E[φ] ΔV²/12 with E[φ] = π.
+    sh = PhaseShifterParams(kind="thermal", law="quadratic", v_pi_v=4.36, v_max_v=10.8)
+    phi = _uniform_phases(400_000, seed=1)
+    err = quantize_phase(phi, sh, 8) - phi
+    gamma, dv = math.pi / 4.36**2, 10.8 / 255
+    theory = 4 * gamma * math.pi * dv**2 / 12
+    assert abs(err.var().item() / theory - 1) < 0.03
+
+
+def test_quantisation_passes_gradients_straight_through():
+    sh = PhaseShifterParams(law="linear", v_pi_v=1.0, v_max_v=2.0)
+    phi = torch.tensor([0.3, 1.7], dtype=torch.float64, requires_grad=True)
+    quantize_phase(phi, sh, 4).sum().backward()
+    assert torch.equal(phi.grad, torch.ones(2, dtype=torch.float64))
+
+
+def test_nearest_neighbour_crosstalk_matrix():
+    lay = mesh_layout(6, "clements")
+    dev = DeviceParams(crosstalk=CrosstalkParams(model="nearest", coefficient=0.005))
+    k = lay.num_mzis
+    s = 2 * k + lay.n
+    phi = _uniform_phases(s, seed=2)
+    got = realise_phases(phi, lay, dev, NoiseConfig(crosstalk=True), None)
+    # independent construction: same column, top modes two apart, same kind of shifter
+    expect = phi.clone()
+    for i in range(k):
+        for j in range(k):
+            if lay.columns[i] == lay.columns[j] and abs(lay.modes[i] - lay.modes[j]) == 2:
+                expect[i] += 0.005 * phi[j]
+                expect[k + i] += 0.005 * phi[k + j]
+    assert torch.allclose(got, expect, atol=1e-15)
+    assert not torch.allclose(got, phi)
+
+
+def test_exponential_crosstalk_follows_distance_law():
+    lay = mesh_layout(4, "clements")
+    xt = CrosstalkParams(model="exponential", coefficient=0.2167, decay_per_um=0.1275,
+                         min_distance_um=23.0, cutoff_um=60.0)
+    dev = DeviceParams(crosstalk=xt)
+    rows, cols, vals = crosstalk_coupling(lay, dev)
+    pos = shifter_positions_um(lay, dev.layout)
+    d = np.linalg.norm(pos[rows.numpy()] - pos[cols.numpy()], axis=1)
+    assert len(d) > 0 and d.min() >= 23.0 and d.max() <= 60.0
+    np.testing.assert_allclose(vals.numpy(), 0.2167 * np.exp(-0.1275 * d), rtol=1e-12)
+
+
+def _detected_noise_var(power_mw, load_ohm, seed=0):
+    dev = DeviceParams(
+        detector=DetectorParams(responsivity_a_per_w=1.0, dark_current_na=0.0,
+                                load_resistance_ohm=load_ohm, bandwidth_ghz=20.0),
+        laser=LaserParams(power_per_channel_mw=power_mw),
+    )
+    tiles = torch.eye(4, dtype=torch.complex128).reshape(1, 1, 4, 4)
+    x = torch.full((20_000, 4), 0.5, dtype=torch.float64)
+    g = torch.Generator().manual_seed(seed)
+    y = optical_matmul(tiles, torch.ones(1, 1, dtype=torch.float64), x, (4, 4), device=dev,
+                       noise=NoiseConfig(detector_noise=True), generator=g)
+    return (y - x).var().item()
+
+
+def test_shot_noise_slope_and_thermal_noise_slope():
+    powers = np.array([0.01, 0.1, 1.0])
+    shot = [_detected_noise_var(p, 1e15) for p in powers]  # R_L → ∞ kills thermal noise
+    slope_shot = np.polyfit(np.log10(powers), np.log10(shot), 1)[0]
+    assert abs(slope_shot - (-1.0)) < 0.05  # SNR ∝ P when shot-noise limited
+    thermal = [_detected_noise_var(p, 1.0) for p in powers]  # tiny R_L: thermal dominated
+    slope_th = np.polyfit(np.log10(powers), np.log10(thermal), 1)[0]
+    assert abs(slope_th - (-2.0)) < 0.05  # thermal noise is power-independent
+    # absolute level: inputs 0.5 are scaled to the DAC full scale (x_n = 1, |E|² = P_ch),
+    # Var(i) = 2qB·R(P_LO + P_ch), i = 2R√(P_LO P_ch)·x_n, y = 0.5·x_n  (R = 1 A/W)
+    q, b = 1.602176634e-19, 20e9
+    p = 1e-3
+    expect = 0.25 * 2 * q * b * (2 * p) / (4 * p * p)
+    assert abs(_detected_noise_var(1.0, 1e15, seed=3) / expect - 1) < 0.05
+
+
+def test_adc_and_dac_quantisation_levels():
+    dev = DeviceParams(dac=ConverterParams(bits=3), adc=ConverterParams(bits=12))
+    tiles = torch.eye(2, dtype=torch.complex128).reshape(1, 1, 2, 2)
+    x = torch.tensor([[1.0, 0.4]], dtype=torch.float64)
+    y = optical_matmul(tiles, torch.ones(1, 1, dtype=torch.float64), x, (2, 2), device=dev,
+                       noise=NoiseConfig(input_quantization=True))
+    # 3-bit signed DAC: levels k/3; 0.4 → 1/3
+    assert torch.allclose(y, torch.tensor([[1.0, 1 / 3]], dtype=torch.float64), atol=1e-15)
+
+
+def test_phase_noise_requires_a_generator():
+    lay = mesh_layout(3, "clements")
+    dev = DeviceParams(variation={"phase_noise_std_rad": 0.01})
+    with pytest.raises(ValueError, match="needs a torch.Generator"):
+        realise_phases(torch.zeros(9, dtype=torch.float64), lay, dev,
+                       NoiseConfig(phase_noise=True), None)
