@@ -72,6 +72,11 @@ class PDE(ABC):
         return len(self.coord_names)
 
     @property
+    def hess_dims(self) -> tuple[int, ...]:
+        """Coordinates whose second derivatives the residual uses."""
+        return (0,)
+
+    @property
     @abstractmethod
     def bounds(self) -> np.ndarray:
         """(d, 2) array of [low, high] per coordinate."""
@@ -324,6 +329,10 @@ class HJB(PDE):
         h = Jet(1 - t, hg, torch.zeros_like(z))
         return g, h
 
+    @property
+    def hess_dims(self):
+        return tuple(range(self.params.space_dim))
+
     def residual(self, z, u):
         n = self.params.space_dim
         gx = u.grad[..., :n]
@@ -475,6 +484,10 @@ class Darcy(PDE):
             torch.stack([2 * fy, 2 * fx], -1),
         )
         return Jet(zero[..., 0], zero, zero), h
+
+    @property
+    def hess_dims(self):
+        return (0, 1)
 
     def residual(self, z, u):
         a, ax, ay = self.coefficient(z)

@@ -27,7 +27,8 @@ def test_round_trip_n256(topology):
     assert err <= 1e-8
 
 
-@pytest.mark.parametrize("topology,depth", [("clements", lambda n: n), ("reck", lambda n: 2 * n - 3)])
+@pytest.mark.parametrize("topology,depth",
+                         [("clements", lambda n: n), ("reck", lambda n: 2 * n - 3)])
 @pytest.mark.parametrize("n", [3, 4, 7, 8, 16])
 def test_layout_counts(topology, depth, n):
     lay = mesh_layout(n, topology)

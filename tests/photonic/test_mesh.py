@@ -31,7 +31,8 @@ def test_clements_loss_is_balanced():
     lay = mesh_layout(n, "clements")
     amp = 10 ** (-il_db / 20)
     t = transfer_matrix(lay, *_random_phases(lay, seed=1), amplitude=amp, pad_amplitude=amp)
-    # every path crosses N elements (MZIs or edge loss-matching dummies): output power = input power × 10^(−N·IL/10), for any input
+    # every path crosses N elements (MZIs or edge loss-matching dummies):
+    # output power = input power × 10^(−N·IL/10), for any input
     gram = t.mH @ t
     expect = 10 ** (-n * il_db / 10)
     assert (gram - expect * torch.eye(n, dtype=t.dtype)).abs().max() < 1e-12
