@@ -1,0 +1,470 @@
+"""``pinn`` workload: train a physics-informed network, forward-only (BP-free) or first-order.
+
+Loss: mean squared PDE residual on fresh uniform collocation points each iteration, the
+network's derivatives from a derivative estimator (sparse-grid Stein by default), the hard
+constraint of the PDE (``pdes.py``) applied analytically. Update: ZO gradient estimate
+(``mlfrontends.zo``) fed to Adam — every perturbed parameter set of a step and every
+Stein stencil point of every collocation point in ONE batched forward call — or autograd
+for the first-order reference. The network runs digitally or on the photonic core
+(``model.execution``: weight domain or phase domain, with the chip preset's noise).
+
+metrics.json keys: ``rel_l2`` (‖u_pred − u‖/‖u‖ on the PDE's fixed test grid, final),
+``rel_l2_best``, ``iterations``, ``forward_evals`` (network evaluations, i.e. input rows
+through the whole network, summed over all parameter sets), ``wall_s`` (training wall time,
+cumulative over resumes), ``params`` (trainable), ``params_dense`` (the dense network of the
+same widths), ``final_loss``, ``diverged``; with ``chip.*`` the cost estimate of the training
+on the photonic core (per step and total). ``prediction.npz``: the test-grid coordinates,
+``u_pred`` and ``u_exact``.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from photonic.runio import RunContext, WorkloadConfig
+
+from ..zo import FirstOrderStepper, ZOStepper
+from .derivatives import Autograd, build_estimator
+from .models import MLP, TTLinear, build_mlp, count_parameters
+from .pdes import PDE, PDE_REGISTRY, build_pde
+
+__all__ = ["Config", "run", "lr_at", "build_network", "DEFAULT_NETWORKS"]
+
+# Networks of the brief (Zhao et al., arXiv 2502.12384, §5): widths, activation, TT layers
+# {layer index: (input modes, output modes)}, Stein σ.
+DEFAULT_NETWORKS: dict[str, dict[str, Any]] = {
+    "burgers": dict(widths=[2, 100, 100, 100, 100, 1], activation="tanh",
+                    tt_layers={i: ([4, 5, 5], [5, 5, 4]) for i in (1, 2, 3)}, sigma=1e-3),
+    "darcy": dict(widths=[2, 100, 100, 100, 100, 1], activation="tanh",
+                  tt_layers={i: ([4, 5, 5], [5, 5, 4]) for i in (1, 2, 3)}, sigma=1e-3),
+    "blackscholes": dict(widths=[2, 128, 128, 1], activation="tanh",
+                         tt_layers={1: ([4, 4, 8], [8, 4, 4])}, sigma=1e-3),
+    "hjb": dict(widths=[21, 512, 512, 1], activation="sin",
+                tt_layers={0: ([1, 1, 3, 7], [8, 4, 4, 4]), 1: ([4, 4, 4, 8], [8, 4, 4, 4])},
+                sigma=0.1),
+}
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class ModelConfig(_Section):
+    arch: Literal["tt", "dense"] = "tt"
+    widths: list[int] | None = Field(None, description="layer widths; default: the brief's")
+    activation: Literal["tanh", "sin"] | None = None
+    tt_layers: dict[int, tuple[list[int], list[int]]] | None = None
+    tt_rank: int = Field(2, ge=1)
+    tt_init: Literal["random", "ttsvd"] = "random"
+    execution: Literal["digital", "weight", "phase"] = "digital"
+    tile: int = Field(8, ge=2, description="k of the k×k photonic SVD tiles")
+    precision: Literal["float64", "float32"] = "float64"
+
+
+class EstimatorConfig(_Section):
+    kind: Literal["sg_stein", "mc_stein", "fd", "autograd"] = "sg_stein"
+    sigma: float | None = Field(None, gt=0, description="Stein smoothing; default per PDE")
+    level: int = Field(3, ge=1, description="Smolyak level (sg_stein)")
+    num_samples: int = Field(2048, ge=1, description="Gaussian samples (mc_stein)")
+    step: float = Field(1e-3, gt=0, description="finite-difference step (fd)")
+
+
+class OptimConfig(_Section):
+    method: Literal["zo", "coordinate", "first_order"] = "zo"
+    lr: float = Field(1e-3, gt=0)
+    lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
+    lr_final: float = Field(1e-4, gt=0, description="end of cosine/exponential schedules")
+    warmup_iters: int = Field(0, ge=0)
+    mu: float = Field(0.01, gt=0, description="ZO perturbation size (parameter units)")
+    num_queries: int = Field(1, ge=1, description="q directions (per tensor when per_tensor)")
+    distribution: Literal["rademacher", "gaussian"] = "rademacher"
+    two_sided: bool = True
+    per_tensor: bool = True
+    clip_norm: float | None = Field(None, gt=0, description="clip ‖ĝ‖ before Adam")
+    betas: tuple[float, float] = (0.9, 0.999)
+
+
+class Config(WorkloadConfig):
+    kind: Literal["pinn"] = "pinn"
+    pde: str = "burgers"
+    pde_params: dict[str, Any] = Field(default_factory=dict)
+    model: ModelConfig = ModelConfig()
+    estimator: EstimatorConfig = EstimatorConfig()
+    optim: OptimConfig = OptimConfig()
+    iterations: int = Field(1000, ge=1)
+    time_limit_s: float | None = Field(None, gt=0, description="stop training after this")
+    collocation_points: int = Field(1200, ge=1)
+    eval_every: int = Field(50, ge=1)
+    checkpoint_every: int = Field(100, ge=1)
+    threads: int | None = Field(None, ge=1, description="torch CPU threads (None: default)")
+
+    @model_validator(mode="after")
+    def _check(self):
+        if self.pde not in PDE_REGISTRY:
+            build_pde(self.pde)  # raises the did-you-mean error
+        PDE_REGISTRY[self.pde].Params(**self.pde_params)
+        if self.optim.method != "first_order" and self.estimator.kind == "autograd":
+            raise ValueError(
+                "estimator.kind = 'autograd' needs back-propagation; with optim.method = "
+                f"{self.optim.method!r} use sg_stein, mc_stein or fd"
+            )
+        if self.optim.method == "first_order" and self.model.execution == "phase":
+            raise ValueError("optim.method = 'first_order' with model.execution = 'phase' is "
+                             "not a BP-free recipe; use zo or coordinate")
+        return self
+
+
+# ------------------------------------------------------------------------------ schedules
+def lr_at(it: int, o: OptimConfig, total: int) -> float:
+    """Learning rate at iteration ``it`` (0-based): linear warm-up, then the schedule."""
+    if it < o.warmup_iters:
+        return o.lr * (it + 1) / o.warmup_iters
+    frac = (it - o.warmup_iters) / max(1, total - o.warmup_iters)
+    if o.lr_schedule == "constant":
+        return o.lr
+    if o.lr_schedule == "cosine":
+        return o.lr_final + 0.5 * (o.lr - o.lr_final) * (1 + math.cos(math.pi * frac))
+    return o.lr * (o.lr_final / o.lr) ** frac
+
+
+# -------------------------------------------------------------------------------- building
+def _net_spec(cfg: Config) -> dict[str, Any]:
+    spec = dict(DEFAULT_NETWORKS[cfg.pde])
+    m = cfg.model
+    if m.widths is not None:
+        spec["widths"] = m.widths
+        spec["tt_layers"] = m.tt_layers or {}
+    if m.tt_layers is not None:
+        spec["tt_layers"] = m.tt_layers
+    if m.activation is not None:
+        spec["activation"] = m.activation
+    if cfg.estimator.sigma is not None:
+        spec["sigma"] = cfg.estimator.sigma
+    return spec
+
+
+def build_network(cfg: Config, ctx: RunContext) -> MLP:
+    """The configured MLP, digital or with its layers on the photonic core."""
+    spec = _net_spec(cfg)
+    dtype = getattr(torch, cfg.model.precision)
+    net = build_mlp(
+        spec["widths"], activation=spec["activation"],
+        tt_layers=spec["tt_layers"] if cfg.model.arch == "tt" else None,
+        tt_rank=cfg.model.tt_rank, tt_init=cfg.model.tt_init, dtype=dtype, seed=ctx.seed,
+    )
+    if cfg.model.execution == "digital":
+        return net
+    import photonic
+
+    layers = []
+    for i, layer in enumerate(net.layers):
+        kw = dict(mode=cfg.model.execution, tile=cfg.model.tile, device=ctx.device,
+                  noise=ctx.noise, seed=ctx.seed + 1000 * (i + 1), dtype=dtype)
+        if isinstance(layer, TTLinear):
+            new = photonic.TTPhotonicLinear(
+                list(layer.in_shape), list(layer.out_shape), list(layer.ranks[1:-1]),
+                cores=[c.detach() for c in layer.cores], **kw)
+        else:
+            new = photonic.PhotonicLinear(layer.weight.shape[1], layer.weight.shape[0],
+                                          weight=layer.weight.detach(), **kw)
+        new.bias.data.copy_(layer.bias.detach())
+        layers.append(new)
+    return MLP(layers, spec["activation"])
+
+
+def _generators(module: torch.nn.Module) -> list[torch.Generator]:
+    """Noise generators of the photonic layers (their state is part of a checkpoint)."""
+    return [m._gen for m in module.modules() if isinstance(getattr(m, "_gen", None),
+                                                           torch.Generator)]
+
+
+def _residual_loss(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator):
+    def loss(fwd) -> torch.Tensor:
+        jet = estimator.estimate(lambda x: fwd(x).squeeze(-1), z, generator=gen)
+        r = pde.residual(z, pde.constrain(z, jet))
+        return (r * r).mean(-1)
+
+    return loss
+
+
+def _predict(pde: PDE, net: torch.nn.Module, dtype) -> np.ndarray:
+    grid = pde.evaluation_grid()
+    z = torch.as_tensor(grid.points, dtype=dtype)
+    with torch.no_grad():
+        u = pde.constrain_value(z, net(z).squeeze(-1))
+    return u.double().numpy()
+
+
+def _rel_l2(u_pred: np.ndarray, u_exact: np.ndarray) -> float:
+    return float(np.linalg.norm(u_pred - u_exact) / np.linalg.norm(u_exact))
+
+
+# ------------------------------------------------------------------------------------ run
+def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
+    if cfg.threads is not None:
+        torch.set_num_threads(cfg.threads)
+    dtype = getattr(torch, cfg.model.precision)
+    pde = build_pde(cfg.pde, cfg.pde_params)
+    spec = _net_spec(cfg)
+    net = build_network(cfg, ctx)
+    e = cfg.estimator
+    if e.kind == "autograd":
+        estimator = Autograd(hess_dims=pde.hess_dims)
+    else:
+        kw = {"sg_stein": dict(sigma=spec["sigma"], level=e.level),
+              "mc_stein": dict(sigma=spec["sigma"], num_samples=e.num_samples),
+              "fd": dict(step=e.step)}[e.kind]
+        estimator = build_estimator(e.kind, **kw)
+    evals_per_point = estimator.evals_for_dim(pde.dim)
+    o = cfg.optim
+    opt = torch.optim.Adam(net.parameters(), lr=o.lr, betas=o.betas)
+    gen_points = torch.Generator().manual_seed(ctx.seed + 1)
+    gen_zo = torch.Generator().manual_seed(ctx.seed + 2)
+    gen_mc = torch.Generator().manual_seed(ctx.seed + 3)
+    if o.method == "first_order":
+        stepper = FirstOrderStepper(net, opt, clip_norm=o.clip_norm)
+    else:
+        stepper = ZOStepper(
+            net, opt, mu=o.mu, estimator="random" if o.method == "zo" else "coordinate",
+            num_queries=o.num_queries, distribution=o.distribution, two_sided=o.two_sided,
+            per_tensor=o.per_tensor, clip_norm=o.clip_norm, generator=gen_zo,
+        )
+    grid = pde.evaluation_grid()
+    gens = {"points": gen_points, "zo": gen_zo, "mc": gen_mc}
+    state: dict[str, Any] = {"iteration": 0, "forward_evals": 0, "wall_s": 0.0,
+                             "history": [], "evals": [], "diverged": False}
+    ckpt = ctx.load_checkpoint()
+    if ckpt is not None:
+        net.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        for k, g in gens.items():
+            g.set_state(ckpt["generators"][k])
+        for g, s in zip(_generators(net), ckpt["noise_generators"], strict=True):
+            g.set_state(s)
+        state = ckpt["state"]
+
+    def save():
+        ctx.save_checkpoint({
+            "model": net.state_dict(), "optimizer": opt.state_dict(),
+            "generators": {k: g.get_state() for k, g in gens.items()},
+            "noise_generators": [g.get_state() for g in _generators(net)],
+            "state": state, "config": cfg.model_dump(mode="json"),
+        })
+
+    def evaluate():
+        u = _predict(pde, net, dtype)
+        state["evals"].append((state["iteration"], state["forward_evals"], state["wall_s"],
+                               _rel_l2(u, grid.u_exact)))
+        return u
+
+    if not state["evals"]:
+        evaluate()
+    bar = ctx.progress(cfg.iterations, f"pinn {cfg.pde} ({o.method})",
+                       initial=state["iteration"])
+    while state["iteration"] < cfg.iterations and not state["diverged"]:
+        if cfg.time_limit_s is not None and state["wall_s"] >= cfg.time_limit_s:
+            break
+        it = state["iteration"]
+        t0 = time.perf_counter()
+        lr = lr_at(it, o, cfg.iterations)
+        for group in opt.param_groups:
+            group["lr"] = lr
+        z = pde.sample(cfg.collocation_points, gen_points, dtype=dtype)
+        info = stepper.step(_residual_loss(pde, estimator, z, gen_mc))
+        state["wall_s"] += time.perf_counter() - t0
+        state["iteration"] = it + 1
+        state["forward_evals"] += info.num_sets * cfg.collocation_points * evals_per_point
+        state["history"].append((it + 1, info.loss, state["forward_evals"], state["wall_s"]))
+        if not math.isfinite(info.loss):
+            state["diverged"] = True
+        if state["iteration"] % cfg.eval_every == 0:
+            evaluate()
+            bar.set_postfix(loss=f"{info.loss:.3g}", rel_l2=f"{state['evals'][-1][3]:.3g}")
+        if state["iteration"] % cfg.checkpoint_every == 0:
+            save()
+        bar.update(1)
+    bar.close()
+    if state["evals"][-1][0] != state["iteration"]:
+        evaluate()
+    save()
+    u_pred = _predict(pde, net, dtype)
+    return _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, stepper)
+
+
+# --------------------------------------------------------------------------------- report
+def _chip_cost(cfg: Config, ctx: RunContext, spec, sets_per_step: int, rows_per_set: int,
+               iterations: int) -> dict[str, float]:
+    """Cost estimate of the training on the TONN chip (photonic.estimate_cost)."""
+    from photonic.cost import TrainingStep, estimate_cost
+    from photonic.tonn import DenseLayer, TTLayer, network_stages
+
+    layers = []
+    w = spec["widths"]
+    for i in range(len(w) - 1):
+        if cfg.model.arch == "tt" and i in spec["tt_layers"]:
+            n, m = spec["tt_layers"][i]
+            layers.append(TTLayer(tuple(n), tuple(m), (cfg.model.tt_rank,) * (len(n) - 1)))
+        else:
+            layers.append(DenseLayer(w[i + 1], w[i]))
+    stages = network_stages(layers, mapping="tt", tile=cfg.model.tile,
+                            core_tile=cfg.model.tile)
+    rep = estimate_cost(device=ctx.device, stages=stages, batch=rows_per_set,
+                        training=TrainingStep(queries=sets_per_step,
+                                              inferences_per_query=rows_per_set))
+    out = {
+        "area_um2": rep.area_um2,
+        "num_mzis": rep.num_mzis,
+        "energy_pj_per_step": rep.energy_pj_per_step,
+        "latency_ns_per_step": rep.latency_ns_per_step,
+        "energy_pj_total": (rep.energy_pj_per_step or 0.0) * iterations,
+        "latency_ns_total": (rep.latency_ns_per_step or 0.0) * iterations,
+        "energy_pj_per_inference": rep.energy_pj,
+    }
+    return out
+
+
+def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, stepper):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    grid = pde.evaluation_grid()
+    rel = _rel_l2(u_pred, grid.u_exact)
+    evals = np.array(state["evals"], dtype=float)
+    hist = np.array(state["history"], dtype=float).reshape(-1, 4)
+    dense = build_mlp(spec["widths"], activation=spec["activation"])
+    tt = build_mlp(spec["widths"], activation=spec["activation"], tt_layers=spec["tt_layers"])
+    num_sets = 1
+    if isinstance(stepper, ZOStepper):
+        U, _ = stepper.directions(torch.float64)
+        num_sets = (2 if stepper.two_sided else 1) * U.shape[0] + (0 if stepper.two_sided
+                                                                     else 1)
+    rows = cfg.collocation_points * evals_per_point
+    metrics: dict[str, Any] = {
+        "rel_l2": rel,
+        "rel_l2_best": float(evals[:, 3].min()),
+        "iterations": int(state["iteration"]),
+        "forward_evals": int(state["forward_evals"]),
+        "wall_s": float(state["wall_s"]),
+        "params": count_parameters(net),
+        "params_tt": count_parameters(tt),
+        "params_dense": count_parameters(dense),
+        "final_loss": float(hist[-1, 1]) if len(hist) else float("nan"),
+        "diverged": bool(state["diverged"]),
+        "parameter_sets_per_step": num_sets,
+        "evals_per_point": evals_per_point,
+        "s_per_iteration": float(state["wall_s"] / max(1, state["iteration"])),
+    }
+    try:
+        metrics["chip"] = _chip_cost(cfg, ctx, spec, num_sets, rows, state["iteration"])
+    except Exception as err:  # the estimate is an add-on; report why it is missing
+        metrics["chip_cost_error"] = f"{type(err).__name__}: {err}"
+
+    axes = {k: v for k, v in grid.axes.items()}
+    if len(grid.shape) == 2:
+        ctx.savez("prediction.npz", **axes, u_pred=u_pred.reshape(grid.shape),
+                  u_exact=grid.u_exact.reshape(grid.shape))
+    else:
+        ctx.savez("prediction.npz", **axes, u_pred=u_pred, u_exact=grid.u_exact)
+
+    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    if len(hist):
+        ax[0].semilogy(hist[:, 0], np.abs(hist[:, 1]), lw=0.6, label="loss")
+        ax[1].semilogy(hist[:, 2], np.abs(hist[:, 1]), lw=0.6, label="loss")
+    for a, col in ((ax[0], 0), (ax[1], 1), (ax[2], 2)):
+        a.semilogy(evals[:, col], evals[:, 3], "o-", ms=3, label="rel. L2 error")
+        a.grid(True, which="both", alpha=0.3)
+        a.legend()
+    ax[0].set_xlabel("iteration")
+    ax[1].set_xlabel("forward evaluations (network inputs)")
+    ax[2].set_xlabel("training wall time [s]")
+    fig.suptitle(f"{cfg.pde}: {cfg.optim.method}, {cfg.model.arch}, {cfg.model.execution}")
+    ctx.savefig(fig, "curves.png")
+
+    figs = ["curves.png"]
+    if len(grid.shape) == 2:
+        names = list(grid.axes)
+        a0, a1 = grid.axes[names[0]], grid.axes[names[1]]
+        fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+        err = u_pred - grid.u_exact
+        for a, data, title in zip(ax, (u_pred, grid.u_exact, err),
+                                  ("prediction", "reference", "error"), strict=True):
+            im = a.pcolormesh(a1, a0, data.reshape(grid.shape), shading="auto",
+                              cmap="RdBu_r" if title == "error" else "viridis")
+            a.set_xlabel(names[1])
+            a.set_ylabel(names[0])
+            a.set_title(title)
+            fig.colorbar(im, ax=a)
+        ctx.savefig(fig, "heatmaps.png")
+        figs.append("heatmaps.png")
+    else:
+        fig, a = plt.subplots(figsize=(5, 5))
+        a.plot(grid.u_exact, u_pred, ".", ms=2)
+        lim = [grid.u_exact.min(), grid.u_exact.max()]
+        a.plot(lim, lim, "k--", lw=0.8)
+        a.set_xlabel("exact u")
+        a.set_ylabel("predicted u")
+        ctx.savefig(fig, "parity.png")
+        figs.append("parity.png")
+
+    lines = [
+        f"# PINN: {cfg.pde}, {cfg.optim.method} training ({cfg.model.arch} network, "
+        f"{cfg.model.execution} execution, {cfg.model.precision})",
+        "",
+        f"Relative L2 error against the reference on the fixed test grid "
+        f"({grid.points.shape[0]} points): **{rel:.4g}** (best during training "
+        f"{metrics['rel_l2_best']:.4g}).",
+        "",
+        "| quantity | value |", "|---|---|",
+        f"| iterations | {metrics['iterations']} |",
+        f"| training wall time [s] | {metrics['wall_s']:.1f} |",
+        f"| s per iteration | {metrics['s_per_iteration']:.3f} |",
+        f"| forward evaluations | {metrics['forward_evals']:.4g} |",
+        f"| parameter sets per step | {num_sets} |",
+        f"| network evaluations per collocation point | {evals_per_point} |",
+        f"| trainable parameters | {metrics['params']} |",
+        f"| TT / dense parameters of this architecture | {metrics['params_tt']} / "
+        f"{metrics['params_dense']} |",
+        f"| final loss | {metrics['final_loss']:.4g} |",
+        f"| diverged | {metrics['diverged']} |",
+    ]
+    if "chip" in metrics:
+        c = metrics["chip"]
+        lines += [
+            "", "## Chip cost of the training (photonic.estimate_cost, TT cores on "
+            f"{cfg.model.tile}×{cfg.model.tile} tiles)", "",
+            "| quantity | value |", "|---|---|",
+            f"| area [mm²] | {c['area_um2'] / 1e6:.4g} |",
+            f"| MZIs | {c['num_mzis']} |",
+            f"| energy per step [µJ] | {(c['energy_pj_per_step'] or 0) / 1e6:.4g} |",
+            f"| latency per step [ms] | {(c['latency_ns_per_step'] or 0) / 1e6:.4g} |",
+            f"| energy, whole training [J] | {c['energy_pj_total'] / 1e12:.4g} |",
+            f"| latency, whole training [s] | {c['latency_ns_total'] / 1e9:.4g} |",
+        ]
+    elif "chip_cost_error" in metrics:
+        lines += ["", f"Chip cost estimate unavailable: {metrics['chip_cost_error']}"]
+    lines += [
+        "", "## Recipe", "",
+        f"PDE `{cfg.pde}` {cfg.pde_params or ''}; estimator `{cfg.estimator.kind}` "
+        f"(σ = {spec['sigma']}); optimiser `{cfg.optim.method}` "
+        f"(lr {cfg.optim.lr} {cfg.optim.lr_schedule} → {cfg.optim.lr_final}, μ = "
+        f"{cfg.optim.mu}, q = {cfg.optim.num_queries}, {cfg.optim.distribution}, "
+        f"{'two' if cfg.optim.two_sided else 'one'}-sided, "
+        f"{'per tensor' if cfg.optim.per_tensor else 'whole vector'}, clip "
+        f"{cfg.optim.clip_norm}); {cfg.collocation_points} collocation points per iteration.",
+        "", "Forward evaluations count every input row through the whole network "
+        "(parameter sets × collocation points × stencil points); the reference solution "
+        "and its provenance are described in mlfrontends/pinn/pdes.py. "
+        "`prediction.npz` holds the test grid, u_pred and u_exact.",
+        "",
+    ]
+    lines += [f"![{f}]({f})" for f in figs]
+    ctx.write_text("report.md", "\n".join(lines) + "\n")
+    return metrics
