@@ -4,6 +4,7 @@ The public API is exactly what this module re-exports.
 """
 
 from photonic.core import CoreCounts, Mesh, TensorCore, optical_matmul, program_tiles
+from photonic.cost import CostParams, CostReport, Stage, TrainingStep, estimate_cost
 from photonic.decompose import MeshPhases, decompose, reconstruct
 from photonic.devices import (
     ConverterParams,
@@ -30,6 +31,8 @@ __all__ = [
     "MODES",
     "ConverterParams",
     "CoreCounts",
+    "CostParams",
+    "CostReport",
     "CouplerParams",
     "CrosstalkParams",
     "DetectorParams",
@@ -49,11 +52,14 @@ __all__ = [
     "TTPhotonicLinear",
     "convert_linear",
     "TOPOLOGIES",
+    "Stage",
     "TensorCore",
     "TiaParams",
+    "TrainingStep",
     "VariationParams",
     "__version__",
     "decompose",
+    "estimate_cost",
     "mesh_layout",
     "mzi_matrix",
     "optical_matmul",

@@ -196,8 +196,7 @@ def _unpaired(j, parity, n):  # pragma: no cover - compiled
     return j - 1 < 0
 
 
-@numba.njit(parallel=True, cache=True, fastmath=False)
-def _propagate_inplace(a, b, x, chunk):  # pragma: no cover - compiled
+def _propagate_py(a, b, x, chunk):  # pragma: no cover - compiled below
     nmesh, depth, n = a.shape
     ncol = x.shape[2]
     nchunk = (ncol + chunk - 1) // chunk
@@ -252,8 +251,7 @@ def propagate_columns(
     return x
 
 
-@numba.njit(parallel=True, cache=True)
-def _segment_matrices(a, b, seg_len):  # pragma: no cover - compiled
+def _segment_py(a, b, seg_len):  # pragma: no cover - compiled below
     """Transfer matrix of each run of ``seg_len`` columns, propagated from the identity.
 
     Only the light cone is touched: before local column t, field column k is non-zero only
@@ -288,6 +286,25 @@ def _segment_matrices(a, b, seg_len):  # pragma: no cover - compiled
                     x[j, k] = a0 * x0 + b0 * x1
                     x[j + 1, k] = b1 * x0 + a1 * x1
     return out
+
+
+# Each kernel compiled twice: threads only pay off above ~1e6 pair updates; below that the
+# thread pool's wake-up costs more than the work (and suffers most on a busy machine).
+_propagate_par = numba.njit(parallel=True, cache=True)(_propagate_py)
+_propagate_ser = numba.njit(cache=True)(_propagate_py)
+_segment_par = numba.njit(parallel=True, cache=True)(_segment_py)
+_segment_ser = numba.njit(cache=True)(_segment_py)
+_PARALLEL_WORK = 1_000_000
+
+
+def _propagate_inplace(a, b, x, chunk):
+    work = a.shape[0] * a.shape[1] * a.shape[2] * x.shape[2]
+    (_propagate_par if work >= _PARALLEL_WORK else _propagate_ser)(a, b, x, chunk)
+
+
+def _segment_matrices(a, b, seg_len):
+    work = a.shape[0] * a.shape[1] * a.shape[2] * min(a.shape[1], seg_len)
+    return (_segment_par if work >= _PARALLEL_WORK else _segment_ser)(a, b, seg_len)
 
 
 # Columns per segment of a large no-grad matrix build: segments are built by the light-cone

@@ -1,0 +1,812 @@
+"""Design-space sweeps: fidelity, MZI counts, area, energy and latency over many design points.
+
+A :class:`DesignPoint` is one chip design: matrix size ``n``, mesh ``topology``, SVD
+``tile`` size, device ``preset`` and a noise level (``noise_scale`` multiplies every random
+spread of the preset; ``phase_noise_std_rad`` sets the dynamic phase noise outright). For
+every point and seed :func:`evaluate_point` programs an n×n real matrix (Gaussian random, or
+one the caller gives) on a :class:`photonic.TensorCore` and measures it; :func:`run_sweep`
+does this for a whole list of points and returns one tidy table, one row per point × seed.
+
+Reproducibility. Every random draw of a row comes from its ``seed`` alone (three independent
+streams from ``numpy.random.SeedSequence(seed)``: matrix, chip errors and noise, input
+vectors), and every evaluation runs single-threaded in torch and numba, so a row does not
+depend on which executor, worker or order computed it: the in-process, process-pool and
+Dask executors return identical tables.
+
+Cache and resume. Each row is stored as ``<cache_dir>/<key>.json`` as soon as it arrives
+(atomic: temporary file, then rename, :func:`photonic.runio.atomic_write_bytes`). The key is
+a SHA-256 of everything that determines the row — the design point, the full device
+parameters (not just the preset name), the noise switches, the seed, the input batch, the
+given matrix's bytes and :data:`SCHEMA_VERSION` — so an interrupted sweep rerun with the same
+``cache_dir`` evaluates only the rows it has not finished, and a changed preset value is
+recomputed rather than served stale.
+
+Executors (registry :data:`EXECUTORS`): ``"inprocess"`` (default), ``"processes"`` (a local
+process pool) and ``"dask"`` (``dask.distributed``: a small ``LocalCluster`` by default, or
+the scheduler at ``address``). Workers only compute; the calling process writes the cache,
+so remote workers need no shared file system.
+
+The workload interface (``kind: sweep``; ``photonic-sim sweep CONFIG``) is :class:`Config`
+and :func:`run`; it writes ``sweep.csv`` (and ``sweep.parquet`` when pyarrow is installed),
+``summary.csv``, figures and ``report.md``.
+
+Columns of the table (:data:`COLUMNS`):
+design — ``n``, ``rows`` (M of the matrix), ``topology``, ``tile`` (k actually used),
+``preset``, ``noise_scale``, ``phase_noise_std_rad`` (effective dynamic phase noise),
+``matrix``, ``seed``, ``key``;
+fidelity — ``fidelity`` (:func:`photonic.metrics.matrix_fidelity` of W and the realised
+optical matrix), ``rel_frobenius_error``, ``output_rel_error`` (‖y − Wx‖/‖Wx‖ over ``batch``
+random inputs through the whole DAC → optics → detector → ADC chain);
+counts — ``num_tiles``, ``num_mzis``, ``num_phase_shifters``, ``mesh_depth`` (columns of one
+k-mode mesh), ``path_mzis`` (MZIs on the longest optical path);
+cost (:func:`photonic.cost.estimate_cost`, weight-stationary, one input vector) —
+``area_um2``, ``energy_pj`` (per inference), ``latency_ns`` (DAC to ADC),
+``worst_path_loss_db``, ``laser_optical_mw``.
+"""
+
+from __future__ import annotations
+
+import difflib
+import hashlib
+import io
+import itertools
+import json
+import math
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import pandas as pd
+import torch
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from photonic.core import TensorCore
+from photonic.cost import Stage, estimate_cost
+from photonic.devices import DeviceParams
+from photonic.mesh import TOPOLOGIES
+from photonic.metrics import matrix_fidelity, rel_frobenius_error
+from photonic.noise import NoiseConfig
+from photonic.runio import RunContext, WorkloadConfig, atomic_write_bytes
+
+__all__ = [
+    "SCHEMA_VERSION",
+    "AXES",
+    "COLUMNS",
+    "DesignPoint",
+    "grid",
+    "scaled_device",
+    "point_key",
+    "evaluate_point",
+    "run_sweep",
+    "summarize",
+    "plot_metric",
+    "plot_costs",
+    "Executor",
+    "InProcessExecutor",
+    "ProcessExecutor",
+    "DaskExecutor",
+    "EXECUTORS",
+    "make_executor",
+    "Config",
+    "run",
+]
+
+# Bump whenever evaluate_point's rows change meaning: old cache entries then miss.
+SCHEMA_VERSION = 1
+
+# Design axes of a row (what summarize groups by), in table order.
+AXES = ("n", "rows", "topology", "tile", "preset", "noise_scale", "phase_noise_std_rad",
+        "matrix")
+COLUMNS = AXES + (
+    "seed", "key",
+    "fidelity", "rel_frobenius_error", "output_rel_error",
+    "num_tiles", "num_mzis", "num_phase_shifters", "mesh_depth", "path_mzis",
+    "area_um2", "energy_pj", "latency_ns", "worst_path_loss_db", "laser_optical_mw",
+)
+
+
+def _did_you_mean(value: str, choices: Iterable[str]) -> str:
+    close = difflib.get_close_matches(str(value), list(choices), n=1)
+    return f"; did you mean {close[0]!r}?" if close else ""
+
+
+# --------------------------------------------------------------------------- design points
+class DesignPoint(BaseModel):
+    """One chip design of a sweep (hashable, immutable).
+
+    ``tile``: k of the k×k SVD tiles (None: one tile of k = n). ``noise_scale`` multiplies
+    every random spread of the preset (see :func:`scaled_device`); ``phase_noise_std_rad``
+    (None: the preset's, scaled) sets the dynamic phase noise per shifter and call.
+    ``matrix``: ``"random"`` (Gaussian N(0, 1) entries from the row's seed) or the name of a
+    matrix passed to :func:`run_sweep` in ``matrices=``.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    n: int = Field(..., ge=2, description="N: input dimension of the matrix (modes of V†)")
+    topology: str = "clements"
+    tile: int | None = Field(None, ge=2)
+    preset: str = "ideal"
+    noise_scale: float = Field(1.0, ge=0)
+    phase_noise_std_rad: float | None = Field(None, ge=0)
+    matrix: str = "random"
+
+    @field_validator("topology")
+    @classmethod
+    def _known_topology(cls, v: str) -> str:
+        if v not in TOPOLOGIES:
+            raise ValueError(f"topology {v!r} is not known; valid choices: "
+                             f"{sorted(TOPOLOGIES)}{_did_you_mean(v, TOPOLOGIES)}")
+        return v
+
+
+def _as_tuple(v: Any) -> tuple:
+    if isinstance(v, str) or not isinstance(v, Iterable):
+        return (v,)
+    return tuple(v)
+
+
+def grid(
+    *,
+    n: int | Iterable[int],
+    topology: str | Iterable[str] = "clements",
+    tile: int | None | Iterable[int | None] = None,
+    preset: str | Iterable[str] = "ideal",
+    noise_scale: float | Iterable[float] = 1.0,
+    phase_noise_std_rad: float | None | Iterable[float | None] = None,
+    matrix: str | Iterable[str] = "random",
+) -> list[DesignPoint]:
+    """Cartesian product of the axes (each a value or a list), as design points.
+
+    Order: the last axis varies fastest (``itertools.product`` over the arguments in the
+    order of this signature), so a table built from it reads naturally.
+    """
+    axes = [_as_tuple(a) for a in (n, topology, tile, preset, noise_scale,
+                                   phase_noise_std_rad, matrix)]
+    names = ("n", "topology", "tile", "preset", "noise_scale", "phase_noise_std_rad", "matrix")
+    return [DesignPoint(**dict(zip(names, combo, strict=True)))
+            for combo in itertools.product(*axes)]
+
+
+def scaled_device(
+    device: DeviceParams, *, noise_scale: float = 1.0, phase_noise_std_rad: float | None = None
+) -> DeviceParams:
+    """``device`` with every random spread multiplied by ``noise_scale``.
+
+    Scaled: ``variation.gamma_std``, ``variation.phase_offset_std_rad``,
+    ``variation.phase_noise_std_rad``, ``coupler.split_error_std_rad``, ``mzi.loss_std_db``
+    (the stds :func:`photonic.noise.sample_mesh_errors` and the dynamic noise draw from).
+    Deterministic figures (mean insertion loss, converter bits, crosstalk) are the design's,
+    not noise, and stay. ``phase_noise_std_rad``, when given, then replaces the dynamic
+    phase-noise std.
+    """
+    var = device.variation
+    phase_noise = var.phase_noise_std_rad * noise_scale
+    if phase_noise_std_rad is not None:
+        phase_noise = phase_noise_std_rad
+    data = device.model_dump()
+    data["variation"].update(
+        gamma_std=var.gamma_std * noise_scale,
+        phase_offset_std_rad=var.phase_offset_std_rad * noise_scale,
+        phase_noise_std_rad=phase_noise,
+    )
+    data["coupler"]["split_error_std_rad"] = device.coupler.split_error_std_rad * noise_scale
+    data["mzi"]["loss_std_db"] = device.mzi.loss_std_db * noise_scale
+    return DeviceParams.model_validate(data)
+
+
+def _matrix_digest(matrix: np.ndarray | None) -> str | None:
+    if matrix is None:
+        return None
+    a = np.ascontiguousarray(np.asarray(matrix, dtype=np.float64))
+    h = hashlib.sha256(repr(a.shape).encode())
+    h.update(a.tobytes())
+    return h.hexdigest()
+
+
+def point_key(
+    point: DesignPoint,
+    *,
+    device: DeviceParams,
+    noise: NoiseConfig,
+    seed: int,
+    batch: int,
+    matrix: np.ndarray | None = None,
+) -> str:
+    """Cache key of one row: SHA-256 (hex, 32 digits) of a canonical JSON of its inputs.
+
+    Canonical: sorted keys, no whitespace, floats as Python's shortest repr — so the key is
+    the same in every process, session and platform (no ``hash()``, which is salted).
+    """
+    payload = {
+        "schema": SCHEMA_VERSION,
+        "point": point.model_dump(mode="json"),
+        "device": device.model_dump(mode="json"),
+        "noise": noise.model_dump(mode="json"),
+        "seed": int(seed),
+        "batch": int(batch),
+        "matrix_sha256": _matrix_digest(matrix),
+    }
+    text = json.dumps(payload, sort_keys=True, separators=(",", ":"), allow_nan=False)
+    return hashlib.sha256(text.encode()).hexdigest()[:32]
+
+
+# --------------------------------------------------------------------------- evaluation
+@contextmanager
+def _single_threaded() -> Iterator[None]:
+    """torch and numba on one thread, restored afterwards.
+
+    Two reasons: results must not depend on a thread count (BLAS reductions may split
+    differently), and these matrices are small, where numba's parallel-loop start-up costs
+    more than the work (≈ 15× slower per point on a loaded 2-core machine).
+    """
+    import numba
+
+    t_old, n_old = torch.get_num_threads(), numba.get_num_threads()
+    torch.set_num_threads(1)
+    numba.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(t_old)
+        numba.set_num_threads(n_old)
+
+
+def _streams(seed: int) -> tuple[torch.Generator, int, torch.Generator]:
+    """Independent generators for (matrix, chip errors + noise, input vectors) of a seed."""
+    m, c, x = (int(s) for s in np.random.SeedSequence(int(seed)).generate_state(3))
+    return torch.Generator().manual_seed(m), c, torch.Generator().manual_seed(x)
+
+
+def evaluate_point(
+    point: DesignPoint,
+    *,
+    device: DeviceParams,
+    noise: NoiseConfig,
+    seed: int,
+    batch: int = 64,
+    matrix: np.ndarray | torch.Tensor | None = None,
+) -> dict[str, Any]:
+    """One row: program the point's matrix on a tensor core and measure it (see module doc).
+
+    ``device`` is the preset's DeviceParams before noise scaling; ``matrix`` (M, n) real is
+    required when ``point.matrix != "random"``.
+    """
+    dev = scaled_device(device, noise_scale=point.noise_scale,
+                        phase_noise_std_rad=point.phase_noise_std_rad)
+    g_matrix, chip_seed, g_input = _streams(seed)
+    if point.matrix == "random":
+        w = torch.randn(point.n, point.n, generator=g_matrix, dtype=torch.float64)
+    else:
+        if matrix is None:
+            raise ValueError(f"point.matrix={point.matrix!r} needs the matrix itself "
+                             f"(run_sweep(..., matrices={{{point.matrix!r}: W}}))")
+        w = torch.as_tensor(np.asarray(matrix, dtype=np.float64))
+        if w.ndim != 2 or w.shape[1] != point.n:
+            raise ValueError(f"matrix {point.matrix!r} has shape {tuple(w.shape)}; the point "
+                             f"has n={point.n}, so it must be (M, {point.n})")
+    tile = point.tile or max(w.shape)
+    core = TensorCore.from_matrix(w, tile=tile, topology=point.topology, device=dev,
+                                  noise=noise, seed=chip_seed)
+    realised = core.matrix()
+    x = torch.randn(batch, point.n, generator=g_input, dtype=torch.float64)
+    y = core(x)
+    ref = x @ w.T
+    # Cost of one input vector through the programmed core (batch=1): latency is then the
+    # DAC → optics → ADC time of a single inference, not a streamed batch.
+    cost = estimate_cost(device=dev, counts=core.counts, phases=core.program.phase_vector(),
+                         topology=point.topology)
+    stage = Stage.from_counts(core.counts, topology=point.topology)
+    return {
+        "n": point.n,
+        "rows": int(w.shape[0]),
+        "topology": point.topology,
+        "tile": int(tile),
+        "preset": point.preset,
+        "noise_scale": float(point.noise_scale),
+        "phase_noise_std_rad": float(dev.variation.phase_noise_std_rad),
+        "matrix": point.matrix,
+        "seed": int(seed),
+        "fidelity": float(matrix_fidelity(w, realised)),
+        "rel_frobenius_error": float(rel_frobenius_error(w, realised)),
+        "output_rel_error": float(torch.linalg.norm(y - ref) / torch.linalg.norm(ref)),
+        "num_tiles": core.counts.num_tiles,
+        "num_mzis": core.counts.num_mzis,
+        "num_phase_shifters": core.counts.num_phase_shifters,
+        "mesh_depth": core.program.v.layout.depth,
+        "path_mzis": stage.path_mzis,
+        "area_um2": float(cost.area_um2),
+        "energy_pj": float(cost.energy_pj),
+        "latency_ns": float(cost.latency_ns),
+        "worst_path_loss_db": float(cost.worst_path_loss_db),
+        "laser_optical_mw": float(cost.laser_optical_mw),
+    }
+
+
+@dataclass(frozen=True)
+class _Task:
+    key: str
+    point: DesignPoint
+    device: DeviceParams
+    noise: NoiseConfig
+    seed: int
+    batch: int
+    matrix: np.ndarray | None
+
+
+def _evaluate_chunk(chunk: Sequence[_Task]) -> list[tuple[str, dict[str, Any]]]:
+    """Worker entry point (module level, so process pools and Dask can pickle it)."""
+    out = []
+    with _single_threaded():
+        for t in chunk:
+            row = evaluate_point(t.point, device=t.device, noise=t.noise, seed=t.seed,
+                                 batch=t.batch, matrix=t.matrix)
+            out.append((t.key, row))
+    return out
+
+
+# --------------------------------------------------------------------------- executors
+class Executor(ABC):
+    """Runs chunks of tasks; a context manager that owns its workers.
+
+    Subclasses implement :meth:`imap_unordered`, yielding each chunk's result as it
+    completes; ``__exit__`` must release every worker (also on KeyboardInterrupt).
+    """
+
+    #: workers that run at once (sizes the chunks)
+    workers: int = 1
+    #: whether tasks cross a process boundary (then rows travel in chunks, to amortise the
+    #: round trip; in-process every row is its own chunk, cached as soon as it is done)
+    remote: bool = True
+
+    def __enter__(self) -> Executor:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        return None
+
+    @abstractmethod
+    def imap_unordered(self, fn: Callable, items: Sequence) -> Iterator:
+        """``fn(item)`` for every item, yielded in completion order."""
+
+
+class InProcessExecutor(Executor):
+    """Evaluate in the calling process, one chunk after the other (the default)."""
+
+    remote = False
+
+    def __init__(self, **_: Any) -> None:
+        self.workers = 1
+
+    def imap_unordered(self, fn, items):
+        for item in items:
+            yield fn(item)
+
+
+class ProcessExecutor(Executor):
+    """A local pool of ``workers`` processes (``spawn`` start method: safe with torch and
+    numba thread pools, unlike ``fork``)."""
+
+    def __init__(self, *, workers: int = 2, **_: Any) -> None:
+        if workers < 1:
+            raise ValueError(f"workers={workers}: need at least one worker process")
+        self.workers = workers
+        self._pool = None
+
+    def __enter__(self) -> ProcessExecutor:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        self._pool = ProcessPoolExecutor(max_workers=self.workers,
+                                         mp_context=multiprocessing.get_context("spawn"))
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+
+    def imap_unordered(self, fn, items):
+        from concurrent.futures import as_completed
+
+        futures = [self._pool.submit(fn, item) for item in items]
+        try:
+            for f in as_completed(futures):
+                yield f.result()
+        finally:
+            for f in futures:
+                f.cancel()
+
+
+class DaskExecutor(Executor):
+    """``dask.distributed``: the scheduler at ``address`` (e.g. ``"tcp://10.0.0.5:8786"``),
+    or else a ``LocalCluster`` of ``workers`` processes with one thread each, closed on exit.
+
+    Workers of an existing cluster need ``photonic-sim`` installed (same versions) to
+    unpickle the tasks; they write nothing — rows come back to the caller, which caches them.
+    """
+
+    def __init__(self, *, workers: int = 2, address: str | None = None, **_: Any) -> None:
+        if workers < 1:
+            raise ValueError(f"workers={workers}: need at least one Dask worker")
+        self.workers = workers
+        self.address = address
+        self._cluster = self._client = None
+
+    def __enter__(self) -> DaskExecutor:
+        import logging
+
+        from dask.distributed import Client, LocalCluster
+
+        if self.address is None:
+            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
+                                         processes=True, dashboard_address=None,
+                                         silence_logs=logging.ERROR)
+            self._client = Client(self._cluster)
+        else:
+            self._client = Client(self.address)
+            threads = sum(self._client.nthreads().values())
+            self.workers = max(1, threads)
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+        if self._cluster is not None:
+            self._cluster.close()
+            self._cluster = None
+
+    def imap_unordered(self, fn, items):
+        from dask.distributed import as_completed
+
+        futures = self._client.map(fn, list(items), pure=False)
+        try:
+            for f in as_completed(futures):
+                yield f.result()
+        finally:
+            self._client.cancel(futures)
+
+
+# name → executor class; ``run_sweep(executor=...)`` and the workload's ``executor:`` key.
+EXECUTORS: dict[str, type[Executor]] = {
+    "inprocess": InProcessExecutor,
+    "processes": ProcessExecutor,
+    "dask": DaskExecutor,
+}
+
+
+def make_executor(name: str, *, workers: int = 2, address: str | None = None) -> Executor:
+    """The registered executor ``name`` (``address`` only for ``"dask"``)."""
+    if name not in EXECUTORS:
+        raise ValueError(f"executor={name!r} is not known; valid choices: "
+                         f"{sorted(EXECUTORS)}{_did_you_mean(name, EXECUTORS)}")
+    if address is not None and name != "dask":
+        raise ValueError(f"address={address!r} is a Dask scheduler address; it needs "
+                         f"executor='dask' (got executor={name!r})")
+    return EXECUTORS[name](workers=workers, address=address)
+
+
+# --------------------------------------------------------------------------- the sweep
+def _read_cached(path: Path) -> dict[str, Any] | None:
+    try:
+        row = json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None  # absent, or not ours: recompute and overwrite
+    return row if isinstance(row, dict) and set(COLUMNS) <= set(row) else None
+
+
+def run_sweep(
+    points: Sequence[DesignPoint],
+    *,
+    devices: Mapping[str, DeviceParams],
+    seeds: Iterable[int] = (0,),
+    noise: NoiseConfig | None = None,
+    batch: int = 64,
+    matrices: Mapping[str, np.ndarray | torch.Tensor] | None = None,
+    executor: str | Executor = "inprocess",
+    workers: int = 2,
+    address: str | None = None,
+    chunk_size: int | None = None,
+    cache_dir: str | Path | None = None,
+    resume: bool = True,
+    progress: Callable[[int, int], Any] | None = None,
+) -> pd.DataFrame:
+    """Evaluate every point for every seed; a DataFrame with one row per point × seed.
+
+    ``devices``: preset name → DeviceParams (each point's ``preset`` must be a key);
+    ``noise``: the non-idealities switched on (default :meth:`NoiseConfig.all`);
+    ``executor``: a name in :data:`EXECUTORS` (with ``workers``; ``address`` of an existing
+    Dask scheduler) or an :class:`Executor` instance; ``chunk_size``: rows per task sent to
+    a worker (default: about 8 chunks per worker, at most 16 rows each);
+    ``cache_dir``: where rows are stored by key; with ``resume`` (default) rows already
+    there are read, not recomputed; ``progress(total, initial)``: returns a bar with
+    ``update(k)`` (e.g. a tqdm), updated once per finished row.
+
+    Rows are in the order of ``points`` then ``seeds``, whatever order they finish in.
+    ``df.attrs["evaluated"]`` / ``df.attrs["cached"]`` count the rows computed now / read
+    from the cache.
+    """
+    points = list(points)
+    seeds = [int(s) for s in seeds]
+    if not points or not seeds:
+        raise ValueError(f"nothing to sweep: {len(points)} points × {len(seeds)} seeds")
+    if batch < 1:
+        raise ValueError(f"batch={batch}: need at least one input vector")
+    noise = noise if noise is not None else NoiseConfig.all()
+    matrices = {k: np.asarray(torch.as_tensor(v).detach().cpu().numpy(), dtype=np.float64)
+                for k, v in (matrices or {}).items()}
+    if "random" in matrices:
+        raise ValueError("matrices: the name 'random' is reserved for Gaussian matrices")
+    tasks: list[_Task] = []
+    for p in points:
+        if p.preset not in devices:
+            raise ValueError(f"point {p.model_dump()} uses preset {p.preset!r}, which is not "
+                             f"in devices (given: {sorted(devices)})"
+                             f"{_did_you_mean(p.preset, devices)}")
+        if p.matrix != "random" and p.matrix not in matrices:
+            raise ValueError(f"point {p.model_dump()} uses matrix {p.matrix!r}, which is not "
+                             f"in matrices (given: {sorted(matrices)})"
+                             f"{_did_you_mean(p.matrix, matrices)}")
+        m = matrices.get(p.matrix)
+        for s in seeds:
+            key = point_key(p, device=devices[p.preset], noise=noise, seed=s, batch=batch,
+                            matrix=m)
+            tasks.append(_Task(key, p, devices[p.preset], noise, s, batch, m))
+
+    cache = Path(cache_dir) if cache_dir is not None else None
+    rows: dict[str, dict[str, Any]] = {}
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+        if resume:
+            for t in tasks:
+                if t.key not in rows:
+                    row = _read_cached(cache / f"{t.key}.json")
+                    if row is not None:
+                        rows[t.key] = row
+    cached = len(rows)
+    pending = list({t.key: t for t in tasks if t.key not in rows}.values())
+
+    ex = executor if isinstance(executor, Executor) else make_executor(
+        executor, workers=workers, address=address)
+    bar = progress(len(rows) + len(pending), cached) if progress is not None else None
+    evaluated = 0
+    try:
+        if pending:
+            with ex:
+                size = chunk_size or (
+                    max(1, min(16, math.ceil(len(pending) / (8 * ex.workers))))
+                    if ex.remote else 1)
+                chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
+                for result in ex.imap_unordered(_evaluate_chunk, chunks):
+                    for key, row in result:
+                        row["key"] = key
+                        if cache is not None:
+                            atomic_write_bytes(cache / f"{key}.json",
+                                               json.dumps(row, sort_keys=True).encode())
+                        rows[key] = row
+                        evaluated += 1
+                        if bar is not None:
+                            bar.update(1)
+    finally:
+        if bar is not None and hasattr(bar, "close"):
+            bar.close()
+    df = pd.DataFrame([rows[t.key] for t in tasks], columns=list(COLUMNS))
+    df.attrs["evaluated"] = evaluated
+    df.attrs["cached"] = cached
+    return df
+
+
+def summarize(df: pd.DataFrame) -> pd.DataFrame:
+    """Mean (and std over seeds of the fidelity) per design point, one row each."""
+    means = ["fidelity", "rel_frobenius_error", "output_rel_error", "num_mzis",
+             "num_phase_shifters", "path_mzis", "area_um2", "energy_pj", "latency_ns",
+             "worst_path_loss_db"]
+    g = df.groupby(list(AXES), sort=False, dropna=False)
+    out = g[means].mean()
+    out.insert(1, "fidelity_std", g["fidelity"].std(ddof=1))
+    out.insert(0, "seeds", g.size())
+    return out.reset_index()
+
+
+# --------------------------------------------------------------------------- figures
+def plot_metric(
+    df: pd.DataFrame,
+    *,
+    x: str = "n",
+    y: str = "fidelity",
+    by: Sequence[str] = ("topology", "preset"),
+    ax=None,
+    logy: bool = False,
+    logx: bool = False,
+):
+    """Mean of ``y`` over seeds against ``x``, one line per combination of ``by``, with a
+    ±1 std band over seeds; returns the Axes."""
+    import matplotlib.pyplot as plt
+
+    if ax is None:
+        _, ax = plt.subplots(figsize=(5.5, 3.8))
+    by = [b for b in by if b in df and b != x]
+    groups = df.groupby(by, sort=True) if by else [((), df)]
+    for label, sub in groups:
+        stats = sub.groupby(x, sort=True)[y].agg(["mean", "std"]).fillna({"std": 0.0})
+        name = ", ".join(str(v) for v in (label if isinstance(label, tuple) else (label,)))
+        ax.plot(stats.index, stats["mean"], marker="o", ms=3, label=name or y)
+        ax.fill_between(stats.index, stats["mean"] - stats["std"],
+                        stats["mean"] + stats["std"], alpha=0.2)
+    ax.set_xlabel(x)
+    ax.set_ylabel(y)
+    if logy:
+        ax.set_yscale("log")
+    if logx:
+        ax.set_xscale("log", base=2 if x in ("n", "tile") else 10)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=7)
+    return ax
+
+
+def plot_costs(df: pd.DataFrame, *, x: str = "n", by: Sequence[str] = ("topology", "preset")):
+    """Area, energy and latency against ``x`` (log scales), one panel each; returns the
+    Figure."""
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
+    for ax, y in zip(axes, ("area_um2", "energy_pj", "latency_ns"), strict=True):
+        plot_metric(df, x=x, y=y, by=by, ax=ax, logy=True, logx=True)
+    fig.tight_layout()
+    return fig
+
+
+# --------------------------------------------------------------------------- workload
+class Config(WorkloadConfig):
+    """``kind: sweep`` — the grid of design points; every list is one axis of the product.
+
+    ``presets``: device presets to compare (resolved by the CLI into ``ctx.presets``; empty:
+    the run's ``chip.preset``). Noise switches come from the run's ``chip.noise``.
+    """
+
+    kind: Literal["sweep"] = "sweep"
+    presets: list[str] = Field(default_factory=list)
+    n: list[int] = Field(default_factory=lambda: [4, 8, 16], min_length=1)
+    topology: list[str] = Field(default_factory=lambda: ["clements", "reck"], min_length=1)
+    tile: list[int | None] = Field(default_factory=lambda: [None], min_length=1)
+    noise_scale: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
+    phase_noise_std_rad: list[float | None] = Field(default_factory=lambda: [None],
+                                                    min_length=1)
+    seeds: int = Field(3, ge=1, description="rows per point: seeds seed, seed+1, …")
+    batch: int = Field(64, ge=1, description="random input vectors for output_rel_error")
+    executor: str = "inprocess"
+    workers: int = Field(2, ge=1)
+    scheduler_address: str | None = Field(None, description="existing Dask scheduler")
+    chunk_size: int | None = Field(None, ge=1)
+    cache_dir: str | None = Field(None, description="default: <out>/cache")
+
+    @field_validator("topology")
+    @classmethod
+    def _known_topologies(cls, v: list[str]) -> list[str]:
+        for t in v:
+            DesignPoint._known_topology(t)
+        return v
+
+    @field_validator("executor")
+    @classmethod
+    def _known_executor(cls, v: str) -> str:
+        if v not in EXECUTORS:
+            raise ValueError(f"executor {v!r} is not known; valid choices: "
+                             f"{sorted(EXECUTORS)}{_did_you_mean(v, EXECUTORS)}")
+        return v
+
+    @model_validator(mode="after")
+    def _address_needs_dask(self) -> Config:
+        if self.scheduler_address is not None and self.executor != "dask":
+            raise ValueError(f"scheduler_address={self.scheduler_address!r} needs "
+                             f"executor: dask (got {self.executor!r})")
+        return self
+
+
+def _markdown_table(df: pd.DataFrame) -> str:
+    def fmt(v):
+        return f"{v:.6g}" if isinstance(v, float) else str(v)
+
+    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
+    lines += ["| " + " | ".join(fmt(v) for v in r) + " |"
+              for r in df.itertuples(index=False)]
+    return "\n".join(lines)
+
+
+def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
+    """Run the sweep, write ``sweep.csv`` (+ parquet), ``summary.csv``, figures, report.
+
+    metrics.json keys: ``points``, ``rows``, ``evaluated``, ``cached``, ``fidelity_mean``,
+    ``fidelity_min`` and ``by_topology.<name>.fidelity_mean``.
+    """
+    import importlib.util
+
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    chip_name = str(ctx.provenance.get("preset", ctx.device.name))
+    devices = dict(ctx.presets) if cfg.presets else {chip_name: ctx.device}
+    missing = [p for p in cfg.presets if p not in devices]
+    if missing:
+        raise ValueError(f"presets {missing} were not resolved into ctx.presets "
+                         f"(have {sorted(devices)}); run through photonic-sim")
+    points = grid(n=cfg.n, topology=cfg.topology, tile=cfg.tile, preset=list(devices),
+                  noise_scale=cfg.noise_scale, phase_noise_std_rad=cfg.phase_noise_std_rad)
+    seeds = [ctx.seed + i for i in range(cfg.seeds)]
+    df = run_sweep(
+        points, devices=devices, seeds=seeds, noise=ctx.noise, batch=cfg.batch,
+        executor=cfg.executor, workers=cfg.workers, address=cfg.scheduler_address,
+        chunk_size=cfg.chunk_size,
+        cache_dir=Path(cfg.cache_dir) if cfg.cache_dir else ctx.path("cache"),
+        resume=ctx.resume,
+        progress=lambda total, initial: ctx.progress(total, "sweep", initial=initial),
+    )
+    ctx.write_text("sweep.csv", df.to_csv(index=False))
+    files = ["sweep.csv"]
+    if importlib.util.find_spec("pyarrow") is not None:
+        buf = io.BytesIO()
+        df.to_parquet(buf, index=False)
+        atomic_write_bytes(ctx.path("sweep.parquet"), buf.getvalue())
+        files.append("sweep.parquet")
+    summary = summarize(df)
+    ctx.write_text("summary.csv", summary.to_csv(index=False))
+
+    figures = []
+    fig, ax = plt.subplots(figsize=(6, 4))
+    plot_metric(df, x="n", y="fidelity", ax=ax, logx=True)
+    ax.set_title("Fidelity vs N (mean ± std over seeds)")
+    ctx.savefig(fig, "fidelity_vs_n.png")
+    figures.append(("Fidelity vs N", "fidelity_vs_n.png"))
+    if df["phase_noise_std_rad"].nunique() > 1:
+        presets = list(devices)
+        fig, axes = plt.subplots(1, len(presets), figsize=(5.5 * len(presets), 4),
+                                 squeeze=False)
+        for ax, name in zip(axes[0], presets, strict=True):
+            plot_metric(df[df["preset"] == name], x="phase_noise_std_rad", y="fidelity",
+                        by=("topology", "n"), ax=ax)
+            ax.set_title(f"Fidelity vs phase-noise std — {name}")
+        fig.tight_layout()
+        ctx.savefig(fig, "fidelity_vs_phase_noise.png")
+        figures.append(("Fidelity vs phase noise", "fidelity_vs_phase_noise.png"))
+    ctx.savefig(plot_costs(df), "cost_vs_n.png")
+    figures.append(("Area, energy, latency vs N", "cost_vs_n.png"))
+
+    noise_on = ", ".join(k for k, v in ctx.noise.model_dump().items() if v is True) or "none"
+    lines = [
+        f"# Design-space sweep: {len(points)} points × {len(seeds)} seeds",
+        "",
+        f"Presets: {', '.join(f'`{p}`' for p in devices)}; noise switched on: {noise_on}; "
+        f"executor `{cfg.executor}`. Rows computed now: {df.attrs['evaluated']}, "
+        f"read from the cache: {df.attrs['cached']}.",
+        "",
+        f"Files: {', '.join(f'`{f}`' for f in files)} (one row per point × seed), "
+        "`summary.csv` (per point).",
+        "",
+    ]
+    for title, name in figures:
+        lines += [f"## {title}", "", f"![{title}]({name})", ""]
+    cols = ["n", "topology", "tile", "preset", "noise_scale", "phase_noise_std_rad", "seeds",
+            "fidelity", "fidelity_std", "num_mzis", "area_um2", "energy_pj", "latency_ns"]
+    lines += ["## Per design point (means over seeds)", "", _markdown_table(summary[cols]), "",
+              "fidelity = |⟨W, Ŵ⟩|²/(‖W‖²‖Ŵ‖²) of the realised optical matrix Ŵ; costs from "
+              "`photonic.cost.estimate_cost` (weight-stationary, one input vector)."]
+    ctx.write_text("report.md", "\n".join(lines) + "\n")
+
+    return {
+        "points": len(points),
+        "rows": len(df),
+        "evaluated": df.attrs["evaluated"],
+        "cached": df.attrs["cached"],
+        "fidelity_mean": float(df["fidelity"].mean()),
+        "fidelity_min": float(df["fidelity"].min()),
+        "by_topology": {t: {"fidelity_mean": float(s["fidelity"].mean())}
+                        for t, s in df.groupby("topology", sort=True)},
+    }
+
