@@ -41,16 +41,20 @@ def main() -> None:
     for n in (8, 16, 32, 64, 128, 256):
         u = unitary_group.rvs(n, random_state=n)
         a = torch.from_numpy(u)
-        mm = best_ms(lambda: a @ a, max(r, 20))
+        mm = best_ms(lambda a=a: a @ a, max(r, 20))
         p = decompose(u)
         build = best_ms(p.matrix, r)
-        dec = best_ms(lambda: decompose(u), r if n < 256 else 3)
+        dec = best_ms(lambda u=u: decompose(u), r if n < 256 else 3)
         lay = p.layout
         ca, cb = column_coefficients(lay, p.theta, p.phi)
         x = torch.randn(n, 1024, dtype=torch.complex128)
-        prop = best_ms(lambda: propagate_columns(lay, ca, cb, x), r if n < 256 else 3)
+        prop = best_ms(lambda lay=lay, ca=ca, cb=cb, x=x: propagate_columns(lay, ca, cb, x),
+                       r if n < 256 else 3)
         th = p.theta.clone().requires_grad_(True)
-        grad = best_ms(lambda: transfer_matrix(lay, th, p.phi, p.out_phase), 3) if n <= 64 else float("nan")
+        grad = float("nan")
+        if n <= 64:
+            grad = best_ms(lambda lay=lay, th=th, p=p: transfer_matrix(lay, th, p.phi, p.out_phase),
+                           3)
         print(f"{n:>4} {mm:>8.3f} {build:>8.3f} {build / mm:>9.1f} {dec:>8.3f} {prop:>9.3f} "
               f"{prop / mm:>8.1f} {grad:>10.3f}")
     lay8 = mesh_layout(8, "clements")
