@@ -298,6 +298,23 @@ def realised_gain(gain: torch.Tensor, tile: int, topology: str, device: DevicePa
     return gain * 10.0 ** (path_db / 20.0)
 
 
+def assemble_tiles(t: torch.Tensor) -> torch.Tensor:
+    """(..., R, C, k, k) tiles → (..., R·k, C·k) matrix."""
+    r, c, k = t.shape[-4], t.shape[-3], t.shape[-1]
+    return t.transpose(-3, -2).reshape(t.shape[:-4] + (r * k, c * k))
+
+
+def batched_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
+    """x (P.., ..., N) or (..., N) times w (P.., M, N)ᵀ → (P.., ..., M)."""
+    if w.ndim == 2:
+        return x @ w.T
+    p = w.shape[:-2]
+    if tuple(x.shape[: len(p)]) != tuple(p):
+        x = x.expand(p + x.shape)
+    flat = x.reshape(p + (-1, x.shape[-1]))
+    return (flat @ w.transpose(-1, -2)).reshape(x.shape[:-1] + (w.shape[-2],))
+
+
 def quantize_signed(x: torch.Tensor, bits: int | None, full_scale: torch.Tensor | float):
     """Uniform signed quantiser with 2^(b−1) − 1 levels per side over ±full_scale (clipped)."""
     if bits is None:
@@ -335,9 +352,17 @@ def optical_matmul(
     xn = x / scale
     if noise.input_quantization:
         xn = quantize_signed(xn, device.dac.bits, 1.0)
+    needs_detect = noise.detector_noise or noise.output_quantization
+    if not needs_detect:
+        # Ideal detection is linear: Re(T x) = Re(T) x for real x, so the tiles collapse into
+        # one real matrix and a single (batched) GEMM does the work.
+        w = assemble_tiles(tiles.real.to(real) * gain.to(real)[..., None, None])[..., :m, :n]
+        return batched_matmul(xn, w) * scale
     xp = torch.nn.functional.pad(xn, (0, c * k - n)).reshape(x.shape[:-1] + (c, k))
     # (..., B, C, k) x (.., R, C, k, k): out[..., B, R, C, k] = Σ_j T[R,C,i,j] x[B,C,j]
     t = tiles.to(torch.complex128 if real == torch.float64 else torch.complex64)
+    if not noise.detector_noise:
+        t = t.real  # only the in-phase quadrature is needed
     batch_t = tuple(tiles.shape[:-4])
     nb = len(batch_t)
     if nb and tuple(xp.shape[:nb]) != batch_t:
@@ -347,27 +372,25 @@ def optical_matmul(
     xb = xp.to(t.dtype).reshape(batch_t + (-1, 1, c, k, 1))
     fields = (t.unsqueeze(-5) @ xb).squeeze(-1)  # (..., B, R, C, k), unit: √P_ch
     out = fields.real
-    needs_detect = noise.detector_noise or noise.output_quantization
-    if needs_detect:
-        det = device.detector
-        p_ch = device.laser.power_per_channel_mw * 1e-3
-        p_lo = p_ch
-        gain_i = 2 * det.responsivity_a_per_w * math.sqrt(p_lo * p_ch)  # A per unit field
-        current = out * gain_i
-        if noise.detector_noise:
-            if generator is None:
-                raise ValueError("noise.detector_noise=True needs a torch.Generator")
-            bw = det.bandwidth_ghz * 1e9
-            power = fields.abs() ** 2 * p_ch
-            var = 2 * Q_E * bw * (
-                det.responsivity_a_per_w * (p_lo + power) + 2 * det.dark_current_na * 1e-9
-            ) + 4 * K_B * det.temperature_k * bw / det.load_resistance_ohm
-            current = current + var.sqrt() * torch.randn(current.shape, generator=generator,
-                                                         dtype=current.dtype)
-        if noise.output_quantization:
-            bound = t.abs().sum(-1).amax(-1)[..., None, :, :, None]  # (..., 1, R, C, 1)
-            current = quantize_signed(current, device.adc.bits, gain_i * bound)
-        out = current / gain_i
+    det = device.detector
+    p_ch = device.laser.power_per_channel_mw * 1e-3
+    p_lo = p_ch
+    gain_i = 2 * det.responsivity_a_per_w * math.sqrt(p_lo * p_ch)  # A per unit field
+    current = out * gain_i
+    if noise.detector_noise:
+        if generator is None:
+            raise ValueError("noise.detector_noise=True needs a torch.Generator")
+        bw = det.bandwidth_ghz * 1e9
+        power = fields.abs() ** 2 * p_ch
+        var = 2 * Q_E * bw * (
+            det.responsivity_a_per_w * (p_lo + power) + 2 * det.dark_current_na * 1e-9
+        ) + 4 * K_B * det.temperature_k * bw / det.load_resistance_ohm
+        current = current + var.sqrt() * torch.randn(current.shape, generator=generator,
+                                                     dtype=current.dtype)
+    if noise.output_quantization:
+        bound = t.abs().sum(-1).amax(-1)[..., None, :, :, None]  # (..., 1, R, C, 1)
+        current = quantize_signed(current, device.adc.bits, gain_i * bound)
+    out = current / gain_i
     out = out * gain.to(out.dtype)[..., None, :, :, None]
     y = out.sum(-2).reshape(out.shape[:-3] + (r * k,))[..., :m]
     return (y.reshape(batch_t + lead + (m,)) * scale).to(real)
@@ -445,9 +468,7 @@ class TensorCore:
 
     def matrix(self) -> torch.Tensor:
         """Realised (complex) M×N matrix, without detection effects."""
-        t = self.tiles() * self.gain()[..., None, None]
-        r, c, k = t.shape[0], t.shape[1], t.shape[-1]
-        full = t.transpose(1, 2).reshape(r * k, c * k)
+        full = assemble_tiles(self.tiles() * self.gain()[..., None, None])
         return full[: self.shape[0], : self.shape[1]]
 
     def __call__(self, x) -> torch.Tensor:

@@ -28,6 +28,8 @@ from photonic.core import (
     TileErrors,
     TileProgram,
     _pad_tiles,
+    assemble_tiles,
+    batched_matmul,
     optical_matmul,
     program_tiles,
     realised_gain,
@@ -128,9 +130,7 @@ class PhotonicMatrix(nn.Module):
         if self.mode == "digital":
             return self.weight
         tiles, gain = self._tiles()
-        t = tiles.real * gain[..., None, None]
-        r, c, k = t.shape[-4], t.shape[-3], t.shape[-1]
-        full = t.transpose(-3, -2).reshape(t.shape[:-4] + (r * k, c * k))
+        full = assemble_tiles(tiles.real * gain[..., None, None])
         return full[..., : self.shape[0], : self.shape[1]]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,25 +138,14 @@ class PhotonicMatrix(nn.Module):
             raise ValueError(f"input has {x.shape[-1]} features; the matrix expects "
                              f"{self.shape[1]}")
         if self.mode == "digital":
-            return _batched_matmul(x, self.weight)
+            return batched_matmul(x, self.weight)
         tiles, gain = self._tiles()
         y = optical_matmul(tiles, gain, x, self.shape, device=self.device_params,
                            noise=self.noise, generator=self._gen)
         if self.mode == "weight" and torch.is_grad_enabled() and self.weight.requires_grad:
-            exact = _batched_matmul(x, self.weight)
+            exact = batched_matmul(x, self.weight)
             y = y.detach() + exact - exact.detach()
         return y
-
-
-def _batched_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x (P.., ..., N) or (..., N) times w (P.., M, N)ᵀ → (P.., ..., M)."""
-    if w.ndim == 2:
-        return x @ w.T
-    p = w.shape[:-2]
-    if tuple(x.shape[: len(p)]) != tuple(p):
-        x = x.expand(p + x.shape)
-    flat = x.reshape(p + (-1, x.shape[-1]))
-    return (flat @ w.transpose(-1, -2)).reshape(x.shape[:-1] + (w.shape[-2],))
 
 
 def _add_bias(y: torch.Tensor, bias: torch.Tensor | None) -> torch.Tensor:
