@@ -1,0 +1,206 @@
+"""Cost estimators: phase-dependent shifter power, capacitive updates, laser budget, counts,
+dataflow latency, training steps, and the TONN MZI counts of the 20-D HJB network."""
+
+import math
+
+import pytest
+import torch
+
+import calibration
+import photonic
+from photonic.cost import (
+    C_UM_PER_NS,
+    CostParams,
+    Stage,
+    TrainingStep,
+    estimate_cost,
+    laser_power_mw,
+    svd_mzis,
+)
+from photonic.tonn import DenseLayer, TTLayer, count_mzis, network_stages, tt_core_shapes
+
+
+@pytest.fixture(scope="module")
+def thermal():
+    return calibration.load_preset("soi_thermal")
+
+
+@pytest.fixture(scope="module")
+def moscap():
+    return calibration.load_preset("iii_v_moscap")
+
+
+@pytest.fixture(scope="module")
+def core16(thermal):
+    w = torch.randn(16, 16, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    return photonic.TensorCore.from_matrix(w, tile=8, device=thermal)
+
+
+def test_public_api_exports_estimate_cost():
+    assert photonic.estimate_cost is estimate_cost
+    assert "CostReport" in photonic.__all__
+
+
+def test_thermal_energy_follows_programmed_phases(thermal, core16):
+    """Hold power is P_π·φ/π per shifter: zero phases burn nothing, the programmed phases
+    burn P_π·mean(φ mod 2π)/π per shifter, for the whole inference time."""
+    ph = core16.program.phase_vector()
+    n_sh = core16.counts.num_phase_shifters
+    rep = estimate_cost(device=thermal, counts=core16.counts, phases=ph)
+    rep0 = estimate_cost(device=thermal, counts=core16.counts, phases=torch.zeros_like(ph))
+    rep_shift = estimate_cost(device=thermal, counts=core16.counts, phases=ph + math.pi)
+    mean = float(torch.remainder(ph, 2 * math.pi).mean()) / math.pi
+    expected_mw = thermal.shifter.p_pi_mw * mean * n_sh
+    assert rep.static_power_mw["shifter_hold"] == pytest.approx(expected_mw, rel=1e-12)
+    assert rep.energy_breakdown_pj["shifter_hold"] == pytest.approx(
+        expected_mw * rep.latency_ns, rel=1e-12)
+    assert rep0.energy_breakdown_pj["shifter_hold"] == 0.0
+    # shifting every phase by π changes the mean phase, hence the energy
+    assert rep_shift.energy_pj != pytest.approx(rep.energy_pj, rel=1e-3)
+    assert rep.energy_pj - rep0.energy_pj == pytest.approx(
+        rep.energy_breakdown_pj["shifter_hold"], rel=1e-12)
+
+
+def test_moscap_has_no_static_power_and_half_cv2_per_update(moscap):
+    st = Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=1,
+               phases=torch.full((10,), math.pi))
+    params = CostParams()
+    rep = estimate_cost(device=moscap, stages=[st], params=params,
+                        training=TrainingStep(queries=3, inferences_per_query=5))
+    assert rep.static_power_mw["shifter_hold"] == 0.0
+    assert rep.energy_breakdown_pj["shifter_hold"] == 0.0
+    # φ = π on a linear shifter needs V = V_π: ½ C V_π² per write
+    half_cv2 = 0.5 * moscap.shifter.capacitance_ff * 1e-15 * moscap.shifter.v_pi_v**2 * 1e12
+    per_write = (half_cv2 + moscap.phase_dac.energy_pj_per_conversion
+                 + moscap.phase_dac.bits * params.sram_energy_pj_per_bit)
+    n_sh = st.num_phase_shifters
+    assert n_sh == 2 * (2 * 28 + 8) + 2 * 8
+    assert rep.step_energy_breakdown_pj["reprogramming"] == pytest.approx(3 * n_sh * per_write)
+
+
+def test_thermal_preset_has_static_power_moscap_not(thermal, moscap):
+    st = [Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=1)]
+    assert estimate_cost(device=thermal, stages=st).static_power_mw["shifter_hold"] == \
+        pytest.approx(thermal.shifter.p_pi_mw * st[0].num_phase_shifters)  # E[φ/π] = 1
+    assert estimate_cost(device=moscap, stages=st).static_power_mw["shifter_hold"] == 0.0
+
+
+def test_laser_power_formula():
+    # 10 dB path loss, −20 dBm sensitivity, fan-out 100 → 10 dBm = 10 mW
+    assert laser_power_mw(path_loss_db=10.0, sensitivity_dbm=-20.0, fan_out=100) == \
+        pytest.approx(10.0)
+
+
+def test_laser_budget_uses_longest_path(thermal):
+    st = Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=2)
+    assert st.path_mzis == 8 + 1 + 8
+    rep = estimate_cost(device=thermal, stages=[st])
+    loss = thermal.modulator.insertion_loss_db + 17 * thermal.mzi.insertion_loss_db
+    assert rep.worst_path_loss_db == pytest.approx(loss)
+    p_opt = 10 ** ((loss + thermal.detector.sensitivity_dbm + 10 * math.log10(16)) / 10)
+    assert rep.laser_optical_mw == pytest.approx(p_opt)
+    assert rep.static_power_mw["laser_electrical"] == pytest.approx(
+        p_opt / thermal.laser.wall_plug_efficiency)
+    reck = Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=1, topology="reck")
+    assert reck.path_mzis == 2 * (2 * 8 - 3) + 1
+
+
+def test_counts_of_a_tensor_core_match_the_svd_rule(core16):
+    st = Stage.from_counts(core16.counts)
+    assert st.tiles == 4 and st.mesh_rows == 8
+    assert st.num_mzis == 4 * svd_mzis(8, 8) == 4 * 64
+    assert st.num_phase_shifters == core16.counts.num_phase_shifters
+    assert Stage(name="x", mesh_rows=8, mesh_cols=8, tiles=4).num_phase_shifters == \
+        core16.counts.num_phase_shifters
+
+
+def test_isometry_count_is_m_times_n():
+    for m, n in [(512, 21), (1, 512), (8, 2), (8, 8)]:
+        assert svd_mzis(m, n, isometry=True) == m * n
+    assert svd_mzis(1, 512) == 512 * 511 // 2 + 1
+
+
+def test_latency_of_one_vector(thermal):
+    st = Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=1)
+    rep = estimate_cost(device=thermal, stages=[st])
+    t_opt = (17 * thermal.mzi.length_um + thermal.modulator.length_um) * 4.2 / C_UM_PER_NS
+    expected = 1 / thermal.dac.sample_rate_gsps + t_opt + 1 / thermal.adc.sample_rate_gsps
+    assert rep.latency_ns == pytest.approx(expected)
+    assert rep.latency_breakdown_ns["streaming"] == 0.0
+
+
+def test_time_multiplexed_pays_reprogramming_per_tile(thermal):
+    st = Stage(name="layer", mesh_rows=8, mesh_cols=8, tiles=6)
+    ws = estimate_cost(device=thermal, stages=[st])
+    tm = estimate_cost(device=thermal, stages=[st], dataflow="time_multiplexed")
+    t_write = 1 / thermal.phase_dac.sample_rate_gsps + thermal.shifter.settling_time_ns
+    assert tm.latency_breakdown_ns["reprogramming"] == pytest.approx(6 * t_write)
+    assert tm.latency_ns == pytest.approx(6 * ws.latency_ns + 6 * t_write)
+    assert tm.num_mzis == 64 and ws.num_mzis == 6 * 64
+    assert tm.area_breakdown_um2["meshes"] == pytest.approx(ws.area_breakdown_um2["meshes"] / 6)
+    # memory for the phases of all 6 tiles (8-bit)
+    bits_phases = 8 * st.num_phase_shifters
+    assert tm.area_breakdown_um2["memory"] - ws.area_breakdown_um2["memory"] == pytest.approx(
+        bits_phases * CostParams().sram_area_um2_per_bit)
+
+
+def test_mesh_area_is_the_mzi_grid(thermal):
+    st = Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=1)
+    a = estimate_cost(device=thermal, stages=[st]).area_breakdown_um2
+    grid = 8 * thermal.mzi.length_um * 4 * thermal.mzi.height_um  # depth × L × N/2 × H
+    assert a["meshes"] == pytest.approx(2 * grid)
+    assert a["sigma_attenuators"] == pytest.approx(8 * thermal.mzi.length_um
+                                                   * thermal.mzi.height_um)
+
+
+def test_training_step_is_queries_times_program_plus_batch(thermal):
+    st = [Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=2)]
+    step = TrainingStep(queries=4, inferences_per_query=50)
+    rep = estimate_cost(device=thermal, stages=st, training=step)
+    batch = estimate_cost(device=thermal, stages=st, batch=50)
+    t_write = 1 / thermal.phase_dac.sample_rate_gsps + thermal.shifter.settling_time_ns
+    assert rep.latency_ns_per_step == pytest.approx(4 * (t_write + batch.latency_ns))
+    prog = rep.step_energy_breakdown_pj["reprogramming"]
+    hold_prog = rep.static_power_mw["shifter_hold"] * t_write
+    assert rep.energy_pj_per_step == pytest.approx(
+        4 * 50 * batch.energy_pj + prog + 4 * hold_prog)
+    assert prog > 0
+
+
+def test_errors_name_the_rule(thermal):
+    st = [Stage(name="tile", mesh_rows=4, mesh_cols=4, tiles=1)]
+    with pytest.raises(ValueError, match="dataflow='pipelined' is not known"):
+        estimate_cost(device=thermal, stages=st, dataflow="pipelined")
+    with pytest.raises(ValueError, match="exactly one of counts"):
+        estimate_cost(device=thermal)
+
+
+# ---------------------------------------------------------------------------- TONN / HJB
+HJB = [TTLayer((1, 1, 3, 7), (8, 4, 4, 4), (2, 2, 2)),
+       TTLayer((4, 4, 4, 8), (8, 4, 4, 4), (2, 2, 2)),
+       DenseLayer(1, 512)]
+
+
+def test_tt_core_shapes_of_the_hjb_network():
+    assert tt_core_shapes(HJB[0]) == [(8, 2), (8, 2), (8, 6), (8, 7)]
+    assert tt_core_shapes(HJB[1]) == [(8, 8)] * 4
+    assert HJB[0].shape == (512, 21) and HJB[1].shape == (512, 512)
+    vec = [s.vectors_per_inference for s in network_stages(HJB, mapping="tt")]
+    assert vec == [64, 16, 4, 3, 64, 64, 64, 64, 1]
+    # MACs of the TT contraction: Σ_k rows·cols·vectors
+    macs = sum(r * c * v for (r, c), v in zip(
+        tt_core_shapes(HJB[1]), vec[4:8], strict=True))
+    assert macs == 4 * 64 * 64
+
+
+def test_hjb_mzi_ratio_dense_vs_tt():
+    dense = count_mzis(HJB, mapping="dense")
+    tt = count_mzis(HJB, mapping="tt")
+    # dense: 512×21 → 130816 + 210 + 21; 512×512 → 512²; 1×512 → 0 + 130816 + 1
+    assert dense == 131047 + 262144 + 130817 == 524008
+    # TT cores: 31 + 31 + 49 + 56 + 4·64, plus the dense output layer
+    assert tt == 167 + 256 + 130817
+    assert dense / tt == pytest.approx(3.9927, rel=1e-4)
+    # The count that reproduces the published 1.17e3: TT cores as two 8×8 unitaries
+    # (8·7 MZIs), output layer not counted on the TT side.
+    assert dense / (8 * 8 * 7) == pytest.approx(1.17e3, rel=1e-3)
