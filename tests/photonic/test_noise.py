@@ -125,3 +125,23 @@ def test_phase_noise_requires_a_generator():
     with pytest.raises(ValueError, match="needs a torch.Generator"):
         realise_phases(torch.zeros(9, dtype=torch.float64), lay, dev,
                        NoiseConfig(phase_noise=True), None)
+
+
+def test_wavelength_model_scales_phases_and_coupler_angles():
+    from photonic import CouplerParams, decompose, mzi_matrix, reconstruct
+
+    u = torch.tensor([[0.6, 0.8j], [0.8j, 0.6]], dtype=torch.complex128)
+    p = decompose(u)
+    dev = DeviceParams(design_wavelength_um=1.55,
+                       coupler=CouplerParams(dispersion_per_um=2.0))
+    lam = 1.57
+    t = reconstruct(p, device=dev, noise=NoiseConfig(wavelength_um=lam))
+    s = 1.55 / lam
+    kappa = (math.pi / 4) * (1 + 2.0 * (lam - 1.55))
+    m = mzi_matrix(p.theta[0] * s, p.phi[0] * s, alpha=kappa - math.pi / 4,
+                   beta=kappa - math.pi / 4)
+    expect = torch.diag(torch.polar(torch.ones(2, dtype=torch.float64), p.out_phase * s)) @ m
+    assert (t - expect).abs().max() < 1e-14
+    assert (t - u).abs().max() > 1e-3  # detuning matters
+    t0 = reconstruct(p, device=dev, noise=NoiseConfig(wavelength_um=1.55))
+    assert (t0 - u).abs().max() < 1e-14
