@@ -547,7 +547,31 @@ def _report_lines(cfg, layers, devices, table, scaling, gaps, rules, params, ctx
           "| worst path loss | shifter hold power | energy / training step "
           "| time / training step |",
           "|---|---|---|---|---|---|---|---|---|---|", *table, ""]
-    L += ["Breakdowns (fractions; totals at the right of each bar):", "",
+    first = cfg.designs[0].name
+    L += [f"Relative to `{first}` on the same preset (× = this design / {first}):", "",
+          "| design | preset | area × | energy / inference × | latency / inference × |",
+          "|---|---|---|---|---|"]
+    for d in cfg.designs[1:]:
+        for p in devices:
+            a, b = f"{d.name}.{p}", f"{first}.{p}"
+
+            def rel(key: str, a: str = a, b: str = b) -> str:
+                return f"{metrics[f'{a}.{key}'] / metrics[f'{b}.{key}']:.3g}"
+
+            L.append(f"| {d.name} | {p} | {rel('area_um2')} | {rel('energy_pj_per_inference')}"
+                     f" | {rel('latency_ns_per_inference')} |")
+    L.append("")
+    for p in devices:
+        src = _preset_sources(ctx, p)
+        if src is None:
+            continue
+        unsourced = [k for k in _COST_FIELDS if src.get(k, "").startswith("default:")]
+        if unsourced:
+            flat = _flat(devices[p].model_dump(mode="json"))
+            L.append(f"Preset `{p}` leaves these estimator inputs at DeviceParams defaults "
+                     "(no source): " + ", ".join(f"{k} = {flat.get(k)}" for k in unsourced)
+                     + ".")
+    L += ["", "Breakdowns (fractions; totals at the right of each bar):", "",
           "![area](breakdown_area.png)", "", "![energy](breakdown_energy.png)", "",
           "![latency](breakdown_latency.png)", ""]
     L += ["## MZI count: dense vs tensor-train", "",
