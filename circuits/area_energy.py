@@ -27,7 +27,6 @@ from typing import Annotated, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from photonic.cost import (
-    DATAFLOWS,
     CostParams,
     CostReport,
     Stage,
@@ -101,7 +100,6 @@ class DesignSpec(BaseModel):
     def _check(self) -> DesignSpec:
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"topology={self.topology!r}: valid choices {sorted(TOPOLOGIES)}")
-        assert self.dataflow in DATAFLOWS
         return self
 
 

@@ -367,6 +367,8 @@ def estimate_cost(
         raise ValueError(f"dataflow={dataflow!r} is not known; valid choices: {list(DATAFLOWS)}")
     if (counts is None) == (stages is None):
         raise ValueError("pass exactly one of counts= (a TensorCore's CoreCounts) or stages=")
+    if stages is not None and phases is not None:
+        raise ValueError("phases= goes with counts=; with stages= give each Stage its phases")
     if batch < 1 or physical_tiles < 1:
         raise ValueError(f"batch={batch} and physical_tiles={physical_tiles} must be ≥ 1")
     if counts is not None:

@@ -173,6 +173,8 @@ def test_errors_name_the_rule(thermal):
         estimate_cost(device=thermal, stages=st, dataflow="pipelined")
     with pytest.raises(ValueError, match="exactly one of counts"):
         estimate_cost(device=thermal)
+    with pytest.raises(ValueError, match="give each Stage its phases"):
+        estimate_cost(device=thermal, stages=st, phases=torch.zeros(3))
 
 
 # ---------------------------------------------------------------------------- TONN / HJB
