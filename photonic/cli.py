@@ -254,7 +254,8 @@ def run(
     import calibration
 
     provenance = {"preset": cfg.chip.preset,
-                  "sources": calibration.preset_sources(cfg.chip.preset)}
+                  "sources": calibration.preset_sources(cfg.chip.preset),
+                  "presets": {n: calibration.preset_sources(n) for n in extra["presets"]}}
     ctx = RunContext(out=out_dir, seed=cfg.seed, device=extra["device"], noise=extra["noise"],
                      resume=resume, provenance=provenance, presets=extra["presets"],
                      show_progress=not quiet)
