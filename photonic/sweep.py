@@ -54,7 +54,7 @@ import json
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import contextmanager
+from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -369,6 +369,11 @@ class Executor(ABC):
     def __exit__(self, *exc) -> None:
         return None
 
+    @property
+    def started(self) -> bool:
+        """Whether workers are up (inside ``with executor:``)."""
+        return True
+
     @abstractmethod
     def imap_unordered(self, fn: Callable, items: Sequence) -> Iterator:
         """``fn(item)`` for every item, yielded in completion order."""
@@ -410,6 +415,10 @@ class ProcessExecutor(Executor):
             self._pool.shutdown(wait=True, cancel_futures=True)
             self._pool = None
 
+    @property
+    def started(self) -> bool:
+        return self._pool is not None
+
     def imap_unordered(self, fn, items):
         from concurrent.futures import as_completed
 
@@ -444,7 +453,7 @@ class DaskExecutor(Executor):
 
         if self.address is None:
             self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                         processes=True, dashboard_address=None,
+                                         processes=True, dashboard_address=":0",
                                          silence_logs=logging.ERROR)
             self._client = Client(self._cluster)
         else:
@@ -460,6 +469,10 @@ class DaskExecutor(Executor):
         if self._cluster is not None:
             self._cluster.close()
             self._cluster = None
+
+    @property
+    def started(self) -> bool:
+        return self._client is not None
 
     def imap_unordered(self, fn, items):
         from dask.distributed import as_completed
@@ -521,8 +534,10 @@ def run_sweep(
     ``devices``: preset name → DeviceParams (each point's ``preset`` must be a key);
     ``noise``: the non-idealities switched on (default :meth:`NoiseConfig.all`);
     ``executor``: a name in :data:`EXECUTORS` (with ``workers``; ``address`` of an existing
-    Dask scheduler) or an :class:`Executor` instance; ``chunk_size``: rows per task sent to
-    a worker (default: about 8 chunks per worker, at most 16 rows each);
+    Dask scheduler) or an :class:`Executor` instance — one already started (``with ex:``)
+    stays open for further sweeps, otherwise it is started and closed here;
+    ``chunk_size``: rows per task sent to a worker (default: 1 in-process; remote, about 8
+    chunks per worker, at most 16 rows each);
     ``cache_dir``: where rows are stored by key; with ``resume`` (default) rows already
     there are read, not recomputed; ``progress(total, initial)``: returns a bar with
     ``update(k)`` (e.g. a tqdm), updated once per finished row.
@@ -577,7 +592,9 @@ def run_sweep(
     evaluated = 0
     try:
         if pending:
-            with ex:
+            with ExitStack() as stack:
+                if not ex.started:  # ours to start and close; a started one stays open
+                    stack.enter_context(ex)
                 size = chunk_size or (
                     max(1, min(16, math.ceil(len(pending) / (8 * ex.workers))))
                     if ex.remote else 1)
