@@ -221,9 +221,15 @@ def test_200_points_on_a_two_worker_dask_cluster_equal_the_in_process_table():
         assert sorted(ex._client.nthreads().values()) == [1, 1]  # 2 workers, 1 thread each
         dist = run_sweep(pts, devices=DEVICES, seeds=[11], executor=ex)
         assert ex.started  # a started executor stays open for the next sweep
+        # the same cluster reached as an existing scheduler, by its address
+        by_address = run_sweep(pts[::40], devices=DEVICES, seeds=[11], executor="dask",
+                               address=ex._cluster.scheduler_address)
+        assert ex.started  # connecting a client by address does not close the cluster
     assert not ex.started and ex._cluster is None  # closed by the with block
     assert dist.attrs == {"evaluated": 200, "cached": 0}
     pd.testing.assert_frame_equal(dist, local, check_exact=True)
+    pd.testing.assert_frame_equal(by_address, local.iloc[::40].reset_index(drop=True),
+                                  check_exact=True)
     # the table is not trivially equal: noise acted and differs between points
     assert local["fidelity"].nunique() > 150 and local["fidelity"].min() < 0.99
 
