@@ -110,7 +110,7 @@ def generate(model: CausalLM, tok: WordTokenizer, questions: Sequence[str], *,
     """Greedy decoding under ``scorer`` (argmax of the scores) until ``<eos>``.
 
     Returns the generated ids without ``<eos>``. Prompts are bucketed by length so that a batch
-    needs no padding (positions are absolute)."""
+    needs no padding (positions are absolute); later steps reuse the attention keys/values."""
     prompts = [tok.prompt_ids(q) for q in questions]
     results: list[list[int]] = [[] for _ in prompts]
     buckets: dict[int, list[int]] = {}
@@ -120,8 +120,9 @@ def generate(model: CausalLM, tok: WordTokenizer, questions: Sequence[str], *,
         seq = torch.tensor([prompts[i] for i in idx])
         done = torch.zeros(len(idx), dtype=torch.bool)
         room = model.cfg.max_len - seq.shape[1]
+        out = None
         for _ in range(min(max_new_tokens, room)):
-            out = model(seq)
+            out = model(seq) if out is None else model(seq[:, -1:], past=out.past)
             scores = (scorer or final_logits)(model, [h[:, -1] for h in out.hidden_states])
             nxt = scores.argmax(-1)
             nxt[done] = tok.pad_id

@@ -61,6 +61,9 @@ class LMConfig(BaseModel):
         return self
 
 
+KV = tuple[torch.Tensor, torch.Tensor]
+
+
 def batched_linear(x: torch.Tensor, weight: torch.Tensor,
                    bias: torch.Tensor | None) -> torch.Tensor:
     """``x @ W.T + b`` where W may be (out, in) or (P, out, in) (see module docstring)."""
@@ -114,14 +117,21 @@ class Attention(nn.Module):
         self.qkv = Linear(cfg.d_model, 3 * cfg.d_model)
         self.proj = Linear(cfg.d_model, cfg.d_model)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, past: KV | None = None) -> tuple[torch.Tensor, KV]:
+        """x (..., T, d); ``past`` the keys/values of earlier positions (..., H, S, d/H)."""
         *lead, T, d = x.shape
         q, k, v = self.qkv(x).split(d, dim=-1)
         # (..., T, d) -> (..., H, T, d/H)
         q, k, v = (t.reshape(*t.shape[:-1], self.n_heads, d // self.n_heads).transpose(-2, -3)
                    for t in (q, k, v))
-        y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        return self.proj(y.transpose(-2, -3).reshape(*y.shape[:-3], T, d))
+        if past is None:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+        else:
+            k, v = torch.cat([past[0], k], dim=-2), torch.cat([past[1], v], dim=-2)
+            S = k.shape[-2]
+            mask = torch.ones(T, S, dtype=torch.bool).tril(diagonal=S - T)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        return self.proj(y.transpose(-2, -3).reshape(*y.shape[:-3], T, d)), (k, v)
 
 
 class MLP(nn.Module):
@@ -163,13 +173,14 @@ class Block(nn.Module):
         self.ln2 = LayerNorm(cfg.d_model)
         self.mlp: nn.Module = MoE(cfg) if cfg.n_experts else MLP(cfg.d_model, cfg.d_ff)
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None,
-                                                 torch.Tensor | None]:
-        x = x + self.attn(self.ln1(x))
+    def forward(self, x: torch.Tensor, past: KV | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor | None, torch.Tensor | None, KV]:
+        a, present = self.attn(self.ln1(x), past)
+        x = x + a
         if isinstance(self.mlp, MoE):
             y, probs, idx = self.mlp(self.ln2(x))
-            return x + y, probs, idx
-        return x + self.mlp(self.ln2(x)), None, None
+            return x + y, probs, idx, present
+        return x + self.mlp(self.ln2(x)), None, None, present
 
 
 @dataclass
@@ -177,13 +188,15 @@ class LMOutput:
     """``logits`` (*P, B, T, V); ``hidden_states`` n_layers + 1 tensors (*P, B, T, d): the
     embedding output, then the output of each block; MoE only: ``gate_probs`` per block
     (*P, B, T, E), ``expert_index`` per block (*P, B, T), ``aux_loss`` the Switch
-    load-balancing loss summed over blocks."""
+    load-balancing loss summed over blocks; ``past`` each block's attention keys and values
+    (pass back as ``forward(next_ids, past=out.past)`` for incremental decoding)."""
 
     logits: torch.Tensor
     hidden_states: list[torch.Tensor]
     gate_probs: list[torch.Tensor] = field(default_factory=list)
     expert_index: list[torch.Tensor] = field(default_factory=list)
     aux_loss: torch.Tensor | None = None
+    past: list[KV] = field(default_factory=list)
 
 
 class CausalLM(nn.Module):
@@ -231,24 +244,29 @@ class CausalLM(nn.Module):
         """Final norm + LM head on any hidden state (early-exit logits)."""
         return self.head(self.ln_f(h))
 
-    def forward(self, ids: torch.Tensor, *, param_batch: int | None = None) -> LMOutput:
-        """``ids`` (B, T) token ids. ``param_batch`` forces P (see module docstring)."""
+    def forward(self, ids: torch.Tensor, *, param_batch: int | None = None,
+                past: list[KV] | None = None) -> LMOutput:
+        """``ids`` (B, T) token ids. ``param_batch`` forces P (see module docstring); ``past``
+        (from an earlier output) continues those sequences: ``ids`` are the next positions."""
+        start = past[0][0].shape[-2] if past else 0
         T = ids.shape[-1]
-        if T > self.cfg.max_len:
-            raise ValueError(f"sequence length {T} exceeds max_len={self.cfg.max_len}")
+        if start + T > self.cfg.max_len:
+            raise ValueError(f"sequence length {start + T} exceeds max_len={self.cfg.max_len}")
         P = param_batch or self.param_batch()
         tok = self.tok_emb
         h = tok[:, ids] if tok.dim() == 3 else F.embedding(ids, tok)
-        pos = self.pos_emb[..., :T, :]
+        pos = self.pos_emb[..., start:start + T, :]
         h = h + (pos.unsqueeze(1) if pos.dim() == 3 else pos)
         if P is not None and (h.dim() == ids.dim() + 1):
             h = h.unsqueeze(0).expand(P, *h.shape)
         hidden = [h]
         probs_all: list[torch.Tensor] = []
         idx_all: list[torch.Tensor] = []
-        for block in self.blocks:
-            h, probs, idx = block(h)
+        present: list[KV] = []
+        for i, block in enumerate(self.blocks):
+            h, probs, idx, kv = block(h, past[i] if past else None)
             hidden.append(h)
+            present.append(kv)
             if probs is not None:
                 probs_all.append(probs)
                 idx_all.append(idx)
@@ -257,4 +275,4 @@ class CausalLM(nn.Module):
             E = self.cfg.n_experts
             aux = sum(E * (F.one_hot(i, E).float().mean(dim=(-3, -2)) * p.mean(dim=(-3, -2)))
                       .sum(-1).mean() for p, i in zip(probs_all, idx_all, strict=True))
-        return LMOutput(self.exit_logits(h), hidden, probs_all, idx_all, aux)
+        return LMOutput(self.exit_logits(h), hidden, probs_all, idx_all, aux, present)

@@ -150,6 +150,21 @@ def test_batched_parameters_equal_separate_runs(n_experts):
     torch.testing.assert_close(part.logits[1], single.logits, atol=1e-5, rtol=1e-5)
 
 
+def test_incremental_decoding_with_past_equals_full_forward():
+    model = tiny_model(40, n_experts=4).eval()
+    ids = torch.randint(0, 40, (2, 9), generator=torch.Generator().manual_seed(3))
+    full = model(ids)
+    out = model(ids[:, :5])
+    for t in range(5, 9):
+        out = model(ids[:, t:t + 1], past=out.past)
+        torch.testing.assert_close(out.logits[:, 0], full.logits[:, t], atol=1e-5, rtol=1e-5)
+    two = model(ids[:, 7:9], past=model(ids[:, :7]).past)  # several new positions at once
+    torch.testing.assert_close(two.logits, full.logits[:, 7:9], atol=1e-5, rtol=1e-5)
+    with pytest.raises(ValueError, match="sequence length 49 exceeds max_len=48"):
+        model(torch.zeros(1, 1, dtype=torch.long), past=model(torch.zeros(1, 48,
+                                                                          dtype=torch.long)).past)
+
+
 def test_param_batch_mismatch_names_the_parameter():
     model = tiny_model(40)
     params = {"head.weight": torch.zeros(3, 40, 16), "head.bias": torch.zeros(2, 40)}
@@ -170,7 +185,7 @@ def test_early_exit_of_last_layer_is_the_logits_and_moe_gates_are_distributions(
         assert torch.equal(idx, g.argmax(-1))
     # top-1 routing: each block's MLP output is g_e*(x) · expert_e*(x)
     blk = model.blocks[0]
-    x = blk.ln2(out.hidden_states[0] + blk.attn(blk.ln1(out.hidden_states[0])))
+    x = blk.ln2(out.hidden_states[0] + blk.attn(blk.ln1(out.hidden_states[0]))[0])
     y, probs, idx = blk.mlp(x)
     b, t = 1, 4
     e = idx[b, t].item()
