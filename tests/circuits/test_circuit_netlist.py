@@ -105,7 +105,7 @@ def test_wavelength_sweep_agrees_with_hub_wavelength_model(programmed):
 def test_routing_waveguides_add_only_a_common_factor():
     """Every path crosses `depth` column waveguides, even in the unbalanced Reck mesh."""
     phases = decompose(torch.as_tensor(unitary_group.rvs(4, random_state=3)), topology="reck")
-    wl = np.array([1.54, 1.56])
+    wl = SWEEP_UM
     s = mesh_smatrix(phases, wavelength_um=wl, routing_length_um=80.0, routing_loss_db_per_cm=2.0)
     common = np.asarray(
         waveguide(wavelength_um=wl, length_um=80.0, loss_db_per_cm=2.0)[("in0", "out0")]
