@@ -1,0 +1,153 @@
+"""PINN workload: config validation, shipped configs at reduced size, resume, hub layers."""
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from pydantic import ValidationError
+
+import photonic
+from mlfrontends.pinn.models import TTLinear
+from mlfrontends.pinn.workload import Config, OptimConfig, build_network, lr_at, run
+from photonic.runio import RunContext
+
+CONFIGS = Path(__file__).resolve().parents[2] / "configs"
+SHIPPED = ["pinn_burgers", "pinn_burgers_long", "pinn_burgers_fo", "pinn_blackscholes",
+           "pinn_hjb", "pinn_darcy"]
+SMALL_GRIDS = {
+    "burgers": {"grid_x": 17, "grid_t": 5},
+    "blackscholes": {"grid_s": 9, "grid_t": 5},
+    "hjb": {"num_test_points": 50},
+    "darcy": {"num_cells": 4, "reference_cells": 32, "eval_stride": 4},
+}
+
+
+def _ctx(tmp_path, **kw):
+    return RunContext(out=tmp_path, show_progress=False, **kw)
+
+
+def test_config_errors_name_field_value_and_rule():
+    with pytest.raises(ValidationError, match="did you mean 'burgers'"):
+        Config(pde="burger")
+    with pytest.raises(ValidationError, match="needs back-propagation"):
+        Config(estimator={"kind": "autograd"})
+    with pytest.raises(ValidationError, match="extra"):
+        Config(optim={"learning_rate": 1e-3})
+    with pytest.raises(ValidationError, match="grid_q"):
+        Config(pde_params={"grid_q": 1})
+
+
+def test_lr_schedules_are_pure_functions():
+    o = OptimConfig(lr=1e-2, lr_schedule="cosine", lr_final=1e-4, warmup_iters=10)
+    assert lr_at(0, o, 110) == pytest.approx(1e-3)
+    assert lr_at(10, o, 110) == pytest.approx(1e-2)
+    assert lr_at(60, o, 110) == pytest.approx(0.5 * (1e-2 + 1e-4))
+    e = OptimConfig(lr=1e-2, lr_schedule="exponential", lr_final=1e-4)
+    assert lr_at(50, e, 100) == pytest.approx(1e-3)
+
+
+@pytest.mark.parametrize("name", SHIPPED)
+def test_shipped_configs_run_at_reduced_size(name, tmp_path):
+    raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    w = dict(raw["workload"])
+    w.update(iterations=2, collocation_points=2, eval_every=1, checkpoint_every=1,
+             pde_params={**w.get("pde_params", {}), **SMALL_GRIDS[w["pde"]]})
+    if w["pde"] == "hjb":  # 512-wide layers: shrink, keeping the TT structure
+        w["model"] = {**w["model"], "widths": [21, 64, 64, 1],
+                      "tt_layers": {0: [[1, 3, 7], [4, 4, 4]], 1: [[4, 4, 4], [4, 4, 4]]}}
+    cfg = Config(**w)
+    import calibration
+
+    noise = raw["chip"]["noise"]
+    noise = (photonic.NoiseConfig.all() if noise == "all" else photonic.NoiseConfig.ideal()
+             if noise == "ideal" else photonic.NoiseConfig(**noise))
+    metrics = run(cfg, _ctx(tmp_path, device=calibration.load_preset(raw["chip"]["preset"]),
+                            noise=noise))
+    assert metrics["iterations"] == 2 and math.isfinite(metrics["rel_l2"])
+    for f in ("report.md", "curves.png", "prediction.npz", "checkpoint.pt"):
+        assert (tmp_path / f).exists()
+    pred = np.load(tmp_path / "prediction.npz")
+    assert pred["u_pred"].shape == pred["u_exact"].shape
+    rel = np.linalg.norm(pred["u_pred"] - pred["u_exact"]) / np.linalg.norm(pred["u_exact"])
+    assert rel == pytest.approx(metrics["rel_l2"])
+    per_step = metrics["parameter_sets_per_step"] * 2 * metrics["evals_per_point"]
+    assert metrics["forward_evals"] == 2 * per_step
+
+
+class _KilledAfter(RunContext):
+    """A run killed right after its n-th checkpoint write (as by Ctrl-C or SIGKILL)."""
+
+    def __init__(self, *args, kill_after: int, **kw):
+        super().__init__(*args, **kw)
+        self.kill_after, self.writes = kill_after, 0
+
+    def save_checkpoint(self, state, name="checkpoint.pt"):
+        path = super().save_checkpoint(state, name)
+        self.writes += 1
+        if self.writes == self.kill_after:
+            raise KeyboardInterrupt
+        return path
+
+
+def test_resume_gives_identical_metrics(tmp_path):
+    cfg = Config(iterations=6, collocation_points=4, eval_every=2, checkpoint_every=1,
+                 pde_params=SMALL_GRIDS["burgers"], optim={"lr": 1e-2, "lr_schedule": "cosine"})
+    full = run(cfg, _ctx(tmp_path / "full"))
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, _KilledAfter(tmp_path / "cut", show_progress=False, kill_after=3))
+    resumed = run(cfg, _ctx(tmp_path / "cut", resume=True))
+    for key in ("rel_l2", "rel_l2_best", "iterations", "forward_evals", "params", "final_loss"):
+        assert resumed[key] == full[key], key
+    a = np.load(tmp_path / "full" / "prediction.npz")["u_pred"]
+    b = np.load(tmp_path / "cut" / "prediction.npz")["u_pred"]
+    assert np.array_equal(a, b)
+
+
+def test_first_order_reference_learns(tmp_path):
+    cfg = Config(iterations=40, collocation_points=64, eval_every=40,
+                 pde_params=SMALL_GRIDS["burgers"], estimator={"kind": "autograd"},
+                 optim={"method": "first_order", "lr": 3e-3},
+                 model={"widths": [2, 20, 20, 1], "tt_layers": {}})
+    m = run(cfg, _ctx(tmp_path))
+    state = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["state"]
+    assert state["history"][-1][1] < 0.5 * state["history"][0][1]
+    assert m["rel_l2"] < 0.9 * state["evals"][0][3]
+
+
+def test_photonic_layers_match_digital_tt(tmp_path):
+    """The hub's TTPhotonicLinear in digital mode, built from our cores, is our layer."""
+    ours = TTLinear([4, 5, 5], [5, 5, 4], generator=torch.Generator().manual_seed(0))
+    hub = photonic.TTPhotonicLinear([4, 5, 5], [5, 5, 4], 2, mode="digital",
+                                    cores=[c.detach() for c in ours.cores])
+    hub.bias.data.copy_(ours.bias.detach())
+    x = torch.randn(6, 100, dtype=torch.float64)
+    assert torch.allclose(hub(x), ours(x), atol=1e-13)
+    cfg = Config(model={"execution": "weight"}, pde_params=SMALL_GRIDS["burgers"])
+    chip = build_network(cfg, _ctx(tmp_path))
+    digital = build_network(Config(pde_params=SMALL_GRIDS["burgers"]), _ctx(tmp_path))
+    z = torch.rand(5, 2, dtype=torch.float64)
+    # Ideal chip (default NoiseConfig): the weight-domain network equals the digital one.
+    assert torch.allclose(chip(z), digital(z), atol=1e-10)
+
+
+def test_metrics_json_keys_via_cli(tmp_path):
+    from typer.testing import CliRunner
+
+    from photonic.cli import app
+
+    res = CliRunner().invoke(app, [
+        "run", "pinn_burgers", "--quiet", "--out", str(tmp_path),
+        "--set", "workload.iterations=1", "--set", "workload.collocation_points=2",
+        "--set", "workload.pde_params={grid_x: 9, grid_t: 3}",
+        "--set", "workload.model.execution=digital",
+    ])
+    assert res.exit_code == 0, res.output
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    for key in ("rel_l2", "iterations", "forward_evals", "wall_s", "params"):
+        assert key in metrics
+    bad = CliRunner().invoke(app, ["run", "pinn_burgers", "--set", "workload.pde=burger"])
+    assert bad.exit_code == 2
