@@ -62,7 +62,7 @@ from typing import Any, Literal
 import numpy as np
 import pandas as pd
 import torch
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
 from photonic.core import TensorCore
 from photonic.cost import Stage, estimate_cost
@@ -717,12 +717,13 @@ class Config(WorkloadConfig):
                              f"{sorted(EXECUTORS)}{_did_you_mean(v, EXECUTORS)}")
         return v
 
-    @model_validator(mode="after")
-    def _address_needs_dask(self) -> Config:
-        if self.scheduler_address is not None and self.executor != "dask":
-            raise ValueError(f"scheduler_address={self.scheduler_address!r} needs "
-                             f"executor: dask (got {self.executor!r})")
-        return self
+    @field_validator("scheduler_address")
+    @classmethod
+    def _address_needs_dask(cls, v: str | None, info: ValidationInfo) -> str | None:
+        executor = info.data.get("executor")
+        if v is not None and executor != "dask":
+            raise ValueError(f"scheduler_address={v!r} needs executor: dask (got {executor!r})")
+        return v
 
 
 def _markdown_table(df: pd.DataFrame) -> str:
@@ -737,6 +738,10 @@ def _markdown_table(df: pd.DataFrame) -> str:
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     """Run the sweep, write ``sweep.csv`` (+ parquet), ``summary.csv``, figures, report.
+
+    Rows are cached in ``cfg.cache_dir`` (default ``<out>/cache``). ``photonic-sim sweep``
+    runs with ``ctx.resume`` on and reads finished rows from there; ``photonic-sim run``
+    recomputes every row (and refreshes the cache).
 
     metrics.json keys: ``points``, ``rows``, ``evaluated``, ``cached``, ``fidelity_mean``,
     ``fidelity_min`` and ``by_topology.<name>.fidelity_mean``.
