@@ -1,0 +1,134 @@
+"""Throughput of the BP-free PINN loss and seconds per training iteration of each config.
+
+    python benchmarks/bench_pinn.py [--threads 1] [--repeats 3] [--skip-configs]
+
+Table 1: network evaluations per second of the batched Stein + ZO loss (Burgers TT network,
+1,200 collocation points × 13 sparse-grid stencil points × P = 32 perturbed parameter sets,
+one forward call) next to a plain batched forward of the same network on the same number of
+inputs, in float64 and float32; ratio = loss / plain (targets: ≥ 5e5 evals/s in float64,
+≥ 1e6 in float32, ratio ≥ 0.5).
+Table 2: seconds per training iteration of every shipped pinn config (median of a few steps
+after one warm-up step), plus the phase-domain reference recipe (1,200 points, per-tensor
+ZO; target ≤ 0.8 s; the public reference implementation needs 8.4 s here).
+Timings depend on machine load: the load average is printed with the tables.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import time
+from pathlib import Path
+
+import torch
+import yaml
+from torch.func import functional_call
+
+from mlfrontends.pinn.derivatives import SparseGridStein
+from mlfrontends.pinn.pdes import build_pde
+from mlfrontends.pinn.workload import Config, _residual_loss, build_network, run
+from mlfrontends.zo import ParamLayout, ZOStepper
+from photonic.runio import RunContext
+
+CONFIGS = Path(__file__).resolve().parents[1] / "configs"
+
+
+def _timeit(fn, repeats: int) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        fn()
+        times.append(time.perf_counter() - t0)
+    return statistics.median(times)
+
+
+def throughput(dtype: torch.dtype, repeats: int, points: int = 1200) -> tuple[float, float]:
+    cfg = Config(model={"precision": str(dtype).split(".")[1]})
+    net = build_network(cfg, RunContext(out="/tmp/bench_pinn", show_progress=False))
+    pde = build_pde("burgers", {"grid_x": 3, "grid_t": 2})
+    est = SparseGridStein(sigma=1e-3)
+    opt = torch.optim.Adam(net.parameters(), lr=1e-3)
+    stepper = ZOStepper(net, opt, mu=0.01, generator=torch.Generator().manual_seed(0))
+    g = torch.Generator().manual_seed(0)
+    z = pde.sample(points, g, dtype=dtype)
+    layout = ParamLayout(net)
+    U, _ = stepper.directions(dtype)
+    P = 2 * U.shape[0]
+    flat = layout.flatten()[None] + 0.01 * torch.cat([U, -U])
+    rows = P * points * est.evals_for_dim(2)
+    loss = _residual_loss(pde, est, z, g)
+
+    def zo_loss():
+        with torch.no_grad():
+            loss(stepper.batched_forward(flat))
+
+    x = torch.rand(points * est.evals_for_dim(2), 2, dtype=dtype)
+    params = layout.unflatten(flat)
+
+    def plain():
+        with torch.no_grad():
+            functional_call(net, params, (x,))
+
+    return rows / _timeit(zo_loss, repeats), rows / _timeit(plain, repeats)
+
+
+def seconds_per_iteration(name: str, overrides: dict, steps: int) -> float:
+    raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()) if name else {}
+    w = dict(raw.get("workload", {"kind": "pinn"}))
+    w.update(overrides)
+    w.update(iterations=steps + 1, eval_every=10**6, checkpoint_every=10**6,
+             time_limit_s=None)
+    import calibration
+    import photonic
+
+    chip = raw.get("chip", {"preset": "bpfree_pinn_sim",
+                            "noise": {"phase_quantization": True, "gamma_error": True,
+                                      "crosstalk": True}})
+    noise = chip.get("noise", "all")
+    noise = (photonic.NoiseConfig.all() if noise == "all" else photonic.NoiseConfig.ideal()
+             if noise == "ideal" else photonic.NoiseConfig(**noise))
+    ctx = RunContext(out=f"/tmp/bench_pinn/{name or 'ref'}", show_progress=False,
+                     device=calibration.load_preset(chip["preset"]), noise=noise)
+    state = {}
+
+    def runner():
+        state["m"] = run(Config(**w), ctx)
+
+    runner()
+    ckpt = torch.load(ctx.out / "checkpoint.pt", weights_only=False)["state"]["history"]
+    walls = [b[3] - a[3] for a, b in zip(ckpt[:-1], ckpt[1:], strict=True)]
+    return statistics.median(walls)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--steps", type=int, default=3, help="timed steps per config")
+    ap.add_argument("--skip-configs", action="store_true")
+    args = ap.parse_args()
+    torch.set_num_threads(args.threads)
+    print(f"threads={args.threads}  load average={os.getloadavg()}")
+    print(f"{'dtype':8s} {'Stein+ZO loss evals/s':>22s} {'plain forward evals/s':>22s} "
+          f"{'ratio':>6s}")
+    for dtype in (torch.float64, torch.float32):
+        loss_rate, plain_rate = throughput(dtype, args.repeats)
+        print(f"{str(dtype).split('.')[1]:8s} {loss_rate:22.4g} {plain_rate:22.4g} "
+              f"{loss_rate / plain_rate:6.2f}")
+    if args.skip_configs:
+        return
+    print(f"\n{'config':44s} {'s/iteration':>12s}")
+    rows = [(n, {}) for n in ("pinn_burgers", "pinn_burgers_fo", "pinn_blackscholes",
+                              "pinn_hjb", "pinn_darcy")]
+    rows.append(("pinn_burgers", {"collocation_points": 1200,
+                                  "model": {"execution": "phase", "precision": "float64"}}))
+    for name, over in rows:
+        label = name + (" [phase, 1200 pts: reference recipe]" if over else "")
+        print(f"{label:44s} {seconds_per_iteration(name, over, args.steps):12.3f}", flush=True)
+    print(f"load average={os.getloadavg()}")
+
+
+if __name__ == "__main__":
+    main()
