@@ -23,7 +23,8 @@ from circuits.models import MODELS, WAVELENGTH0_UM, mzi_netlist
 __all__ = ["BACKENDS", "mesh_netlist", "mesh_smatrix", "sdict_to_transfer"]
 
 # SAX circuit solvers by name (klu: sparse LU, the SAX default; fg: Filipsson–Gunnar).
-BACKENDS: dict[str, str] = {"klu": "klu", "fg": "filipsson_gunnar", "additive": "additive"}
+# SAX's "additive" backend is left out: it enumerates paths, exponential in a mesh's depth.
+BACKENDS: dict[str, str] = {"klu": "klu", "fg": "filipsson_gunnar"}
 
 
 def _per_mzi(value: Any, k: int, name: str) -> np.ndarray:
