@@ -303,17 +303,21 @@ def settings_from_device(device: DeviceParams) -> dict[str, float]:
 def cell_geometry_um(
     *, heater_length_um: float = HEATER_LENGTH_UM, mode_pitch_um: float = MODE_PITCH_UM
 ) -> dict[str, float]:
-    """Layout-true geometry of one mesh MZI cell, in the hub's ``LayoutParams`` terms.
+    """Layout-true geometry of one mesh MZI cell, in the hub's device-parameter terms.
 
-    ``column_pitch_um`` (cell length, the x-period of mesh columns), ``mode_pitch_um``,
-    ``mzi_length_um`` and ``mzi_height_um`` (bounding box of :func:`mzi_cell`).
+    ``mzi_length_um`` = ``column_pitch_um``: cell length (x-period of mesh columns);
+    ``mzi_height_um`` = 2 · ``mode_pitch_um``: the row pitch of stacked MZIs, i.e. the
+    footprint height per MZI including spacing, as ``photonic.MziParams.height_um`` is used by
+    the hub's analytic area (depth · length · N/2 · height); ``bbox_height_um``: the cell's
+    own bounding-box height.
     """
     box = build("mzi", heater_length_um=heater_length_um, mode_pitch_um=mode_pitch_um).dbbox()
     return {
         "column_pitch_um": float(box.width()),
         "mode_pitch_um": float(mode_pitch_um),
         "mzi_length_um": float(box.width()),
-        "mzi_height_um": float(box.height()),
+        "mzi_height_um": 2.0 * float(mode_pitch_um),
+        "bbox_height_um": float(box.height()),
     }
 
 

@@ -120,7 +120,7 @@ def test_tensor_core_snapshot_numbers():
 def test_layout_area_matches_analytic_within_15_percent_for_n_4_to_32(topology):
     """gap = (H_cell − 2·pitch)/(N·pitch): the analytic grid counts stacking space under the
     last row that the bounding box does not have. MZI-only estimate misses the idle slots."""
-    height = cell_geometry_um()["mzi_height_um"]
+    height = cell_geometry_um()["bbox_height_um"]
     for row in compare_mesh_areas(ns=(4, 5, 8, 16, 32), topologies=(topology,)):
         n, lay = row["n"], mesh_layout(row["n"], topology)
         assert row["gap"] == pytest.approx((height - 2 * P) / (n * P), abs=1e-12)
@@ -131,7 +131,10 @@ def test_layout_area_matches_analytic_within_15_percent_for_n_4_to_32(topology):
 
 
 def test_analytic_area_counts_mzis_and_idle_slots():
-    length = cell_geometry_um()["column_pitch_um"]
+    geometry = cell_geometry_um()
+    assert geometry["mzi_height_um"] == 2 * P
+    assert geometry["bbox_height_um"] == pytest.approx(build("mzi").dysize)
+    length = geometry["column_pitch_um"]
     assert analytic_mesh_area_um2(n=8, with_routing=False) == pytest.approx(28 * length * 2 * P)
     assert analytic_mesh_area_um2(n=8, topology="reck") == pytest.approx(13 * 4 * length * 2 * P)
     assert layout_area_um2("mesh", n=8) == pytest.approx(footprint_um2(build("mesh", n=8)))
