@@ -6,6 +6,8 @@
    ideal, with coupler errors and losses, and over a ±20 nm sweep (max |S − T|).
 2. Layout build times, layout-true vs analytic mesh areas for N = 4 … 32, and a GDS + PNG of
    an 8×8 tensor core written to DIR (default reports/circuits_crosscheck).
+3. Per shipped preset: layout-true MZI cell and 16×16 mesh area vs the preset's analytic
+   MZI footprint (benchmarks may read presets; the circuits package itself never does).
 """
 
 from __future__ import annotations
@@ -94,6 +96,30 @@ def layouts(out: Path) -> None:
     print(f"render N=32 tensor core PNG: {time.perf_counter() - t0:.2f} s")
 
 
+def presets(n: int = 16) -> None:
+    """Layout-true MZI cell per shipped preset vs the preset's analytic MZI footprint."""
+    import calibration
+    from photonic import mesh_layout
+
+    print(
+        f"\n{'preset':24s} {'heater_um':>9s} {'pitch_um':>8s} {'cell_LxH_um':>13s} "
+        f"{'preset_LxH_um':>13s} {f'mesh{n}_layout_mm2':>17s} {'preset_analytic_mm2':>19s}"
+    )
+    lay = mesh_layout(n, "clements")
+    for name in calibration.list_presets():
+        device = calibration.load_preset(name)
+        settings = circuits.settings_from_device(device)
+        geo = circuits.cell_geometry_um(**settings)
+        layout = circuits.layout_area_um2("mesh", n=n, **settings) / 1e6
+        analytic = lay.depth * device.mzi.length_um * n / 2 * device.mzi.height_um / 1e6
+        print(
+            f"{name:24s} {settings['heater_length_um']:9.1f} {settings['mode_pitch_um']:8.1f} "
+            f"{geo['mzi_length_um']:6.1f}x{geo['mzi_height_um']:<6.1f} "
+            f"{device.mzi.length_um:6.1f}x{device.mzi.height_um:<6.1f} "
+            f"{layout:17.3f} {analytic:19.3f}"
+        )
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports/circuits_crosscheck"))
@@ -101,6 +127,7 @@ def main() -> None:
     torch.set_num_threads(1)
     crosscheck()
     layouts(args.out)
+    presets()
 
 
 if __name__ == "__main__":
