@@ -30,8 +30,9 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from photonic.runio import RunContext, WorkloadConfig
 
 from ..zo import FirstOrderStepper, ZOStepper
+from .chip import ChipMLP, linear_path_is_exact
 from .derivatives import Autograd, build_estimator
-from .models import MLP, TTLinear, build_mlp, count_parameters
+from .models import TTLinear, build_mlp, count_parameters
 from .pdes import PDE, PDE_REGISTRY, build_pde
 
 __all__ = ["Config", "run", "lr_at", "build_network", "DEFAULT_NETWORKS"]
@@ -149,7 +150,7 @@ def _net_spec(cfg: Config) -> dict[str, Any]:
     return spec
 
 
-def build_network(cfg: Config, ctx: RunContext) -> MLP:
+def build_network(cfg: Config, ctx: RunContext) -> torch.nn.Module:
     """The configured MLP, digital or with its layers on the photonic core."""
     spec = _net_spec(cfg)
     dtype = getattr(torch, cfg.model.precision)
@@ -175,7 +176,7 @@ def build_network(cfg: Config, ctx: RunContext) -> MLP:
                                           weight=layer.weight.detach(), **kw)
         new.bias.data.copy_(layer.bias.detach())
         layers.append(new)
-    return MLP(layers, spec["activation"])
+    return ChipMLP(layers, spec["activation"], fast=linear_path_is_exact(ctx.noise))
 
 
 def _generators(module: torch.nn.Module) -> list[torch.Generator]:

@@ -134,6 +134,35 @@ def test_photonic_layers_match_digital_tt(tmp_path):
     assert torch.allclose(chip(z), digital(z), atol=1e-10)
 
 
+@pytest.mark.parametrize("mode", ["phase", "weight"])
+def test_fast_chip_path_equals_full_optical_chain(mode, tmp_path):
+    """With static non-idealities only, GEMMs with the realised matrices (rebuilt through the
+    hub for every perturbed parameter set) reproduce the hub's optical chain exactly."""
+    from torch.func import functional_call
+
+    import calibration
+    from mlfrontends.zo import ParamLayout
+
+    noise = photonic.NoiseConfig(phase_quantization=True, gamma_error=True, crosstalk=True)
+    ctx = _ctx(tmp_path, device=calibration.load_preset("bpfree_pinn_sim"), noise=noise)
+    net = build_network(Config(model={"execution": mode, "widths": [2, 20, 20, 1],
+                                      "tt_layers": {1: [[4, 5], [5, 4]]}},
+                               pde_params=SMALL_GRIDS["burgers"]), ctx)
+    assert net.fast
+    layout = ParamLayout(net)
+    g = torch.Generator().manual_seed(0)
+    flat = layout.flatten() + 0.02 * torch.randn(3, layout.dim, generator=g,
+                                                 dtype=torch.float64)
+    x = torch.rand(9, 2, dtype=torch.float64, generator=g)
+    with torch.no_grad():
+        fast = functional_call(net, layout.unflatten(flat), (x,))
+        net.fast = False
+        full = functional_call(net, layout.unflatten(flat), (x,))
+    assert fast.shape == (3, 9, 1)
+    assert torch.allclose(fast, full, atol=1e-12)
+    assert (fast[0] - fast[1]).abs().max() > 1e-4  # the perturbed meshes differ
+
+
 def test_metrics_json_keys_via_cli(tmp_path):
     from typer.testing import CliRunner
 

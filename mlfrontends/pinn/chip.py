@@ -1,0 +1,61 @@
+"""Networks whose layers run on the hub's photonic tensor cores (weight or phase domain).
+
+``ChipMLP`` holds ``photonic.PhotonicLinear`` / ``photonic.TTPhotonicLinear`` layers. With
+``fast=True`` each forward asks the hub for the matrix every layer realises *now* (for the
+current — possibly P perturbed — phases or weights, rebuilt through the hub, batched,
+with the chip's static non-idealities) and applies it with one GEMM. This is exact when
+the optical path is linear in the input, i.e. when input quantisation, detector noise
+and output quantisation are off: then the detected in-phase output is Re(T)·x per tile
+times the electronic gain, which is what ``PhotonicMatrix.realised_matrix`` returns.
+Otherwise (``fast=False``) every product goes through the hub's full optical chain.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+import photonic
+
+from .models import ACTIVATIONS, TTLinear, batched_linear
+
+__all__ = ["ChipMLP", "linear_path_is_exact", "realised_weight"]
+
+
+def linear_path_is_exact(noise: photonic.NoiseConfig) -> bool:
+    """True when the chip computes an exactly linear map of its input (see module doc)."""
+    return not (noise.input_quantization or noise.detector_noise or noise.output_quantization)
+
+
+def realised_weight(layer: nn.Module) -> torch.Tensor:
+    """The (P.., out, in) matrix a hub layer realises now."""
+    if isinstance(layer, photonic.PhotonicLinear):
+        return layer.core.realised_matrix()
+    if isinstance(layer, photonic.TTPhotonicLinear):
+        cores = []
+        for k, core in enumerate(layer.cores):
+            mat = core.realised_matrix()
+            shape = (layer.ranks[k], layer.out_shape[k], layer.in_shape[k], layer.ranks[k + 1])
+            cores.append(mat.reshape(*mat.shape[:-2], *shape))
+        return TTLinear._materialise_from(cores)
+    raise TypeError(f"not a photonic layer: {type(layer).__name__}")
+
+
+class ChipMLP(nn.Module):
+    """MLP of hub layers with an activation between them; output (..., out)."""
+
+    def __init__(self, layers: Sequence[nn.Module], activation: str, *, fast: bool):
+        super().__init__()
+        self.layers = nn.ModuleList(layers)
+        self.act = ACTIVATIONS[activation]()
+        self.fast = fast
+
+    def forward(self, x):
+        last = len(self.layers) - 1
+        for i, layer in enumerate(self.layers):
+            x = batched_linear(x, realised_weight(layer), layer.bias) if self.fast else layer(x)
+            if i < last:
+                x = self.act(x)
+        return x
