@@ -2,65 +2,95 @@
 that turns a programmed hub mesh into a circuit, and gdsfactory layouts with layout-true
 footprints.
 
-The public API is exactly what this module re-exports. Importing it switches JAX to float64
-(see :mod:`circuits.models`).
+The public API is exactly what this module re-exports (``__all__``). Submodules load on first
+use (PEP 562), so ``import circuits`` stays cheap for code that needs neither gdsfactory nor
+JAX; importing :mod:`circuits.models` switches JAX to float64.
 """
 
-from circuits.layout import (
-    COMPONENTS,
-    activate_pdk,
-    analytic_mesh_area_um2,
-    attenuator_cell,
-    build,
-    cell_geometry_um,
-    compare_mesh_areas,
-    footprint_um2,
-    layout_area_um2,
-    mesh_cell,
-    mzi_cell,
-    render_png,
-    settings_from_device,
-    sigma_column_cell,
-    tensor_core_cell,
-    write_gds,
-)
-from circuits.models import (
-    MODELS,
-    coupler_angle_rad,
-    directional_coupler,
-    mzi,
-    mzi_netlist,
-    phase_shifter,
-    waveguide,
-)
-from circuits.netlist import BACKENDS, mesh_netlist, mesh_smatrix, sdict_to_transfer
+from __future__ import annotations
 
-__all__ = [
-    "BACKENDS",
-    "COMPONENTS",
-    "MODELS",
-    "activate_pdk",
-    "analytic_mesh_area_um2",
-    "attenuator_cell",
-    "build",
-    "cell_geometry_um",
-    "compare_mesh_areas",
-    "coupler_angle_rad",
-    "directional_coupler",
-    "footprint_um2",
-    "layout_area_um2",
-    "mesh_cell",
-    "mesh_netlist",
-    "mesh_smatrix",
-    "mzi",
-    "mzi_cell",
-    "mzi_netlist",
-    "phase_shifter",
-    "render_png",
-    "sdict_to_transfer",
-    "settings_from_device",
-    "sigma_column_cell",
-    "tensor_core_cell",
-    "waveguide",
-    "write_gds",
-]
+import importlib
+from typing import TYPE_CHECKING
+
+_EXPORTS: dict[str, str] = {
+    # SAX device models (circuits.models)
+    "MODELS": "circuits.models",
+    "coupler_angle_rad": "circuits.models",
+    "directional_coupler": "circuits.models",
+    "mzi": "circuits.models",
+    "mzi_netlist": "circuits.models",
+    "phase_shifter": "circuits.models",
+    "waveguide": "circuits.models",
+    # netlist builder and S-matrix of a programmed hub mesh (circuits.netlist)
+    "BACKENDS": "circuits.netlist",
+    "mesh_netlist": "circuits.netlist",
+    "mesh_smatrix": "circuits.netlist",
+    "sdict_to_transfer": "circuits.netlist",
+    # gdsfactory layouts, footprints, GDS and PNG (circuits.layout)
+    "COMPONENTS": "circuits.layout",
+    "activate_pdk": "circuits.layout",
+    "analytic_mesh_area_um2": "circuits.layout",
+    "attenuator_cell": "circuits.layout",
+    "build": "circuits.layout",
+    "cell_geometry_um": "circuits.layout",
+    "compare_mesh_areas": "circuits.layout",
+    "footprint_um2": "circuits.layout",
+    "layout_area_um2": "circuits.layout",
+    "mesh_cell": "circuits.layout",
+    "mzi_cell": "circuits.layout",
+    "render_png": "circuits.layout",
+    "settings_from_device": "circuits.layout",
+    "sigma_column_cell": "circuits.layout",
+    "tensor_core_cell": "circuits.layout",
+    "write_gds": "circuits.layout",
+}
+
+__all__ = sorted(_EXPORTS)
+
+
+def __getattr__(name: str):
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'circuits' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
+
+
+if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
+    from circuits.layout import (  # noqa: F401
+        COMPONENTS,
+        activate_pdk,
+        analytic_mesh_area_um2,
+        attenuator_cell,
+        build,
+        cell_geometry_um,
+        compare_mesh_areas,
+        footprint_um2,
+        layout_area_um2,
+        mesh_cell,
+        mzi_cell,
+        render_png,
+        settings_from_device,
+        sigma_column_cell,
+        tensor_core_cell,
+        write_gds,
+    )
+    from circuits.models import (  # noqa: F401
+        MODELS,
+        coupler_angle_rad,
+        directional_coupler,
+        mzi,
+        mzi_netlist,
+        phase_shifter,
+        waveguide,
+    )
+    from circuits.netlist import (  # noqa: F401
+        BACKENDS,
+        mesh_netlist,
+        mesh_smatrix,
+        sdict_to_transfer,
+    )

@@ -40,6 +40,8 @@ def test_every_circuits_module_imports():
     assert {"circuits.models", "circuits.netlist", "circuits.layout"} <= set(names)
     for name in names:
         importlib.import_module(name)
+    for name in circuits.__all__:  # every lazy re-export resolves
+        assert getattr(circuits, name) is not None
 
 
 def test_mzi_port_convention_pinned_by_an_asymmetric_example():
