@@ -208,6 +208,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
         for role, r in rec.items():
             metrics[f"train.seed{seed}.{role}.final_answer_nll"] = r["log"][-1]["answer_nll"]
     rows = []
+    cost_notes: set[str] = set()
     for (chip, role, label), vals in per_seed.items():
         arm: dict[str, object] = {"extra_projections_per_token": extra[label]}
         base = per_seed[(chip, role, "greedy")]
@@ -222,9 +223,10 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
                               extra_projections=extra[label])
             arm |= {"energy_pj_per_token": cost.energy_pj,
                     "latency_ns_per_token": cost.latency_ns}
+            cost_notes.update(cost.assumptions)
         metrics[f"{chip}.{role}.{label}"] = arm
         rows.append((chip, role, label, arm))
-    _report(cfg, ctx, metrics, rows, chips)
+    _report(cfg, ctx, metrics, rows, chips, sorted(cost_notes))
     return metrics
 
 
@@ -243,7 +245,8 @@ def _fmt_delta(arm: dict, key: str) -> str:
     return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo is not None else f"{m:+.3f}"
 
 
-def _report(cfg: Config, ctx: RunContext, metrics: dict, rows: list, chips: dict) -> None:
+def _report(cfg: Config, ctx: RunContext, metrics: dict, rows: list, chips: dict,
+            cost_notes: list[str]) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -287,6 +290,8 @@ def _report(cfg: Config, ctx: RunContext, metrics: dict, rows: list, chips: dict
             e, t = arm.get("energy_pj_per_token"), arm.get("latency_ns_per_token")
             row += (f" {e:.4g} | {t:.4g} |" if e is not None else " – | – |")
         lines.append(row)
+    if cost_notes:
+        lines += ["", "Cost estimator assumptions:", *(f"- {n}" for n in cost_notes)]
     lines += ["", "![accuracy](decode_accuracy.png)", ""]
     ctx.write_text("report.md", "\n".join(lines) + "\n")
 

@@ -15,6 +15,7 @@ from mlfrontends.lm.chip import photonic_model, realised_model
 from mlfrontends.lm.data import SPLIT_NAMES, Benchmark, BenchmarkConfig, QAItem, build_benchmark
 from mlfrontends.lm.metrics import (
     answer_logprobs,
+    answer_nll,
     exact_match,
     generate,
     mc_correct,
@@ -29,8 +30,8 @@ from mlfrontends.lm.tokenizer import WordTokenizer, pack
 from mlfrontends.lm.train import (
     LMArtefacts,
     TrainConfig,
-    answer_nll,
     default_cache_dir,
+    encode_items,
     load_models,
     train_model,
     training_items,
@@ -52,6 +53,7 @@ __all__ = [
     "batched_linear",
     "build_benchmark",
     "default_cache_dir",
+    "encode_items",
     "exact_match",
     "generate",
     "load_models",

@@ -25,12 +25,24 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 
 import torch
+from torch.func import functional_call
 
 from mlfrontends.lm.data import QAItem
 from mlfrontends.lm.model import CausalLM
 from mlfrontends.lm.tokenizer import WordTokenizer, pack
 
 Scorer = Callable[[CausalLM, list[torch.Tensor]], torch.Tensor]
+
+
+class _Scored(torch.nn.Module):
+    """model + scorer as one module, so ``functional_call`` swaps parameters for both."""
+
+    def __init__(self, model: CausalLM, scorer: Scorer):
+        super().__init__()
+        self.model, self.scorer = model, scorer
+
+    def forward(self, ids: torch.Tensor, **kw) -> torch.Tensor:
+        return self.scorer(self.model, self.model(ids, **kw).hidden_states)
 
 
 def final_logits(model: CausalLM, hidden: list[torch.Tensor]) -> torch.Tensor:
@@ -40,14 +52,30 @@ def final_logits(model: CausalLM, hidden: list[torch.Tensor]) -> torch.Tensor:
 
 def sequence_logprobs(model: CausalLM, inputs: torch.Tensor, targets: torch.Tensor,
                       mask: torch.Tensor, *, scorer: Scorer | None = None,
-                      param_batch: int | None = None) -> torch.Tensor:
-    """Summed log-probability of the masked targets per sequence: (*P, B)."""
-    out = model(inputs, param_batch=param_batch)
-    scores = (scorer or final_logits)(model, out.hidden_states)
+                      param_batch: int | None = None,
+                      params: dict[str, torch.Tensor] | None = None) -> torch.Tensor:
+    """Summed log-probability of the masked targets per sequence: (*P, B).
+
+    ``params``: parameters to swap in with ``torch.func.functional_call`` (any subset, each
+    optionally with a leading batch P: the batched-parameter convention)."""
+    scored = _Scored(model, scorer or final_logits)
+    kw = {"param_batch": param_batch}
+    if params is None:
+        scores = scored(inputs, **kw)
+    else:  # the scorer's head / norm projections must see the swapped parameters too
+        scores = functional_call(scored, {f"model.{k}": v for k, v in params.items()},
+                                 (inputs,), kw)
     logp = torch.log_softmax(scores, dim=-1)
     tgt = targets.expand(*logp.shape[:-1])
     tok = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)
     return (tok * mask).sum(-1)
+
+
+def answer_nll(model: CausalLM, inputs: torch.Tensor, targets: torch.Tensor,
+               mask: torch.Tensor, **kw) -> torch.Tensor:
+    """Mean answer-token NLL per sequence (*P, B) of a ``pack``-ed batch; keywords as
+    ``sequence_logprobs`` (``params``, ``param_batch``, ``scorer``)."""
+    return -sequence_logprobs(model, inputs, targets, mask, **kw) / mask.sum(-1)
 
 
 def answer_logprobs(model: CausalLM, tok: WordTokenizer, questions: Sequence[str],

@@ -71,15 +71,6 @@ def lr_at(step: int, total: int, cfg: TrainConfig) -> float:
     return cfg.lr * (cfg.min_lr_frac + (1 - cfg.min_lr_frac) * 0.5 * (1 + math.cos(math.pi * t)))
 
 
-def answer_nll(model: CausalLM, inputs: torch.Tensor, targets: torch.Tensor,
-               mask: torch.Tensor, *, param_batch: int | None = None) -> torch.Tensor:
-    """Mean answer-token NLL per sequence, (*P, B)."""
-    logits = model(inputs, param_batch=param_batch).logits
-    nll = F.cross_entropy(logits.flatten(0, -2), targets.expand(*logits.shape[:-1]).flatten(),
-                          reduction="none").reshape(logits.shape[:-1])
-    return (nll * mask).sum(-1) / mask.sum(-1)
-
-
 def encode_items(tok: WordTokenizer, items: list[QAItem]) -> list[tuple[list[int], list[int]]]:
     return [(tok.prompt_ids(it.question), tok.answer_ids(it.answer)) for it in items]
 

@@ -9,6 +9,7 @@ from collections import Counter
 
 import pytest
 import torch
+import torch.nn.functional as F
 from torch.func import functional_call
 
 import photonic
@@ -16,6 +17,7 @@ from mlfrontends.lm.chip import photonic_model, realised_model
 from mlfrontends.lm.data import BenchmarkConfig, build_benchmark
 from mlfrontends.lm.metrics import (
     answer_logprobs,
+    answer_nll,
     exact_match,
     generate,
     mc_correct,
@@ -25,7 +27,7 @@ from mlfrontends.lm.metrics import (
 )
 from mlfrontends.lm.model import CausalLM, LMConfig
 from mlfrontends.lm.tokenizer import WordTokenizer, pack
-from mlfrontends.lm.train import TrainConfig, load_models, lr_at
+from mlfrontends.lm.train import TrainConfig, encode_items, load_models, lr_at
 
 torch.set_num_threads(1)
 
@@ -254,6 +256,24 @@ def test_logprobs_truth_ratio_and_mc_against_direct_computation(bench, tok):
         assert ol.shape == (3, 6)
         torch.testing.assert_close(ol[0, 2], lp(it.mc_options[2]))
     assert mc_correct(torch.tensor([[1.0, 0.5, 0.9], [1.0, 1.0, 0.0]])).tolist() == [True, False]
+
+
+def test_answer_nll_plain_and_with_batched_params(bench, tok):
+    model = tiny_model(len(tok)).eval()
+    items = bench.split("forget05")[:4]
+    x, y, m = pack(*zip(*encode_items(tok, items), strict=True), pad_id=tok.pad_id)
+    with torch.no_grad():
+        nll = answer_nll(model, x, y, m)
+        logits = model(x).logits
+        expect = torch.stack([F.cross_entropy(logits[i][m[i]], y[i][m[i]]) for i in range(4)])
+        torch.testing.assert_close(nll, expect)
+        w = model.head.weight
+        batched = answer_nll(model, x, y, m, params={"head.weight": torch.stack([w, 2 * w])})
+        assert batched.shape == (2, 4)
+        torch.testing.assert_close(batched[0], nll)
+        torch.testing.assert_close(
+            batched[1], answer_nll(model, x, y, m, params={"head.weight": 2 * w}))
+        assert (batched[1] - batched[0]).abs().min() > 1e-4
 
 
 def test_generate_is_the_argmax_loop_and_exact_match(bench, tok):
