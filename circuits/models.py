@@ -20,6 +20,7 @@ this package is imported (JAX's default float32 would limit agreement to ~1e-7).
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 
@@ -194,18 +195,23 @@ def mzi(
     Solved as a SAX circuit of :func:`phase_shifter` and :func:`directional_coupler`
     instances (see :func:`mzi_netlist`), so it tests the composition, not a closed form.
     """
-    instances, connections, ports = mzi_netlist(
-        theta_rad=theta_rad,
-        phi_rad=phi_rad,
-        alpha_rad=alpha_rad,
-        beta_rad=beta_rad,
-        loss_db=loss_db,
-    )
-    circuit, _ = sax.circuit(
-        {"instances": instances, "connections": connections, "ports": ports}, models=MODELS
-    )
-    return circuit(
+    half_db = float(loss_db) / 2.0
+    return _mzi_circuit()(
         wavelength_um=wavelength_um,
         wavelength0_um=wavelength0_um,
         coupler_dispersion_per_um=coupler_dispersion_per_um,
+        ext={"phase_rad": phi_rad},
+        dc_in={"error_rad": alpha_rad, "loss_db": half_db},
+        int={"phase_rad": theta_rad},
+        dc_out={"error_rad": beta_rad, "loss_db": half_db},
     )
+
+
+@functools.cache
+def _mzi_circuit() -> Callable[..., sax.SDict]:
+    """The MZI netlist analysed once; :func:`mzi` passes per-instance settings at call time."""
+    instances, connections, ports = mzi_netlist()
+    circuit, _ = sax.circuit(
+        {"instances": instances, "connections": connections, "ports": ports}, models=MODELS
+    )
+    return circuit
