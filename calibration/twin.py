@@ -1,0 +1,146 @@
+"""The digital twin of a fabricated mesh: the hub's phase chain with per-device parameters.
+
+For nominal drive phases d (from DAC codes, :func:`calibration.chip.drive_phase_rad`) the
+realised shifter phases are
+
+    y = (1 + gain_rel) ⊙ d,       p = y + Σ_pairs c_ij · y_j (into i) + offset,
+
+i.e. the chain of :mod:`photonic.noise` (gamma error, crosstalk Γ = I + C, static offset),
+and the transfer matrix is the hub's physical mesh with coupler errors α, β. Crosstalk is
+parameterised on *candidate pairs* — shifters closer than a radius on the public layout —
+so the twin never assumes the hidden crosstalk model, only the geometry.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from photonic.devices import DeviceParams
+from photonic.mesh import MeshLayout, transfer_matrix
+from photonic.noise import num_shifters, shifter_positions_um
+
+__all__ = ["TwinParams", "candidate_pairs", "realised_phases", "twin_matrix"]
+
+
+def candidate_pairs(layout: MeshLayout, design: DeviceParams, radius_um: float) -> torch.Tensor:
+    """(2, Q) directed pairs (i ← j) of shifters at most ``radius_um`` apart (i ≠ j)."""
+    pos = shifter_positions_um(layout, design.layout)
+    d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
+    i, j = np.nonzero((d <= radius_um + 1e-9) & (d > 0))
+    return torch.as_tensor(np.stack([i, j]), dtype=torch.int64)
+
+
+@dataclass
+class TwinParams:
+    """Per-device parameters of the twin (float64 tensors; may require grad)."""
+
+    offset_rad: torch.Tensor  # (S,)
+    gain_rel: torch.Tensor  # (S,) coefficient error: φ ∝ (1 + gain_rel)
+    alpha_rad: torch.Tensor  # (K,)
+    beta_rad: torch.Tensor  # (K,)
+    crosstalk: torch.Tensor  # (Q,) coefficient of each candidate pair
+    pairs: torch.Tensor  # (2, Q) int64, fixed
+
+    @classmethod
+    def nominal(cls, layout: MeshLayout, pairs: torch.Tensor) -> TwinParams:
+        s, k = num_shifters(layout), layout.num_mzis
+        z = torch.zeros
+        return cls(z(s, dtype=torch.float64), z(s, dtype=torch.float64),
+                   z(k, dtype=torch.float64), z(k, dtype=torch.float64),
+                   z(pairs.shape[1], dtype=torch.float64), pairs)
+
+    def vector(self) -> torch.Tensor:
+        return torch.cat([self.offset_rad, self.gain_rel, self.alpha_rad, self.beta_rad,
+                          self.crosstalk])
+
+    def with_vector(self, v: torch.Tensor) -> TwinParams:
+        sizes = [t.numel() for t in (self.offset_rad, self.gain_rel, self.alpha_rad,
+                                     self.beta_rad, self.crosstalk)]
+        parts = torch.split(v, sizes)
+        return TwinParams(*parts, pairs=self.pairs)
+
+
+def realised_phases(drive_rad: torch.Tensor, p: TwinParams) -> torch.Tensor:
+    """Realised phases (..., S) for nominal drive phases (..., S)."""
+    y = drive_rad * (1.0 + p.gain_rel)
+    rows, cols = p.pairs
+    leak = torch.zeros_like(y).index_add(-1, rows, y[..., cols] * p.crosstalk)
+    return y + leak + p.offset_rad
+
+
+def twin_matrix(layout: MeshLayout, drive_rad: torch.Tensor, p: TwinParams) -> torch.Tensor:
+    """Predicted transfer matrix (..., N, N) for nominal drive phases (..., S)."""
+    ph = realised_phases(drive_rad, p)
+    k = layout.num_mzis
+    return transfer_matrix(layout, ph[..., :k], ph[..., k:2 * k], ph[..., 2 * k:],
+                           alpha=p.alpha_rad, beta=p.beta_rad)
+
+
+def _planes(layout: MeshLayout):
+    """Light-order planes: ("phase", shifter indices, modes) and ("coupler", MZI indices)."""
+    k = layout.num_mzis
+    ops = []
+    for col in range(layout.depth):
+        ks = np.nonzero(layout.columns == col)[0]
+        ops += [("phase", k + ks, layout.modes[ks]), ("coupler_in", ks, layout.modes[ks]),
+                ("phase", ks, layout.modes[ks]), ("coupler_out", ks, layout.modes[ks])]
+    ops.append(("phase", 2 * k + np.arange(layout.n), np.arange(layout.n)))
+    return ops
+
+
+def _apply_coupler(x: np.ndarray, modes: np.ndarray, kappa: np.ndarray, *, left: bool):
+    """x ← B x (left) or x ← x B (right) for couplers B(κ) on (m, m+1), in place."""
+    c, s = np.cos(kappa), 1j * np.sin(kappa)
+    if left:
+        top, bot = x[modes, :].copy(), x[modes + 1, :].copy()
+        x[modes, :] = c[:, None] * top + s[:, None] * bot
+        x[modes + 1, :] = s[:, None] * top + c[:, None] * bot
+    else:
+        top, bot = x[:, modes].copy(), x[:, modes + 1].copy()
+        x[:, modes] = top * c[None, :] + bot * s[None, :]
+        x[:, modes + 1] = top * s[None, :] + bot * c[None, :]
+
+
+def mesh_jacobian(layout: MeshLayout, phases: np.ndarray, alpha: np.ndarray,
+                  beta: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """T and its phase derivatives in factored form: ∂T/∂p_s = i · a_s b_sᵀ.
+
+    Returns ``T`` (N, N), ``a`` (N, S) and ``b`` (S, N) for realised phases ``phases`` (S,)
+    and coupler errors α, β (K,). With a phase plane splitting T = A·D·B, a_s is A's column
+    and b_s the row of D·B on the shifter's mode. Cost O(depth · N²).
+    """
+    n, s_all = layout.n, phases.shape[0]
+    ops = _planes(layout)
+    a = np.zeros((n, s_all), dtype=np.complex128)
+    b = np.zeros((s_all, n), dtype=np.complex128)
+    x = np.eye(n, dtype=np.complex128)
+    quarter = np.pi / 4
+    for kind, idx, modes in ops:
+        if kind == "phase":
+            x[modes, :] *= np.exp(1j * phases[idx])[:, None]
+            b[idx] = x[modes, :]
+        else:
+            err = alpha[idx] if kind == "coupler_in" else beta[idx]
+            _apply_coupler(x, modes, quarter + err, left=True)
+    t = x
+    y = np.eye(n, dtype=np.complex128)
+    for kind, idx, modes in reversed(ops):
+        if kind == "phase":
+            a[:, idx] = y[:, modes]
+            y[:, modes] *= np.exp(1j * phases[idx])[None, :]
+        else:
+            err = alpha[idx] if kind == "coupler_in" else beta[idx]
+            _apply_coupler(y, modes, quarter + err, left=False)
+    return t, a, b
+
+
+def gauss_newton_normal(a: np.ndarray, b: np.ndarray, residual: np.ndarray):
+    """(H, g) of f(p) = ‖T(p) − U‖_F²/2 from :func:`mesh_jacobian` factors: the Gauss–Newton
+    matrix H_st = Re[(a_sᴴ a_t)(b_sᴴ b_t)] and the gradient g_s = Re[−i a_sᴴ r b̄_s]."""
+    h = np.real((a.conj().T @ a) * (b.conj() @ b.T))
+    y = a.conj().T @ residual  # (S, N)
+    g = np.real(-1j * np.sum(y * b.conj(), axis=1))
+    return h, g
