@@ -24,7 +24,7 @@ import numba
 import numpy as np
 import torch
 
-from photonic.mzi import mzi_entries
+from photonic.mzi import mzi_entries, unit_phasor
 
 __all__ = [
     "MeshLayout",
@@ -180,10 +180,17 @@ def column_coefficients(
     top = layout._top_index
     bot = top + 1
     pad = torch.as_tensor(pad_amplitude, dtype=m00.real.dtype)
-    ones = (torch.ones(batch + (size,), dtype=m00.dtype) * pad[..., None]).to(m00.dtype)
-    zeros = torch.zeros(batch + (size,), dtype=m00.dtype)
-    a = ones.index_copy(-1, top, m00).index_copy(-1, bot, m11)
-    b = zeros.index_copy(-1, top, m01).index_copy(-1, bot, m10)
+    a = torch.empty(batch + (size,), dtype=m00.dtype)
+    a.copy_(pad[..., None].expand(batch + (size,)) if pad.ndim else pad.expand(a.shape))
+    b = torch.zeros(batch + (size,), dtype=m00.dtype)
+    if torch.is_grad_enabled() and any(m.requires_grad for m in (m00, m01, m10, m11)):
+        a = a.index_copy(-1, top, m00).index_copy(-1, bot, m11)
+        b = b.index_copy(-1, top, m01).index_copy(-1, bot, m10)
+    else:
+        a[..., top] = m00
+        a[..., bot] = m11
+        b[..., top] = m01
+        b[..., bot] = m10
     shape = batch + (layout.depth, layout.n)
     return a.reshape(shape), b.reshape(shape)
 
@@ -251,49 +258,69 @@ def propagate_columns(
     return x
 
 
-def _segment_py(a, b, seg_len):  # pragma: no cover - compiled below
+def _segment_py(ar, ai, br, bi, seg_len, outr, outi):  # pragma: no cover - compiled below
     """Transfer matrix of each run of ``seg_len`` columns, propagated from the identity.
 
-    Only the light cone is touched: before local column t, field column k is non-zero only
-    on rows [k − t, k + t], so a segment of s columns costs ≈ s² N / 2 pair updates.
+    Real and imaginary parts are kept in separate float arrays (the inner loop then
+    vectorises). Only the light cone is touched: before local column t, field column k is
+    non-zero only on rows [k − t, k + t], so a segment of s columns costs ≈ s² N / 2 pair
+    updates. Writes into ``outr``/``outi`` (nmesh, nseg, n, n), zero-initialised (the real
+    and imaginary views of one complex array).
     """
-    nmesh, depth, n = a.shape
+    nmesh, depth, n = ar.shape
     nseg = (depth + seg_len - 1) // seg_len
-    out = np.zeros((nmesh, nseg, n, n), dtype=a.dtype)
     for job in numba.prange(nmesh * nseg):
         m = job // nseg
         g = job % nseg
-        x = out[m, g]
+        xr = outr[m, g]
+        xi = outi[m, g]
         for i in range(n):
-            x[i, i] = 1.0
+            xr[i, i] = 1.0
         c0 = g * seg_len
         for t in range(min(seg_len, depth - c0)):
             col = c0 + t
             for j in range(n):
-                if _unpaired(j, col % 2, n) and a[m, col, j] != 1:
+                if _unpaired(j, col % 2, n) and (ar[m, col, j] != 1 or ai[m, col, j] != 0):
+                    pr = ar[m, col, j]
+                    pi = ai[m, col, j]
                     for k in range(n):
-                        x[j, k] *= a[m, col, j]
+                        vr = xr[j, k]
+                        vi = xi[j, k]
+                        xr[j, k] = pr * vr - pi * vi
+                        xi[j, k] = pr * vi + pi * vr
             for j in range(col % 2, n - 1, 2):
-                a0 = a[m, col, j]
-                b0 = b[m, col, j]
-                b1 = b[m, col, j + 1]
-                a1 = a[m, col, j + 1]
-                if b0 == 0 and b1 == 0 and a0 == 1 and a1 == 1:
+                a0r = ar[m, col, j]
+                a0i = ai[m, col, j]
+                a1r = ar[m, col, j + 1]
+                a1i = ai[m, col, j + 1]
+                b0r = br[m, col, j]
+                b0i = bi[m, col, j]
+                b1r = br[m, col, j + 1]
+                b1i = bi[m, col, j + 1]
+                if (b0r == 0 and b0i == 0 and b1r == 0 and b1i == 0 and a0r == 1 and a0i == 0
+                        and a1r == 1 and a1i == 0):
                     continue
+                r0 = xr[j]
+                i0 = xi[j]
+                r1 = xr[j + 1]
+                i1 = xi[j + 1]
                 for k in range(max(0, j - t), min(n, j + t + 2)):
-                    x0 = x[j, k]
-                    x1 = x[j + 1, k]
-                    x[j, k] = a0 * x0 + b0 * x1
-                    x[j + 1, k] = b1 * x0 + a1 * x1
-    return out
+                    x0r = r0[k]
+                    x0i = i0[k]
+                    x1r = r1[k]
+                    x1i = i1[k]
+                    r0[k] = a0r * x0r - a0i * x0i + b0r * x1r - b0i * x1i
+                    i0[k] = a0r * x0i + a0i * x0r + b0r * x1i + b0i * x1r
+                    r1[k] = b1r * x0r - b1i * x0i + a1r * x1r - a1i * x1i
+                    i1[k] = b1r * x0i + b1i * x0r + a1r * x1i + a1i * x1r
 
 
 # Each kernel compiled twice: threads only pay off above ~1e6 pair updates; below that the
 # thread pool's wake-up costs more than the work (and suffers most on a busy machine).
 _propagate_par = numba.njit(parallel=True, cache=True)(_propagate_py)
 _propagate_ser = numba.njit(cache=True)(_propagate_py)
-_segment_par = numba.njit(parallel=True, cache=True)(_segment_py)
-_segment_ser = numba.njit(cache=True)(_segment_py)
+_segment_par = numba.njit(parallel=True, cache=True, fastmath=True)(_segment_py)
+_segment_ser = numba.njit(cache=True, fastmath=True)(_segment_py)
 _PARALLEL_WORK = 1_000_000
 
 
@@ -302,9 +329,15 @@ def _propagate_inplace(a, b, x, chunk):
     (_propagate_par if work >= _PARALLEL_WORK else _propagate_ser)(a, b, x, chunk)
 
 
-def _segment_matrices(a, b, seg_len):
+def _segment_matrices(a: np.ndarray, b: np.ndarray, seg_len: int) -> np.ndarray:
+    """Complex (nmesh, nseg, n, n) segment matrices of complex (nmesh, depth, n) coefficients."""
     work = a.shape[0] * a.shape[1] * a.shape[2] * min(a.shape[1], seg_len)
-    return (_segment_par if work >= _PARALLEL_WORK else _segment_ser)(a, b, seg_len)
+    kernel = _segment_par if work >= _PARALLEL_WORK else _segment_ser
+    parts = [np.ascontiguousarray(v) for v in (a.real, a.imag, b.real, b.imag)]
+    nseg = -(-a.shape[1] // seg_len)
+    out = np.zeros((a.shape[0], nseg, a.shape[2], a.shape[2]), dtype=a.dtype)
+    kernel(*parts, seg_len, out.real, out.imag)
+    return out
 
 
 # Columns per segment of a large no-grad matrix build: segments are built by the light-cone
@@ -321,11 +354,11 @@ def _build_matrix(layout: MeshLayout, a: torch.Tensor, b: torch.Tensor) -> torch
     batch = a.shape[:-2]
     aa = np.ascontiguousarray(a.reshape((-1,) + a.shape[-2:]).numpy())
     bb = np.ascontiguousarray(b.reshape((-1,) + b.shape[-2:]).numpy())
-    segs = _segment_matrices(aa, bb, _SEGMENT_COLUMNS)
+    segs = torch.from_numpy(_segment_matrices(aa, bb, _SEGMENT_COLUMNS)).to(a.dtype)
     t = segs[:, 0]
     for g in range(1, segs.shape[1]):
-        t = segs[:, g] @ t
-    return torch.from_numpy(np.ascontiguousarray(t)).reshape(batch + (layout.n, layout.n))
+        t = torch.matmul(segs[:, g].contiguous(), t)
+    return t.reshape(batch + (layout.n, layout.n))
 
 
 def transfer_matrix(
@@ -343,4 +376,4 @@ def transfer_matrix(
     a, b = column_coefficients(layout, theta, phi, alpha=alpha, beta=beta, amplitude=amplitude,
                                pad_amplitude=pad_amplitude)
     t = _build_matrix(layout, a, b)
-    return torch.polar(torch.ones_like(out_phase), out_phase)[..., :, None] * t
+    return unit_phasor(out_phase)[..., :, None] * t
