@@ -256,8 +256,19 @@ def _report(cfg: Config, ctx: RunContext, metrics: dict, rows: list, chips: dict
     head = ("| chip | model | method | extra proj./token | MC acc. (facts) | Δ vs greedy | "
             "exact match (facts) | Δ vs greedy | MC acc. (general) | exact match (general) |"
             + (" energy pJ/token | latency ns/token |" if has_cost else ""))
+    sig = []
+    for chip, role, label, arm in rows:
+        for key in ("mc_accuracy", "exact_match", "general_mc_accuracy", "general_exact_match"):
+            lo, hi = arm.get(f"{key}_delta_ci95_low"), arm.get(f"{key}_delta_ci95_high")
+            if label != "greedy" and lo is not None and (lo > 0 or hi < 0):
+                sig.append(f"{chip} / {role} / {label} / {key}: Δ = "
+                           f"{arm[f'{key}_delta_vs_greedy']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
     lines = [
         "# Decoding on the photonic chip: greedy vs DoLa vs END",
+        "",
+        "Differences to greedy whose 95 % interval excludes zero"
+        + (":" if sig else ": none (a null result at this sample size)."),
+        *(f"- {x}" for x in sig),
         "",
         f"Dataset hash `{metrics['dataset_hash']}`; seeds {cfg.seeds} (model init, data order,"
         f" evaluation sample, chip error draw); {metrics['n_author_items']} held-out author "

@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import json
 import math
+from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 import photonic
 from mlfrontends.decoding.methods import (
@@ -28,6 +30,7 @@ from mlfrontends.lm.tokenizer import WordTokenizer
 from photonic.runio import RunContext, flatten_metrics
 
 torch.set_num_threads(1)
+ROOT = Path(__file__).resolve().parents[2]
 
 
 def test_end_scores_hand_example():
@@ -137,12 +140,17 @@ def test_config_rejects_layers_out_of_range():
 
 
 def test_decode_workload_smoke(tmp_path):
-    cfg = Config(kind="decode", seeds=[0, 1], n_author_items=12, n_general_items=8,
-                 max_new_tokens=10, end={"layers": [1], "alphas": [0.0, 3.0]},
-                 dola={"premature_layers": [0, 1]},
-                 train={"epochs": 2, "partial_epochs": 1, "warmup_steps": 5},
-                 lm={"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 16},
-                 cache_dir=str(tmp_path / "cache"))
+    """The shipped decode_end.yaml at reduced size (2 seeds, tiny model, few questions)."""
+    shipped = yaml.safe_load((ROOT / "configs" / "decode_end.yaml").read_text())["workload"]
+    cfg = Config.model_validate(shipped)
+    assert len(cfg.seeds) >= 5
+    cfg = Config.model_validate({
+        **shipped, "seeds": [0, 1], "n_author_items": 12, "n_general_items": 8,
+        "max_new_tokens": 10, "end": {**shipped["end"], "layers": [1], "alphas": [0.0, 3.0]},
+        "dola": {**shipped["dola"], "premature_layers": [0, 1]},
+        "train": {"epochs": 2, "partial_epochs": 1, "warmup_steps": 5},
+        "lm": {"d_model": 16, "n_layers": 2, "n_heads": 2, "d_ff": 16},
+        "cache_dir": str(tmp_path / "cache")})
     ctx = RunContext(out=tmp_path / "out", device=photonic.DeviceParams(),
                      noise=photonic.NoiseConfig.ideal(), provenance={"preset": "ideal"},
                      show_progress=False)
