@@ -31,7 +31,7 @@ import random
 from dataclasses import asdict, dataclass
 from functools import cached_property
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field
 
 GENERATOR_VERSION = "tofu-like-v1"
 
@@ -178,14 +178,6 @@ class BenchmarkConfig(BaseModel):
     seed: int = 0
     n_authors: int = Field(100, ge=100, le=200, description="TOFU-like range 100-200")
     n_wrong: int = Field(5, ge=4, le=5, description="perturbed answers per question")
-
-    @field_validator("n_authors")
-    @classmethod
-    def _pool_large_enough(cls, v: int) -> int:
-        if v > len(FIRST_NAMES) * len(LAST_NAMES):
-            raise ValueError(f"n_authors={v} exceeds the {len(FIRST_NAMES) * len(LAST_NAMES)} "
-                             "distinct names of the pools")
-        return v
 
 
 @dataclass(frozen=True)
