@@ -86,7 +86,7 @@ def readout_noise_std(design: DeviceParams, *, lo_power_mw: float, channel_power
     r = det.responsivity_a_per_w
     b_hz = det.bandwidth_ghz * 1e9
     p_lo, p_ch = lo_power_mw * 1e-3, channel_power_mw * 1e-3
-    var_i = (2 * Q_E * b_hz * (r * (p_lo + torch.as_tensor(field_power) * p_ch)
+    var_i = (2 * Q_E * b_hz * (r * (p_lo + torch.as_tensor(field_power, dtype=torch.float64) * p_ch)
                                + 2 * det.dark_current_na * 1e-9)
              + 4 * K_B * det.temperature_k * b_hz / det.load_resistance_ohm)
     return var_i.sqrt() / (2 * r * math.sqrt(p_lo * p_ch)) / math.sqrt(shots)
