@@ -55,7 +55,10 @@ class ChipMLP(nn.Module):
     def forward(self, x):
         last = len(self.layers) - 1
         for i, layer in enumerate(self.layers):
-            x = batched_linear(x, realised_weight(layer), layer.bias) if self.fast else layer(x)
+            if self.fast:  # the hub builds its meshes in float64/complex128 whatever x is
+                x = batched_linear(x, realised_weight(layer).to(x.dtype), layer.bias)
+            else:
+                x = layer(x)
             if i < last:
                 x = self.act(x)
         return x
