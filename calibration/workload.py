@@ -48,11 +48,11 @@ class Config(WorkloadConfig):
     reference_unitaries: int = Field(10, ge=1)
     sizes: list[int] = Field(default_factory=lambda: [4, 8, 16, 32, 64])
     size_chips: list[int] = Field(default_factory=lambda: [3, 3, 3, 2, 1])
-    size_unitaries: list[int] = Field(default_factory=lambda: [4, 4, 4, 3, 2])
+    size_unitaries: list[int] = Field(default_factory=lambda: [4, 4, 4, 2, 1])
     error_levels: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     level_n: int = Field(16, ge=2)
     level_chips: int = Field(2, ge=1)
-    level_unitaries: int = Field(4, ge=1)
+    level_unitaries: int = Field(3, ge=1)
     shots: int = Field(1000, ge=1, description="detector samples averaged per measurement")
     sweep_points: int = Field(2, ge=1, description="drive levels per shifter sweep")
     quantization_feedback: bool = True
