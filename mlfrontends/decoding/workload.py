@@ -101,6 +101,10 @@ class Config(WorkloadConfig):
             if bad:
                 raise ValueError(f"{where} = {layers}: layers {bad} out of range; the model has "
                                  f"{n} layers, so valid values are 0..{hi}")
+        for where, values in (("seeds", self.seeds), ("end.alphas", self.end.alphas),
+                              ("models", self.models)):
+            if len(set(values)) != len(values):
+                raise ValueError(f"{where} = {values}: values must be distinct")
         if self.n_author_items > 10 * self.benchmark.n_authors:
             raise ValueError(f"n_author_items = {self.n_author_items} exceeds the "
                              f"{10 * self.benchmark.n_authors} author questions")

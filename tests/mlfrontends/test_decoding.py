@@ -137,6 +137,8 @@ def test_config_rejects_layers_out_of_range():
         Config(kind="decode", dola={"premature_layers": [0, 4]})
     with pytest.raises(ValueError, match="extra"):
         Config(kind="decode", alpha=1.0)
+    with pytest.raises(ValueError, match=r"seeds = \[0, 1, 0\]: values must be distinct"):
+        Config(kind="decode", seeds=[0, 1, 0])
 
 
 def test_decode_workload_smoke(tmp_path):
