@@ -254,10 +254,12 @@ class ErrorAwareProgrammer:
         u = torch.as_tensor(U, dtype=torch.complex128)
         return float(torch.linalg.matrix_norm(t - u) / torch.linalg.matrix_norm(u))
 
-    def program(self, U: torch.Tensor) -> torch.Tensor:
-        """DAC codes (S,) for target unitary ``U`` (N, N)."""
-        target = self.target_phases(U)
-        codes = self.codes_for_phases(target)
+    def program(self, U: torch.Tensor, *, target: np.ndarray | None = None,
+                codes: np.ndarray | None = None) -> torch.Tensor:
+        """DAC codes (S,) for target unitary ``U`` (N, N); ``target`` / ``codes`` reuse the
+        results of :meth:`target_phases` / :meth:`codes_for_phases` if already computed."""
+        target = self.target_phases(U) if target is None else target
+        codes = self.codes_for_phases(target) if codes is None else codes
         if self.compensate_quantization:
             normal = self._normal_matrix(target)
             candidates = [codes]

@@ -51,8 +51,8 @@ class Config(WorkloadConfig):
     size_unitaries: list[int] = Field(default_factory=lambda: [4, 4, 4, 2, 1])
     error_levels: list[float] = Field(default_factory=lambda: [0.25, 0.5, 1.0, 2.0, 4.0])
     level_n: int = Field(16, ge=2)
-    level_chips: int = Field(2, ge=1)
-    level_unitaries: int = Field(3, ge=1)
+    level_chips: int = Field(1, ge=1)
+    level_unitaries: int = Field(5, ge=1)
     shots: int = Field(1000, ge=1, description="detector samples averaged per measurement")
     sweep_points: int = Field(2, ge=1, description="drive levels per shifter sweep")
     quantization_feedback: bool = True
@@ -124,8 +124,9 @@ def evaluate_chip(n: int, device: DeviceParams, *, seed: int, unitaries: int, cf
         U = torch.as_tensor(unitary_group.rvs(n, random_state=unitary_seed + u))
         stages = {"naive": naive_codes(U, chip.layout, chip.design)}
         target = prog.target_phases(U)
-        stages["chain_inverted"] = torch.as_tensor(prog.codes_for_phases(target))
-        stages["calibrated"] = prog.program(U)
+        chain = prog.codes_for_phases(target)
+        stages["chain_inverted"] = torch.as_tensor(chain)
+        stages["calibrated"] = prog.program(U, target=target, codes=chain)
         mats = {k: truth.matrix(c) for k, c in stages.items()}
         rows.append({k: (float(rel_frobenius_error(U, m)), float(matrix_fidelity(U, m)))
                      for k, m in mats.items()})
