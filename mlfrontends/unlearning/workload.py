@@ -122,7 +122,8 @@ class Config(WorkloadConfig):
     mask_ratio: float = Field(0.05, gt=0, le=1)
     wagle_mu: float = Field(1e-6, gt=0)
     relearn: RelearnSettings = RelearnSettings()
-    n_retain_eval: int = Field(100, ge=1)
+    n_retain_eval: int = Field(100, ge=1, description="retain questions in model utility")
+    n_general_eval: int = Field(112, ge=1, description="general questions in model utility")
     arms: list[ArmConfig] = Field(min_length=1)
     compare: list[tuple[str, str]] = Field(
         default_factory=list, description="(arm, baseline) pairs for paired bootstrap CIs")
@@ -367,7 +368,9 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     retain_pool = bench.split(f"retain{keep:02d}")
     pick = torch.randperm(len(retain_pool), generator=torch.Generator().manual_seed(0))
     retain_eval = [retain_pool[i] for i in pick[: cfg.n_retain_eval].tolist()]
-    general = bench.split("general")
+    general_pool = bench.split("general")
+    pick = torch.randperm(len(general_pool), generator=torch.Generator().manual_seed(1))
+    general = [general_pool[i] for i in pick[: cfg.n_general_eval].tolist()]
     items = (forget_items, retain_eval, general)
 
     def packed(its):

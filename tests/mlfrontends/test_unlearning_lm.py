@@ -120,6 +120,7 @@ def test_chip_view_reproduces_the_realised_model():
 
 def _cfg(**kw):
     return uw.Config(kind="unlearn", n_seeds=1, budget=600, tile=8, n_retain_eval=5,
+                     n_general_eval=5,
                      batch_forget=4, batch_retain=4, relearn={"steps": 2}, **TINY, **kw)
 
 
