@@ -43,7 +43,7 @@ from pydantic import Field, model_validator
 from torch import nn
 
 import photonic
-from mlfrontends.unlearning.common import Settings, aggregate, markdown_table
+from mlfrontends.unlearning.common import Settings, aggregate, bootstrap_ci, markdown_table
 from mlfrontends.zo import FirstOrderStepper, ZOStepper
 from photonic.runio import RunContext, WorkloadConfig
 
@@ -53,6 +53,8 @@ __all__ = ["Config", "run", "DigitsData", "load_digits_split", "train_classifier
 
 ARMS_CLASS = ("original", "fo_vector", "zo_vector")
 ARMS_PAIR = ("original_pair", "zo_vector_pair", "zo_arithmetic", "fo_arithmetic")
+COMPARE = (("zo_vector", "fo_vector"), ("zo_arithmetic", "zo_vector_pair"),
+           ("zo_arithmetic", "fo_arithmetic"))
 METRICS = ("unlearning_accuracy", "retain_accuracy", "test_accuracy", "forget_test_accuracy",
            "mia_efficacy", "delta_norm", "forward_queries")
 
@@ -349,6 +351,14 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     metrics["seeds"] = {f"seed{s}.{arm}.{k}": v for s, r in zip(seeds, per_seed, strict=True)
                         for arm in arms for k, v in r[arm].items()}
     metrics["budget_forward_queries"] = cfg.budget
+    comparisons: dict[str, dict[str, float]] = {}
+    for a, b in COMPARE:
+        for key in ("unlearning_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy"):
+            diffs = [r[a][key] - r[b][key] for r in per_seed]
+            lo, hi = bootstrap_ci(diffs, seed=0)
+            comparisons[f"{a}_vs_{b}.{key}"] = {"mean_diff": float(np.mean(diffs)),
+                                                "ci95_low": lo, "ci95_high": hi}
+    metrics["comparisons"] = comparisons
 
     fig, axes = plt.subplots(1, len(first_deltas), figsize=(2.6 * len(first_deltas), 2.8))
     for ax, (arm, d) in zip(np.atleast_1d(axes), first_deltas.items(), strict=True):
@@ -373,6 +383,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     plt.close(fig)
 
     cols = list(METRICS)
+    comp_rows = "\n".join(f"| {k} | {v['mean_diff']:+.3f} | [{v['ci95_low']:+.3f}, "
+                           f"{v['ci95_high']:+.3f}] |" for k, v in comparisons.items())
     report = f"""# Forget vectors on the photonic chip (8×8 digits)
 
 Frozen 64→{cfg.hidden}→10 MLP (trained first order, digitally), both linear layers run on
@@ -392,6 +404,11 @@ on the chip only w ∈ R^10 is optimised.
 
 ## Task "pair": forget digits {cfg.pair_classes[0]} and {cfg.pair_classes[1]} together
 {markdown_table({a: summary[a] for a in ARMS_PAIR}, cols)}
+
+## Paired differences (percentile bootstrap 95 % CI over seeds)
+| comparison | mean diff | 95 % CI |
+|---|---|---|
+{comp_rows}
 
 Mean ± sample std over {len(seeds)} seeds. UA = 1 − accuracy on forgotten training samples;
 MIA efficacy = share of forgotten samples a confidence-based attacker calls non-members.

@@ -103,6 +103,12 @@ def test_run_writes_the_contract_files(tmp_path):
     assert metrics["fo_vector.forward_queries"] <= cfg.budget
     assert metrics["original.forward_queries"] == 0
     assert metrics["seeds.seed4.zo_vector.delta_norm"] > 0
+    d = [metrics[f"seeds.seed{s}.zo_vector.unlearning_accuracy"]
+         - metrics[f"seeds.seed{s}.fo_vector.unlearning_accuracy"] for s in (3, 4)]
+    key = "comparisons.zo_vector_vs_fo_vector.unlearning_accuracy"
+    assert metrics[f"{key}.mean_diff"] == pytest.approx(sum(d) / 2)
+    lo, hi = metrics[f"{key}.ci95_low"], metrics[f"{key}.ci95_high"]
+    assert min(d) - 1e-12 <= lo <= hi <= max(d) + 1e-12
     report = (tmp_path / "report.md").read_text()
     assert "forget digit 3" in report and (tmp_path / "deltas.png").exists()
     json.dumps(metrics)
