@@ -1,8 +1,16 @@
 """calibration — device presets with provenance, and calibration of fabricated meshes.
 
+- presets: ``load_preset``, ``list_presets``, ``preset_sources`` (YAML under ``presets/``);
+- a virtual fabricated chip: ``fabricate`` → (``VirtualChip``, ``ChipTruth``);
+- characterisation: ``MeshCharacterizer().fit(chip)`` (scikit-learn shape);
+- programming: ``naive_codes``, ``ErrorAwareProgrammer``;
+- the ``calibrate_mesh`` workload lives in :mod:`calibration.workload`.
+
 The public API is exactly what this module re-exports.
 """
 
+from calibration.characterise import MeshCharacterizer
+from calibration.chip import ChipTruth, VirtualChip, fabricate
 from calibration.presets import (
     PresetError,
     list_presets,
@@ -10,11 +18,18 @@ from calibration.presets import (
     preset_description,
     preset_sources,
 )
+from calibration.program import ErrorAwareProgrammer, naive_codes
 
 __all__ = [
+    "ChipTruth",
+    "ErrorAwareProgrammer",
+    "MeshCharacterizer",
     "PresetError",
+    "VirtualChip",
+    "fabricate",
     "list_presets",
     "load_preset",
+    "naive_codes",
     "preset_description",
     "preset_sources",
 ]

@@ -150,11 +150,19 @@ def _summary(results: list[dict]) -> dict[str, float]:
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
+    import numba
     from threadpoolctl import threadpool_limits
 
+    # One thread for torch, BLAS/LAPACK and numba: on a shared 2-core machine oversubscribed
+    # BLAS threads made a 256×256 Cholesky 300× slower.
     torch.set_num_threads(1)
-    with threadpool_limits(1):
-        return _run(cfg, ctx)
+    numba_threads = numba.get_num_threads()
+    numba.set_num_threads(1)
+    try:
+        with threadpool_limits(1):
+            return _run(cfg, ctx)
+    finally:
+        numba.set_num_threads(numba_threads)
 
 
 def _run(cfg: Config, ctx: RunContext) -> dict[str, object]:
