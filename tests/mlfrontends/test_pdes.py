@@ -168,3 +168,28 @@ def test_darcy_mollified_coefficient_and_gradient():
                                                                              atol=1e-5)
     grid = pde.evaluation_grid()
     assert grid.u_exact.min() > 0 and grid.points.shape == (64, 2)
+
+
+def test_darcy_reference_satisfies_the_strong_form_residual():
+    """The FV reference, differentiated by finite differences, zeroes the PINN residual
+    −(aΔu + ∇a·∇u) − 1 of the mollified problem (a consistency check of both)."""
+    M = 128
+    pde = build_pde("darcy", {"reference_cells": M})
+    c = (np.arange(M) + 0.5) / M
+    X, Y = np.meshgrid(c, c, indexing="ij")
+    pts = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], 1))
+    u = solve_darcy_fv(pde.coefficient(pts)[0].numpy().reshape(M, M), np.ones((M, M)))
+    h, i = 1 / M, slice(1, -1)
+    ux = (u[2:, i] - u[:-2, i]) / (2 * h)
+    uy = (u[i, 2:] - u[i, :-2]) / (2 * h)
+    uxx = (u[2:, i] - 2 * u[i, i] + u[:-2, i]) / h**2
+    uyy = (u[i, 2:] - 2 * u[i, i] + u[i, :-2]) / h**2
+    z = torch.as_tensor(np.stack([X[i, i].ravel(), Y[i, i].ravel()], 1))
+    grad = torch.as_tensor(np.stack([ux, uy], -1)).reshape(-1, 2)
+    hess = torch.as_tensor(np.stack([uxx, uyy], -1)).reshape(-1, 2)
+    jet = Jet(torch.as_tensor(u[i, i].ravel()), grad, hess)
+    r = np.abs(pde.residual(z, jet).numpy())
+    assert np.median(r) < 1e-3 and np.quantile(r, 0.9) < 0.05
+    # Twice the solution solves the problem with source 2: residual ≈ 1 everywhere.
+    wrong = Jet(2 * jet.value, 2 * grad, 2 * hess)
+    assert np.median(np.abs(pde.residual(z, wrong).numpy())) > 0.9
