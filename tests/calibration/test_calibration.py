@@ -295,3 +295,28 @@ def test_virtual_chip_is_the_type_returned():
     c = torch.zeros((1, chip.num_shifters), dtype=torch.int64)
     # at zero drive the realised phases are the hidden offsets exactly
     torch.testing.assert_close(truth.realised_phases(c)[0], truth.errors.phase_offset_rad)
+
+
+def test_shipped_config_runs_through_the_cli_at_reduced_size(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from photonic.cli import app
+
+    sets = ["workload.reference_n=4", "workload.reference_chips=1",
+            "workload.reference_unitaries=1", "workload.sizes=[4]", "workload.size_chips=[1]",
+            "workload.size_unitaries=[1]", "workload.error_levels=[1.0]", "workload.level_n=4",
+            "workload.level_unitaries=1"]
+    args = ["run", "calibrate_mesh", "--out", str(tmp_path), "--quiet"]
+    for s in sets:
+        args += ["--set", s]
+    res = CliRunner().invoke(app, args)
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "metrics.json").read_text())
+    assert m["naive_rel_error"] > m["calibrated_rel_error"] > 0
+    assert m["measurements"] == 4 * (8 + 2 * 16)
+    bad = CliRunner().invoke(app, ["run", "calibrate_mesh", "--out", str(tmp_path),
+                                   "--set", "workload.size_chips=[1]"])
+    assert bad.exit_code == 2
+    assert "sizes, size_chips and size_unitaries must have equal lengths" in bad.output
