@@ -320,3 +320,17 @@ def test_shipped_config_runs_through_the_cli_at_reduced_size(tmp_path):
                                    "--set", "workload.size_chips=[1]"])
     assert bad.exit_code == 2
     assert "sizes, size_chips and size_unitaries must have equal lengths" in bad.output
+
+
+def test_arbitrary_fabrication_offsets_are_calibrated_out():
+    """Offsets with std 3 rad (effectively uniform over 2π, as for unbalanced arms): the
+    sweep/eigenvector method needs no starting guess, so it finds them all the same."""
+    chip, truth = fabricate(6, _device(offset_std=3.0), seed=2, shots=1000)
+    ch = MeshCharacterizer().fit(chip)
+    d = np.angle(np.exp(1j * (ch.phase_offset_rad_ - truth.errors.phase_offset_rad.numpy())))
+    assert np.abs(d).max() < 1e-3
+    prog = ErrorAwareProgrammer(ch.twin_params(), chip.layout, chip.design)
+    U = torch.as_tensor(unitary_group.rvs(6, random_state=0))
+    naive = rel_frobenius_error(U, truth.matrix(naive_codes(U, chip.layout, chip.design)))
+    calibrated = rel_frobenius_error(U, truth.matrix(prog.program(U)))
+    assert naive > 0.5 and calibrated < 0.04
