@@ -369,8 +369,9 @@ def optical_matmul(
         xp = xp.expand(batch_t + xp.shape)
         scale = scale.expand(batch_t + scale.shape)
     lead = tuple(xp.shape[nb:-2])
-    xb = xp.to(t.dtype).reshape(batch_t + (-1, 1, c, k, 1))
-    fields = (t.unsqueeze(-5) @ xb).squeeze(-1)  # (..., B, R, C, k), unit: √P_ch
+    xb = xp.to(t.dtype).reshape(batch_t + (-1, c, k))
+    # one batched GEMM per tile (batch R·C), not B·R·C tiny products
+    fields = torch.einsum("...rcij,...bcj->...brci", t, xb)  # (..., B, R, C, k), unit: √P_ch
     out = fields.real
     det = device.detector
     p_ch = device.laser.power_per_channel_mw * 1e-3
