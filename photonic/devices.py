@@ -35,8 +35,9 @@ class _Params(BaseModel):
 class PhaseShifterParams(_Params):
     """A phase shifter driven by a DAC voltage.
 
-    ``law`` maps drive voltage to phase: "quadratic" (thermo-optic, φ = γV², γ = π/V_π²),
-    "linear" (carrier / MOSCAP / MEMS to first order, φ = πV/V_π).
+    ``law`` maps drive voltage to phase: "quadratic" (thermo-optic heating ∝ V², and
+    electrostatic MEMS actuation ∝ V²: φ = γV², γ = π/V_π²), "linear" (carrier / MOSCAP
+    to first order, φ = πV/V_π).
     """
 
     kind: Literal["thermal", "moscap", "mems", "ideal"] = "ideal"
