@@ -375,7 +375,7 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, stepper):
     else:
         ctx.savez("prediction.npz", **axes, u_pred=u_pred, u_exact=grid.u_exact)
 
-    fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+    fig, ax = plt.subplots(1, 3, figsize=(16, 4.2), constrained_layout=True)
     if len(hist):
         ax[0].semilogy(hist[:, 0], np.abs(hist[:, 1]), lw=0.6, label="loss")
         ax[1].semilogy(hist[:, 2], np.abs(hist[:, 1]), lw=0.6, label="loss")
@@ -393,7 +393,7 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, stepper):
     if len(grid.shape) == 2:
         names = list(grid.axes)
         a0, a1 = grid.axes[names[0]], grid.axes[names[1]]
-        fig, ax = plt.subplots(1, 3, figsize=(15, 4))
+        fig, ax = plt.subplots(1, 3, figsize=(16, 4.2), constrained_layout=True)
         err = u_pred - grid.u_exact
         for a, data, title in zip(ax, (u_pred, grid.u_exact, err),
                                   ("prediction", "reference", "error"), strict=True):
