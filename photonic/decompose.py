@@ -151,16 +151,13 @@ def _reck_one(u, theta, phi, out_phase):  # pragma: no cover - compiled
         out_phase[m] = math.atan2(u[m, m].imag, u[m, m].real)
 
 
-def _decompose_py(us, clements, theta, phi, out_phase):  # pragma: no cover - compiled below
-    for b in numba.prange(us.shape[0]):
+@numba.njit(cache=True)
+def _decompose_batch(us, clements, theta, phi, out_phase):  # pragma: no cover - compiled
+    for b in range(us.shape[0]):
         if clements:
             _clements_one(us[b], theta[b], phi[b], out_phase[b])
         else:
             _reck_one(us[b], theta[b], phi[b], out_phase[b])
-
-
-_decompose_par = numba.njit(parallel=True, cache=True)(_decompose_py)
-_decompose_ser = numba.njit(cache=True)(_decompose_py)
 
 
 def decompose(
@@ -191,8 +188,7 @@ def decompose(
     theta = np.zeros((flat.shape[0], k))
     phi = np.zeros((flat.shape[0], k))
     out = np.zeros((flat.shape[0], n))
-    kernel = _decompose_par if flat.shape[0] * n**3 >= 2_000_000 else _decompose_ser
-    kernel(flat, topology == "clements", theta, phi, out)
+    _decompose_batch(flat, topology == "clements", theta, phi, out)
     two_pi = 2 * math.pi
     return MeshPhases(
         layout=layout,

@@ -16,6 +16,7 @@ in place (several times faster for large N).
 from __future__ import annotations
 
 import difflib
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
@@ -203,11 +204,12 @@ def _unpaired(j, parity, n):  # pragma: no cover - compiled
     return j - 1 < 0
 
 
-def _propagate_py(a, b, x, chunk):  # pragma: no cover - compiled below
+@numba.njit(cache=True)
+def _propagate_inplace(a, b, x, chunk):  # pragma: no cover - compiled
     nmesh, depth, n = a.shape
     ncol = x.shape[2]
     nchunk = (ncol + chunk - 1) // chunk
-    for job in numba.prange(nmesh * nchunk):
+    for job in range(nmesh * nchunk):
         m = job // nchunk
         k0 = (job % nchunk) * chunk
         k1 = min(k0 + chunk, ncol)
@@ -258,7 +260,8 @@ def propagate_columns(
     return x
 
 
-def _segment_py(ar, ai, br, bi, seg_len, outr, outi):  # pragma: no cover - compiled below
+@numba.njit(cache=True, fastmath=True)
+def _segment_kernel(ar, ai, br, bi, seg_len, outr, outi):  # pragma: no cover - compiled
     """Transfer matrix of each run of ``seg_len`` columns, propagated from the identity.
 
     Real and imaginary parts are kept in separate float arrays (the inner loop then
@@ -269,7 +272,7 @@ def _segment_py(ar, ai, br, bi, seg_len, outr, outi):  # pragma: no cover - comp
     """
     nmesh, depth, n = ar.shape
     nseg = (depth + seg_len - 1) // seg_len
-    for job in numba.prange(nmesh * nseg):
+    for job in range(nmesh * nseg):
         m = job // nseg
         g = job % nseg
         xr = outr[m, g]
@@ -315,28 +318,29 @@ def _segment_py(ar, ai, br, bi, seg_len, outr, outi):  # pragma: no cover - comp
                     i1[k] = b1r * x0i + b1i * x0r + a1r * x1i + a1i * x1r
 
 
-# Each kernel compiled twice: threads only pay off above ~1e6 pair updates; below that the
-# thread pool's wake-up costs more than the work (and suffers most on a busy machine).
-_propagate_par = numba.njit(parallel=True, cache=True)(_propagate_py)
-_propagate_ser = numba.njit(cache=True)(_propagate_py)
-_segment_par = numba.njit(parallel=True, cache=True, fastmath=True)(_segment_py)
-_segment_ser = numba.njit(cache=True, fastmath=True)(_segment_py)
-_PARALLEL_WORK = 1_000_000
+# The kernels run single-threaded on purpose: alternating numba's thread pool with torch's
+# OpenMP threads on a small CPU makes both spin against each other (measured 10–50× slowdowns
+# on 2 cores); torch keeps its threads for the GEMMs.
+_WORKSPACE = threading.local()
 
 
-def _propagate_inplace(a, b, x, chunk):
-    work = a.shape[0] * a.shape[1] * a.shape[2] * x.shape[2]
-    (_propagate_par if work >= _PARALLEL_WORK else _propagate_ser)(a, b, x, chunk)
+def _workspace(shape: tuple[int, ...]) -> np.ndarray:
+    """A zeroed complex buffer reused across calls (fresh large allocations page-fault)."""
+    buf = getattr(_WORKSPACE, "segments", None)
+    if buf is None or buf.shape != shape:
+        buf = np.zeros(shape, dtype=np.complex128)
+        _WORKSPACE.segments = buf
+    else:
+        buf.fill(0)
+    return buf
 
 
 def _segment_matrices(a: np.ndarray, b: np.ndarray, seg_len: int) -> np.ndarray:
     """Complex (nmesh, nseg, n, n) segment matrices of complex (nmesh, depth, n) coefficients."""
-    work = a.shape[0] * a.shape[1] * a.shape[2] * min(a.shape[1], seg_len)
-    kernel = _segment_par if work >= _PARALLEL_WORK else _segment_ser
-    parts = [np.ascontiguousarray(v) for v in (a.real, a.imag, b.real, b.imag)]
+    parts = [np.ascontiguousarray(v, dtype=np.float64) for v in (a.real, a.imag, b.real, b.imag)]
     nseg = -(-a.shape[1] // seg_len)
-    out = np.zeros((a.shape[0], nseg, a.shape[2], a.shape[2]), dtype=a.dtype)
-    kernel(*parts, seg_len, out.real, out.imag)
+    out = _workspace((a.shape[0], nseg, a.shape[2], a.shape[2]))
+    _segment_kernel(*parts, seg_len, out.real, out.imag)
     return out
 
 
@@ -354,11 +358,14 @@ def _build_matrix(layout: MeshLayout, a: torch.Tensor, b: torch.Tensor) -> torch
     batch = a.shape[:-2]
     aa = np.ascontiguousarray(a.reshape((-1,) + a.shape[-2:]).numpy())
     bb = np.ascontiguousarray(b.reshape((-1,) + b.shape[-2:]).numpy())
-    segs = torch.from_numpy(_segment_matrices(aa, bb, _SEGMENT_COLUMNS)).to(a.dtype)
-    t = segs[:, 0]
-    for g in range(1, segs.shape[1]):
-        t = torch.matmul(segs[:, g].contiguous(), t)
-    return t.reshape(batch + (layout.n, layout.n))
+    segs = torch.from_numpy(_segment_matrices(aa, bb, _SEGMENT_COLUMNS))
+    t = segs[:, 0].clone()
+    if segs.shape[1] > 1:
+        spare = torch.empty_like(t)
+        for g in range(1, segs.shape[1]):
+            torch.matmul(segs[:, g], t, out=spare)
+            t, spare = spare, t
+    return t.to(a.dtype).reshape(batch + (layout.n, layout.n))
 
 
 def transfer_matrix(
