@@ -40,3 +40,10 @@ def test_hub_public_api_names():
     for name in ["decompose", "reconstruct", "Mesh", "TensorCore", "PhotonicLinear",
                  "TTPhotonicLinear", "DeviceParams", "NoiseConfig"]:
         assert name in photonic.__all__
+
+
+def test_ruff_is_clean():
+    exe = shutil.which("ruff") or str(Path(sys.executable).parent / "ruff")
+    res = subprocess.run([exe, "check", "--no-cache", str(ROOT)], cwd=ROOT, capture_output=True,
+                         text=True)
+    assert res.returncode == 0, res.stdout + res.stderr
