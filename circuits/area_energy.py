@@ -36,7 +36,7 @@ from photonic.cost import (
 )
 from photonic.devices import DeviceParams
 from photonic.mesh import TOPOLOGIES
-from photonic.runio import RunContext, WorkloadConfig
+from photonic.runio import RunContext, WorkloadConfig, flatten_metrics
 from photonic.tonn import DenseLayer, TTLayer, count_mzis, network_stages
 
 __all__ = ["Config", "run", "mzi_count_rules", "layout_vs_analytic", "HJB_PUBLISHED_RATIO"]
@@ -378,15 +378,6 @@ def _preset_sources(ctx: RunContext, name: str) -> dict[str, str] | None:
     return None
 
 
-def _flat(d: dict, prefix: str = "") -> dict[str, object]:
-    out: dict[str, object] = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flat(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
-
 
 # Fields of DeviceParams the estimator reads (listed with their sources in the report).
 _COST_FIELDS = (
@@ -565,7 +556,7 @@ def _report_lines(cfg, layers, devices, table, scaling, gaps, rules, params, ctx
             continue
         unsourced = [k for k in _COST_FIELDS if src.get(k, "").startswith("default:")]
         if unsourced:
-            flat = _flat(devices[p].model_dump(mode="json"))
+            flat = flatten_metrics(devices[p].model_dump(mode="json"))
             L.append(f"Preset `{p}` leaves these estimator inputs at DeviceParams defaults "
                      "(no source): " + ", ".join(f"{k} = {flat.get(k)}" for k in unsourced)
                      + ".")
@@ -646,7 +637,7 @@ def _report_lines(cfg, layers, devices, table, scaling, gaps, rules, params, ctx
         L.append(f"| {k} | {getattr(params, k)} | {f.description} |")
     for pname, dev in devices.items():
         src = _preset_sources(ctx, pname)
-        flat = _flat(dev.model_dump(mode="json"))
+        flat = flatten_metrics(dev.model_dump(mode="json"))
         L += ["", f"Preset `{pname}` (values the estimator reads):", "",
               "| field | value | source |", "|---|---|---|"]
         for k in _COST_FIELDS:

@@ -334,21 +334,13 @@ def presets_show(name: Annotated[str, typer.Argument(help="Preset name")]) -> No
         _fail(f"unknown preset {name!r} (valid: {', '.join(names)}){hint}", 2)
     dev = calibration.load_preset(name)
     sources = calibration.preset_sources(name)
-    flat = _flatten(dev.model_dump(mode="json"))
+    from photonic.runio import flatten_metrics
+
+    flat = flatten_metrics(dev.model_dump(mode="json"))
     width = max(len(k) for k in flat)
     for k, v in flat.items():
         src = sources.get(k, "")
         typer.echo(f"{k:<{width}}  {json.dumps(v):>12}  {src}")
-
-
-def _flatten(d: dict, prefix: str = "") -> dict:
-    out = {}
-    for k, v in d.items():
-        if isinstance(v, dict):
-            out.update(_flatten(v, f"{prefix}{k}."))
-        else:
-            out[f"{prefix}{k}"] = v
-    return out
 
 
 def main() -> None:
