@@ -352,8 +352,7 @@ def optical_matmul(
     xn = x / scale
     if noise.input_quantization:
         xn = quantize_signed(xn, device.dac.bits, 1.0)
-    needs_detect = noise.detector_noise or noise.output_quantization
-    if not needs_detect:
+    if not (noise.detector_noise or noise.output_quantization):
         # Ideal detection is linear: Re(T x) = Re(T) x for real x, so the tiles collapse into
         # one real matrix and a single (batched) GEMM does the work.
         w = assemble_tiles(tiles.real.to(real) * gain.to(real)[..., None, None])[..., :m, :n]

@@ -196,6 +196,10 @@ class PhotonicLinear(nn.Module):
     def mode(self) -> str:
         return self.core.mode
 
+    def realised_matrix(self) -> torch.Tensor:
+        """The (P.., out, in) matrix the chip realises now (see PhotonicMatrix)."""
+        return self.core.realised_matrix()
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return _add_bias(self.core(x), self.bias)
 
@@ -264,6 +268,11 @@ class TTPhotonicLinear(nn.Module):
         if x.shape[-1] != self.in_features:
             raise ValueError(f"input has {x.shape[-1]} features; the layer expects "
                              f"{self.in_features}")
+        if self.cores[0].noise.linear_detection:
+            # The optical path is linear: the realised cores contract into one (P.., M, N)
+            # matrix and a single GEMM gives exactly what the per-core chain would.
+            w = self.realised_matrix().to(x.dtype)
+            return _add_bias(batched_matmul(x, w), self.bias)
         p = self.cores[0].param_batch_shape
         if p and tuple(x.shape[: len(p)]) != p:
             x = x.expand(p + x.shape)
@@ -279,16 +288,20 @@ class TTPhotonicLinear(nn.Module):
             t = y.permute(*range(len(p)), -5, -4, -1, -3, -2).reshape(p + (b, nl, mk * mr, rk1))
         return _add_bias(t.reshape(p + lead + (self.out_features,)), self.bias)
 
-    def dense_weight(self) -> torch.Tensor:
-        """The (M, N) matrix the realised cores represent (for checks)."""
-        eye = torch.eye(self.in_features, dtype=torch.float64)
-        saved = self.bias
-        self.bias = None
-        try:
-            w = self.forward(eye).T
-        finally:
-            self.bias = saved
-        return w
+    def realised_matrix(self) -> torch.Tensor:
+        """The (P.., M, N) matrix the realised cores represent (TT contraction)."""
+        t = None
+        for k, core in enumerate(self.cores):
+            mat = core.realised_matrix()
+            g = mat.reshape(mat.shape[:-2] + (self.ranks[k], self.out_shape[k], self.in_shape[k],
+                                              self.ranks[k + 1]))
+            if t is None:
+                t = g[..., 0, :, :, :]  # (P.., m1, n1, r1)
+                continue
+            t = torch.einsum("...MNr,...rmns->...MmNns", t, g)
+            t = t.reshape(t.shape[:-5] + (t.shape[-5] * t.shape[-4], t.shape[-3] * t.shape[-2],
+                                          t.shape[-1]))
+        return t[..., 0]
 
 
 def convert_linear(

@@ -62,6 +62,12 @@ class NoiseConfig(BaseModel):
     output_quantization: bool = False
     wavelength_um: float | None = None  # None: operate at the design wavelength
 
+    @property
+    def linear_detection(self) -> bool:
+        """True when the chip computes an exactly linear map of its input: no input DAC,
+        detector noise or output ADC, so the detected in-phase output is Re(T)·x."""
+        return not (self.input_quantization or self.detector_noise or self.output_quantization)
+
     @classmethod
     def ideal(cls) -> NoiseConfig:
         return cls()

@@ -19,27 +19,15 @@ from torch import nn
 
 import photonic
 
-from .models import ACTIVATIONS, TTLinear, batched_linear
+from .models import ACTIVATIONS, batched_linear
 
-__all__ = ["ChipMLP", "linear_path_is_exact", "realised_weight"]
-
-
-def linear_path_is_exact(noise: photonic.NoiseConfig) -> bool:
-    """True when the chip computes an exactly linear map of its input (see module doc)."""
-    return not (noise.input_quantization or noise.detector_noise or noise.output_quantization)
+__all__ = ["ChipMLP", "realised_weight"]
 
 
 def realised_weight(layer: nn.Module) -> torch.Tensor:
     """The (P.., out, in) matrix a hub layer realises now."""
-    if isinstance(layer, photonic.PhotonicLinear):
-        return layer.core.realised_matrix()
-    if isinstance(layer, photonic.TTPhotonicLinear):
-        cores = []
-        for k, core in enumerate(layer.cores):
-            mat = core.realised_matrix()
-            shape = (layer.ranks[k], layer.out_shape[k], layer.in_shape[k], layer.ranks[k + 1])
-            cores.append(mat.reshape(*mat.shape[:-2], *shape))
-        return TTLinear._materialise_from(cores)
+    if isinstance(layer, photonic.PhotonicLinear | photonic.TTPhotonicLinear):
+        return layer.realised_matrix()
     raise TypeError(f"not a photonic layer: {type(layer).__name__}")
 
 

@@ -30,7 +30,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from photonic.runio import RunContext, WorkloadConfig
 
 from ..zo import FirstOrderStepper, ZOStepper
-from .chip import ChipMLP, linear_path_is_exact
+from .chip import ChipMLP
 from .derivatives import Autograd, build_estimator
 from .models import TTLinear, build_mlp, count_parameters
 from .pdes import PDE, PDE_REGISTRY, build_pde
@@ -176,7 +176,7 @@ def build_network(cfg: Config, ctx: RunContext) -> torch.nn.Module:
                                           weight=layer.weight.detach(), **kw)
         new.bias.data.copy_(layer.bias.detach())
         layers.append(new)
-    return ChipMLP(layers, spec["activation"], fast=linear_path_is_exact(ctx.noise))
+    return ChipMLP(layers, spec["activation"], fast=ctx.noise.linear_detection)
 
 
 def _generators(module: torch.nn.Module) -> list[torch.Generator]:

@@ -54,7 +54,7 @@ def test_tt_layer_equals_its_dense_contraction_and_counts():
     g = [c.weight.detach().reshape(tt.ranks[k], tt.out_shape[k], tt.in_shape[k], tt.ranks[k + 1])
          for k, c in enumerate(tt.cores)]
     dense = torch.einsum("aijb,bklc,cmnd->ikmjln", *g).reshape(100, 100)
-    assert (dense - tt.dense_weight()).abs().max() < 1e-14
+    assert (dense - tt.realised_matrix()).abs().max() < 1e-14
     assert sum(p.numel() for p in tt.parameters()) == 280  # 40 + 100 + 40 cores + 100 bias
     x = torch.randn(3, 100, dtype=torch.float64)
     assert (tt(x) - (x @ dense.T + tt.bias)).abs().max() < 1e-13
@@ -78,3 +78,28 @@ def test_convert_linear_keeps_function_on_an_ideal_chip():
     convert_linear(model, tile=4, mode="weight")
     assert isinstance(model[0], PhotonicLinear) and isinstance(model[2], PhotonicLinear)
     assert (model(x) - ref).abs().max() < 1e-12
+
+
+def test_tt_one_gemm_shortcut_equals_the_per_core_optical_chain():
+    # With mesh errors on but linear detection, the layer contracts its realised cores into
+    # one matrix; with the input DAC on it must run core by core. At 32 bits the DAC is
+    # (numerically) transparent, so both paths must agree.
+    from photonic import ConverterParams, CrosstalkParams, PhaseShifterParams
+
+    dev = DeviceParams(shifter=PhaseShifterParams(kind="thermal", law="quadratic", v_pi_v=4.36,
+                                                  v_max_v=10.8),
+                       phase_dac=ConverterParams(bits=8), dac=ConverterParams(bits=32),
+                       crosstalk=CrosstalkParams(model="nearest", coefficient=0.005))
+    static = {"phase_quantization": True, "crosstalk": True}
+    x = torch.randn(6, 100, dtype=torch.float64)
+    for mode in ("weight", "phase"):
+        fast = TTPhotonicLinear([4, 5, 5], [5, 5, 4], mode=mode, tile=8, device=dev,
+                                noise=NoiseConfig(**static), seed=3)
+        chain = TTPhotonicLinear([4, 5, 5], [5, 5, 4], mode=mode, tile=8, device=dev,
+                                 noise=NoiseConfig(**static, input_quantization=True), seed=3)
+        chain.load_state_dict(fast.state_dict())
+        params = _batched(fast, p=2, scale=0.01)
+        yf = functional_call(fast, params, (x,))
+        yc = functional_call(chain, params, (x,))
+        assert yf.shape == (2, 6, 100)
+        assert (yf - yc).abs().max() < 1e-7
