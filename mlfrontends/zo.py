@@ -45,6 +45,7 @@ __all__ = [
     "ZOStepper",
     "block_directions",
     "coordinate_directions",
+    "split_blocks",
     "gaussian_directions",
     "rademacher_directions",
     "zo_gradient",
@@ -92,6 +93,18 @@ def block_directions(
     for b, sl in enumerate(blocks):  # one row per tensor, not per element
         mask[b, sl] = 1.0
     return full * mask.repeat_interleave(num_per_block, dim=0)
+
+
+def split_blocks(slices: Sequence[slice], block_size: int | None) -> list[slice]:
+    """Per-tensor blocks, each cut into contiguous chunks of at most ``block_size``
+    elements (e.g. one chunk per photonic tile of a layer's phase tensor); None: as is."""
+    if block_size is None:
+        return list(slices)
+    out = []
+    for sl in slices:
+        for a in range(sl.start, sl.stop, block_size):
+            out.append(slice(a, min(a + block_size, sl.stop)))
+    return out
 
 
 def coordinate_directions(
@@ -237,6 +250,7 @@ class ZOStepper:
         two_sided: bool = True,
         per_tensor: bool = True,
         clip_norm: float | None = None,
+        block_size: int | None = None,
         generator: torch.Generator,
     ):
         if estimator not in ("random", "coordinate"):
@@ -249,6 +263,9 @@ class ZOStepper:
         self.mu, self.estimator, self.num_queries = mu, estimator, num_queries
         self.distribution, self.two_sided, self.per_tensor = distribution, two_sided, per_tensor
         self.clip_norm, self.generator = clip_norm, generator
+        if block_size is not None and block_size < 1:
+            raise ValueError(f"block_size: must be ≥ 1 or None, got {block_size}")
+        self.blocks = split_blocks(self.layout.slices, block_size)
 
     def directions(self, dtype) -> tuple[torch.Tensor, float]:
         D = self.layout.dim
@@ -261,7 +278,7 @@ class ZOStepper:
         q = self.num_queries or 1
         if self.per_tensor:
             U = block_directions(
-                q, self.layout.slices, D, distribution=self.distribution,
+                q, self.blocks, D, distribution=self.distribution,
                 generator=self.generator, dtype=dtype,
             )
         else:

@@ -88,7 +88,28 @@ class OptimConfig(_Section):
     two_sided: bool = True
     per_tensor: bool = True
     clip_norm: float | None = Field(None, gt=0, description="clip ‖ĝ‖ before Adam")
+    block_size: int | None = Field(None, ge=1, description="per-tensor blocks cut into "
+                                   "chunks of at most this many parameters (per_tensor)")
     betas: tuple[float, float] = (0.9, 0.999)
+
+
+class CollocationConfig(_Section):
+    """How the collocation points of each iteration are drawn.
+
+    ``uniform``: fresh i.i.d. uniform points. ``rad``: residual-based adaptive distribution
+    (Wu, Zhu, Tan, Kartha & Lu 2023, "A comprehensive study of non-adaptive and
+    residual-based adaptive sampling for physics-informed neural networks", CMAME 403,
+    115671): every ``refresh_every`` iterations a fresh uniform pool of ``pool`` points is
+    drawn and the current network's residual evaluated there (forward only, counted in
+    ``forward_evals``); each iteration then draws its points from the pool without
+    replacement with probability ∝ |r|^k / mean|r|^k + c.
+    """
+
+    sampling: Literal["uniform", "rad"] = "uniform"
+    pool: int = Field(4096, ge=1, description="candidate points per refresh (rad)")
+    refresh_every: int = Field(50, ge=1, description="iterations between refreshes (rad)")
+    k: float = Field(1.0, ge=0, description="residual exponent (rad)")
+    c: float = Field(1.0, ge=0, description="uniform floor of the density (rad)")
 
 
 class Config(WorkloadConfig):
@@ -101,6 +122,7 @@ class Config(WorkloadConfig):
     iterations: int = Field(1000, ge=1)
     time_limit_s: float | None = Field(None, gt=0, description="stop training after this")
     collocation_points: int = Field(1200, ge=1)
+    collocation: CollocationConfig = CollocationConfig()
     eval_every: int = Field(50, ge=1)
     checkpoint_every: int = Field(100, ge=1)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: default)")
@@ -115,6 +137,13 @@ class Config(WorkloadConfig):
                 "estimator.kind = 'autograd' needs back-propagation; with optim.method = "
                 f"{self.optim.method!r} use sg_stein, mc_stein or fd"
             )
+        c = self.collocation
+        if c.sampling == "rad" and c.pool < self.collocation_points:
+            raise ValueError(f"collocation.pool = {c.pool} must be ≥ collocation_points = "
+                             f"{self.collocation_points} (points are drawn without "
+                             "replacement from the pool)")
+        if c.sampling == "rad" and c.k == 0 and c.c == 0:
+            raise ValueError("collocation: k = 0 and c = 0 give an all-zero density")
         if self.optim.method == "first_order" and self.model.execution == "phase":
             raise ValueError("optim.method = 'first_order' with model.execution = 'phase' is "
                              "not a BP-free recipe; use zo or coordinate")
@@ -194,6 +223,40 @@ def _residual_loss(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator):
     return loss
 
 
+class _Collocation:
+    """Draws each iteration's collocation points (uniform, or RAD from a scored pool)."""
+
+    def __init__(self, cfg: Config, pde: PDE, generator: torch.Generator, dtype):
+        self.c, self.n, self.pde, self.gen, self.dtype = (cfg.collocation,
+                                                          cfg.collocation_points, pde,
+                                                          generator, dtype)
+        self.pool: torch.Tensor | None = None
+        self.prob: torch.Tensor | None = None
+
+    def draw(self, it: int, residual) -> tuple[torch.Tensor, int]:
+        """Points for iteration ``it`` and the network evaluations spent on scoring
+        (``residual(z) -> (N,)`` evaluates the current, unperturbed network)."""
+        if self.c.sampling == "uniform":
+            return self.pde.sample(self.n, self.gen, dtype=self.dtype), 0
+        spent = 0
+        if self.pool is None or it % self.c.refresh_every == 0:
+            self.pool = self.pde.sample(self.c.pool, self.gen, dtype=self.dtype)
+            r = residual(self.pool).abs().double() ** self.c.k
+            prob = r / r.mean().clamp_min(1e-300) + self.c.c
+            if not bool(torch.isfinite(prob).all()):  # a diverged net: fall back to uniform
+                prob = torch.ones_like(prob)
+            self.prob = prob
+            spent = self.c.pool
+        idx = torch.multinomial(self.prob, self.n, replacement=False, generator=self.gen)
+        return self.pool[idx], spent
+
+    def state(self) -> dict[str, Any]:
+        return {"pool": self.pool, "prob": self.prob}
+
+    def load(self, st: dict[str, Any]) -> None:
+        self.pool, self.prob = st["pool"], st["prob"]
+
+
 def _predict(pde: PDE, net: torch.nn.Module, dtype) -> np.ndarray:
     grid = pde.evaluation_grid()
     z = torch.as_tensor(grid.points, dtype=dtype)
@@ -234,10 +297,17 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         stepper = ZOStepper(
             net, opt, mu=o.mu, estimator="random" if o.method == "zo" else "coordinate",
             num_queries=o.num_queries, distribution=o.distribution, two_sided=o.two_sided,
-            per_tensor=o.per_tensor, clip_norm=o.clip_norm, generator=gen_zo,
+            per_tensor=o.per_tensor, clip_norm=o.clip_norm, block_size=o.block_size,
+            generator=gen_zo,
         )
     grid = pde.evaluation_grid()
     gens = {"points": gen_points, "zo": gen_zo, "mc": gen_mc}
+    sampler = _Collocation(cfg, pde, gen_points, dtype)
+
+    def pointwise_residual(z: torch.Tensor) -> torch.Tensor:
+        with torch.set_grad_enabled(isinstance(estimator, Autograd)):  # autograd: d/dz
+            jet = estimator.estimate(lambda x: net(x).squeeze(-1), z, generator=gen_mc)
+            return pde.residual(z, pde.constrain(z, jet)).detach()
     state: dict[str, Any] = {"iteration": 0, "forward_evals": 0, "wall_s": 0.0,
                              "history": [], "evals": [], "diverged": False}
     ckpt = ctx.load_checkpoint()
@@ -249,6 +319,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         for g, s in zip(_generators(net), ckpt["noise_generators"], strict=True):
             g.set_state(s)
         state = ckpt["state"]
+        sampler.load(ckpt["sampler"])
 
     def save():
         ctx.save_checkpoint({
@@ -256,6 +327,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "generators": {k: g.get_state() for k, g in gens.items()},
             "noise_generators": [g.get_state() for g in _generators(net)],
             "state": state, "config": cfg.model_dump(mode="json"),
+            "sampler": sampler.state(),
         })
 
     def evaluate():
@@ -276,11 +348,12 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         lr = lr_at(it, o, cfg.iterations)
         for group in opt.param_groups:
             group["lr"] = lr
-        z = pde.sample(cfg.collocation_points, gen_points, dtype=dtype)
+        z, scored = sampler.draw(it, pointwise_residual)
         info = stepper.step(_residual_loss(pde, estimator, z, gen_mc))
         state["wall_s"] += time.perf_counter() - t0
         state["iteration"] = it + 1
-        state["forward_evals"] += info.num_sets * cfg.collocation_points * evals_per_point
+        state["forward_evals"] += (info.num_sets * cfg.collocation_points + scored) * \
+            evals_per_point
         state["history"].append((it + 1, info.loss, state["forward_evals"], state["wall_s"]))
         if not math.isfinite(info.loss):
             state["diverged"] = True

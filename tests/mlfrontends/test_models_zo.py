@@ -161,6 +161,25 @@ def test_zo_stepper_one_batched_call_and_descends():
     assert last.loss < 0.5 * first.loss
 
 
+def test_split_blocks_and_stepper_block_size():
+    from mlfrontends.zo import split_blocks
+
+    assert split_blocks([slice(0, 5), slice(5, 6)], 2) == [
+        slice(0, 2), slice(2, 4), slice(4, 5), slice(5, 6)]
+    assert split_blocks([slice(0, 5)], None) == [slice(0, 5)]
+    net = build_mlp([2, 16, 1], seed=0)  # tensors of 32, 16, 16, 1 parameters
+    opt = torch.optim.Adam(net.parameters(), lr=1e-2)
+    st = ZOStepper(net, opt, mu=1e-3, block_size=10, generator=torch.Generator().manual_seed(0))
+    U, scale = st.directions(torch.float64)
+    # 32 → 4 chunks, 16 → 2, 16 → 2, 1 → 1: one direction per chunk, disjoint supports
+    assert U.shape == (9, 65) and scale == 1.0
+    support = U != 0
+    assert torch.equal(support.sum(0), torch.ones(65, dtype=torch.long))
+    assert support.sum(1).tolist() == [10, 10, 10, 2, 10, 6, 10, 6, 1]
+    with pytest.raises(ValueError, match="block_size"):
+        ZOStepper(net, opt, mu=1e-3, block_size=0, generator=torch.Generator())
+
+
 def test_zo_gradient_matches_autograd_in_expectation():
     net = build_mlp([2, 8, 1], seed=1)
     x = torch.rand(16, 2, dtype=torch.float64)
