@@ -177,14 +177,14 @@ def _lookup_distribution(name: str):
 class ParamLayout:
     """Maps a module's trainable parameters to a flat vector and back (in named order)."""
 
-    def __init__(self, module: nn.Module):
+    def __init__(self, module: nn.Module, exclude: Sequence[str] = ()):
         self.names: list[str] = []
         self.shapes: list[torch.Size] = []
         self.slices: list[slice] = []
         self.params: list[nn.Parameter] = []
         start = 0
         for name, p in module.named_parameters():
-            if not p.requires_grad:
+            if not p.requires_grad or name in exclude:
                 continue
             self.names.append(name)
             self.shapes.append(p.shape)
@@ -236,6 +236,10 @@ class ZOStepper:
 
     estimator: "random" (directions from ``distribution``; whole vector or per tensor) or
     "coordinate" (``num_queries`` random coordinates per step, or all if None).
+    local: names of parameters trained with their exact *local* gradient instead — for an
+    electronic read-out layer whose inputs (the detected hidden activations) the controller
+    sees: the derivative runs only through that layer and the loss, never through another
+    layer, so no back-propagation through the network (one extra unperturbed forward).
     """
 
     def __init__(
@@ -251,6 +255,7 @@ class ZOStepper:
         per_tensor: bool = True,
         clip_norm: float | None = None,
         block_size: int | None = None,
+        local: Sequence[str] = (),
         generator: torch.Generator,
     ):
         if estimator not in ("random", "coordinate"):
@@ -259,7 +264,14 @@ class ZOStepper:
             )
         _lookup_distribution(distribution)
         self.module, self.optimizer = module, optimizer
-        self.layout = ParamLayout(module)
+        named = dict(module.named_parameters())
+        unknown = [n for n in local if n not in named]
+        if unknown:
+            close = difflib.get_close_matches(unknown[0], list(named), n=1)
+            hint = f"; did you mean {close[0]!r}?" if close else ""
+            raise ValueError(f"local: no parameter named {unknown[0]!r}{hint}")
+        self.local = [named[n] for n in local]
+        self.layout = ParamLayout(module, exclude=local)
         self.mu, self.estimator, self.num_queries = mu, estimator, num_queries
         self.distribution, self.two_sided, self.per_tensor = distribution, two_sided, per_tensor
         self.clip_norm, self.generator = clip_norm, generator
@@ -299,8 +311,28 @@ class ZOStepper:
             )
         self.optimizer.zero_grad(set_to_none=True)
         self.layout.set_grad(_clip_(est.grad, self.clip_norm))
+        num_sets = est.num_sets
+        if self.local:
+            self._local_gradients(loss)
+            num_sets += 1
         self.optimizer.step()
-        return StepInfo(loss=est.loss, num_sets=est.num_sets)
+        return StepInfo(loss=est.loss, num_sets=num_sets)
+
+    def _local_gradients(self, loss: ModuleLoss) -> None:
+        """Exact gradients of the ``local`` parameters from one unperturbed forward: every
+        other parameter is frozen, so the derivative never passes through them — only
+        through the layer that owns the local parameters and the loss arithmetic."""
+        frozen = [p for p in self.layout.params if p.requires_grad]
+        for p in frozen:
+            p.requires_grad_(False)
+        try:
+            value = loss(lambda *args: self.module(*args))
+            grads = torch.autograd.grad(value, self.local)
+        finally:
+            for p in frozen:
+                p.requires_grad_(True)
+        for p, g in zip(self.local, grads, strict=True):
+            p.grad = g.detach().clone()
 
 
 class FirstOrderStepper:

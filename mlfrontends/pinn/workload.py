@@ -65,6 +65,10 @@ class ModelConfig(_Section):
     tt_init: Literal["random", "ttsvd"] = "random"
     execution: Literal["digital", "weight", "phase"] = "digital"
     tile: int = Field(8, ge=2, description="k of the k×k photonic SVD tiles")
+    chip_layers: Literal["all", "tt"] = Field(
+        "all", description="with execution weight/phase: 'all' layers on the photonic core, "
+        "or only the TT layers (TONN: TT-cores on meshes) with the dense input and read-out "
+        "layers in electronics (digital weights)")
     precision: Literal["float64", "float32"] = "float64"
 
 
@@ -90,6 +94,8 @@ class OptimConfig(_Section):
     clip_norm: float | None = Field(None, gt=0, description="clip ‖ĝ‖ before Adam")
     block_size: int | None = Field(None, ge=1, description="per-tensor blocks cut into "
                                    "chunks of at most this many parameters (per_tensor)")
+    local_readout: bool = Field(False, description="train an electronic read-out layer with "
+                                "its exact local gradient (zo only)")
     betas: tuple[float, float] = (0.9, 0.999)
 
 
@@ -144,6 +150,15 @@ class Config(WorkloadConfig):
                              "replacement from the pool)")
         if c.sampling == "rad" and c.k == 0 and c.c == 0:
             raise ValueError("collocation: k = 0 and c = 0 give an all-zero density")
+        if self.optim.local_readout:
+            if self.optim.method == "first_order":
+                raise ValueError("optim.local_readout = true is for ZO training; "
+                                 "first_order already has every gradient")
+            if self.model.execution != "digital" and self.model.chip_layers != "tt":
+                raise ValueError(
+                    "optim.local_readout = true needs an electronic read-out layer: set "
+                    "model.chip_layers = 'tt' (got 'all': the read-out is photonic and its "
+                    "gradient would need back-propagation through the meshes)")
         if self.optim.method == "first_order" and self.model.execution == "phase":
             raise ValueError("optim.method = 'first_order' with model.execution = 'phase' is "
                              "not a BP-free recipe; use zo or coordinate")
@@ -194,6 +209,9 @@ def build_network(cfg: Config, ctx: RunContext) -> torch.nn.Module:
 
     layers = []
     for i, layer in enumerate(net.layers):
+        if cfg.model.chip_layers == "tt" and not isinstance(layer, TTLinear):
+            layers.append(layer)  # electronic dense layer
+            continue
         kw = dict(mode=cfg.model.execution, tile=cfg.model.tile, device=ctx.device,
                   noise=ctx.noise, seed=ctx.seed + 1000 * (i + 1), dtype=dtype)
         if isinstance(layer, TTLinear):
@@ -206,6 +224,12 @@ def build_network(cfg: Config, ctx: RunContext) -> torch.nn.Module:
         new.bias.data.copy_(layer.bias.detach())
         layers.append(new)
     return ChipMLP(layers, spec["activation"], fast=ctx.noise.linear_detection)
+
+
+def _readout_names(net: torch.nn.Module) -> tuple[str, ...]:
+    """Parameter names of the network's last (read-out) layer."""
+    last = len(net.layers) - 1
+    return tuple(f"layers.{last}.{n}" for n, _ in net.layers[last].named_parameters())
 
 
 def _generators(module: torch.nn.Module) -> list[torch.Generator]:
@@ -298,7 +322,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             net, opt, mu=o.mu, estimator="random" if o.method == "zo" else "coordinate",
             num_queries=o.num_queries, distribution=o.distribution, two_sided=o.two_sided,
             per_tensor=o.per_tensor, clip_norm=o.clip_norm, block_size=o.block_size,
-            generator=gen_zo,
+            local=_readout_names(net) if o.local_readout else (), generator=gen_zo,
         )
     grid = pde.evaluation_grid()
     gens = {"points": gen_points, "zo": gen_zo, "mc": gen_mc}
@@ -379,11 +403,14 @@ def _chip_cost(cfg: Config, ctx: RunContext, spec, sets_per_step: int, rows_per_
     from photonic.tonn import DenseLayer, TTLayer, network_stages
 
     layers = []
+    electronic_macs = 0
     w = spec["widths"]
     for i in range(len(w) - 1):
         if cfg.model.arch == "tt" and i in spec["tt_layers"]:
             n, m = spec["tt_layers"][i]
             layers.append(TTLayer(tuple(n), tuple(m), (cfg.model.tt_rank,) * (len(n) - 1)))
+        elif cfg.model.chip_layers == "tt":
+            electronic_macs += w[i] * w[i + 1]
         else:
             layers.append(DenseLayer(w[i + 1], w[i]))
     stages = network_stages(layers, mapping="tt", tile=cfg.model.tile,
@@ -399,6 +426,7 @@ def _chip_cost(cfg: Config, ctx: RunContext, spec, sets_per_step: int, rows_per_
         "energy_pj_total": (rep.energy_pj_per_step or 0.0) * iterations,
         "latency_ns_total": (rep.latency_ns_per_step or 0.0) * iterations,
         "energy_pj_per_inference": rep.energy_pj,
+        "electronic_macs_per_evaluation": electronic_macs,
     }
     return out
 
@@ -420,6 +448,7 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, stepper):
         U, _ = stepper.directions(torch.float64)
         num_sets = (2 if stepper.two_sided else 1) * U.shape[0] + (0 if stepper.two_sided
                                                                      else 1)
+        num_sets += 1 if stepper.local else 0  # the unperturbed forward of the read-out
     rows = cfg.collocation_points * evals_per_point
     metrics: dict[str, Any] = {
         "rel_l2": rel,
@@ -522,6 +551,10 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, stepper):
             f"| energy, whole training [J] | {c['energy_pj_total'] / 1e12:.4g} |",
             f"| latency, whole training [s] | {c['latency_ns_total'] / 1e9:.4g} |",
         ]
+        if c["electronic_macs_per_evaluation"]:
+            lines += ["", f"The dense input and read-out layers run in electronics "
+                      f"({c['electronic_macs_per_evaluation']} MACs per network evaluation, "
+                      "not in the photonic estimate above)."]
     elif "chip_cost_error" in metrics:
         lines += ["", f"Chip cost estimate unavailable: {metrics['chip_cost_error']}"]
     lines += [

@@ -180,6 +180,28 @@ def test_split_blocks_and_stepper_block_size():
         ZOStepper(net, opt, mu=1e-3, block_size=0, generator=torch.Generator())
 
 
+def test_local_readout_gradient_is_exact_and_excluded_from_zo():
+    net = build_mlp([2, 8, 8, 1], seed=2)
+    x = torch.rand(16, 2, dtype=torch.float64)
+
+    def loss(fwd):
+        return (torch.sin(fwd(x)) ** 2).mean(dim=(-1, -2))
+
+    ref = torch.autograd.grad(loss(net), [net.layers[2].weight, net.layers[2].bias])
+    opt = torch.optim.SGD(net.parameters(), lr=0.0)
+    st = ZOStepper(net, opt, mu=1e-3, local=("layers.2.weight", "layers.2.bias"),
+                   generator=torch.Generator().manual_seed(0))
+    assert st.layout.names == ["layers.0.weight", "layers.0.bias", "layers.1.weight",
+                               "layers.1.bias"]
+    info = st.step(loss)
+    assert info.num_sets == 2 * 4 + 1
+    assert torch.allclose(net.layers[2].weight.grad, ref[0], atol=1e-14)
+    assert torch.allclose(net.layers[2].bias.grad, ref[1], atol=1e-14)
+    assert all(p.requires_grad for p in net.parameters())
+    with pytest.raises(ValueError, match="did you mean 'layers.2.bias'"):
+        ZOStepper(net, opt, mu=1e-3, local=("layers.2.bais",), generator=torch.Generator())
+
+
 def test_zo_gradient_matches_autograd_in_expectation():
     net = build_mlp([2, 8, 1], seed=1)
     x = torch.rand(16, 2, dtype=torch.float64)

@@ -138,6 +138,27 @@ def test_rad_sampling_follows_the_residual_density():
         Config(collocation_points=100, collocation={"sampling": "rad", "pool": 50})
 
 
+def test_tt_only_chip_keeps_dense_layers_electronic(tmp_path):
+    from mlfrontends.pinn.models import DenseLinear
+
+    with pytest.raises(ValidationError, match="needs an electronic read-out"):
+        Config(model={"execution": "phase"}, optim={"local_readout": True})
+    cfg = Config(iterations=2, collocation_points=3, pde_params=SMALL_GRIDS["burgers"],
+                 model={"execution": "phase", "chip_layers": "tt"},
+                 optim={"local_readout": True, "mu": 0.025})
+    ctx = _ctx(tmp_path, noise=photonic.NoiseConfig.ideal())
+    net = build_network(cfg, ctx)
+    kinds = [type(layer).__name__ for layer in net.layers]
+    assert kinds == ["DenseLinear", "TTPhotonicLinear", "TTPhotonicLinear",
+                     "TTPhotonicLinear", "DenseLinear"]
+    assert isinstance(net.layers[0], DenseLinear)
+    m = run(cfg, ctx)
+    # ZO over every tensor but the read-out's two (±), plus one local forward
+    tensors = len(list(net.parameters())) - 2
+    assert m["parameter_sets_per_step"] == 2 * tensors + 1
+    assert m["chip"]["electronic_macs_per_evaluation"] == 2 * 100 + 100 * 1
+
+
 def test_first_order_reference_learns(tmp_path):
     cfg = Config(iterations=40, collocation_points=64, eval_every=40,
                  pde_params=SMALL_GRIDS["burgers"], estimator={"kind": "autograd"},
