@@ -2,12 +2,14 @@
 
 Run: python benchmarks/bench_mesh.py [--repeats R]
 Prints one table for N in {8, 16, 32, 64, 128, 256}, with each time's ratio to one N×N
-complex128 matmul measured in the same run, and the batched 1024 × 8×8 build.
+complex128 matmul measured in the same run (matmul and build timed alternately, so load
+changes hit both), the batched 1024 × 8×8 build, and the load average before and after.
 """
 
 from __future__ import annotations
 
 import argparse
+import os
 import time
 
 import numpy as np
@@ -28,12 +30,36 @@ def best_ms(fn, repeats: int) -> float:
     return 1e3 * min(times)
 
 
+def best_pair_ms(fa, fb, repeats: int, block: int = 4) -> tuple[float, float]:
+    """Best times of two functions timed in alternating blocks of ``block`` calls each.
+
+    On a shared machine both then see the same load; blocks (not single calls) so that
+    torch's OpenMP workers, which spin for a while after a matmul, do not sit on every
+    timed build.
+    """
+    fa()
+    fb()
+    ta, tb = [], []
+    for _ in range(-(-repeats // block)):
+        for fn, times in ((fa, ta), (fb, tb)):
+            for _ in range(block):
+                t0 = time.perf_counter()
+                fn()
+                times.append(time.perf_counter() - t0)
+    return 1e3 * min(ta), 1e3 * min(tb)
+
+
+def load() -> str:
+    return "load average " + ", ".join(f"{v:.2f}" for v in os.getloadavg())
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__)
     ap.add_argument("--repeats", type=int, default=7)
     args = ap.parse_args()
     r = args.repeats
-    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; best of {r} (ms)")
+    print(f"torch {torch.__version__}, threads {torch.get_num_threads()}; best of {r} "
+          f"(matmul, build: of {max(r, 20)}) in ms; {load()}")
     head = (f"{'N':>4} {'matmul':>8} {'build':>8} {'build/mm':>9} {'decomp':>8} "
             f"{'prop1024':>9} {'prop/mm':>8} {'grad-build':>10}")
     print(head)
@@ -64,6 +90,7 @@ def main() -> None:
     out = torch.zeros(1024, 8, dtype=torch.float64)
     many = best_ms(lambda: transfer_matrix(lay8, th, ph, out), r)
     print(f"\n1024 independent 8x8 Clements meshes built in one call: {many:.3f} ms")
+    print(f"after the run: {load()}")
     print("Targets (2-core CPU): build 64 <= 2 ms; build 256 <= 10x matmul; decompose 64 <= 10 ms,"
           " 256 <= 1000 ms; 1024x8x8 <= 5 ms")
 

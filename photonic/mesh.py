@@ -10,14 +10,20 @@ A column is block-diagonal with 2×2 blocks, so applying it costs O(N) per field
 ``x ← A ⊙ x + B ⊙ x[partner]`` (neurophox-style). Everything is batched over leading dimensions
 of the phase tensors (many meshes / parameter perturbations at once) and over field columns.
 Differentiable through torch; when no gradient is needed a numba kernel does the same work
-in place (several times faster for large N).
+in place (several times faster for large N). Explicit matrices without gradient come from a
+light-cone kernel that propagates the identity, a chunk of input columns at a time, with
+gauge-fixed MZI coefficients (12 instead of 16 multiply-adds per pair update), split over
+torch's thread budget for large builds.
 """
 
 from __future__ import annotations
 
 import difflib
+import math
+import os
 import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from functools import cached_property, lru_cache
 
@@ -98,6 +104,13 @@ class MeshLayout:
     @cached_property
     def _top_index(self) -> torch.Tensor:
         return torch.from_numpy(self.columns * self.n + self.modes)
+
+    @cached_property
+    def _pair_slots(self) -> np.ndarray:
+        """(depth, n // 2) index of the MZI on the pair with top mode j (slot j // 2), or −1."""
+        slots = np.full((self.depth, self.n // 2), -1, dtype=np.int64)
+        slots[self.columns, self.modes // 2] = np.arange(self.num_mzis)
+        return slots
 
     @cached_property
     def partner(self) -> torch.Tensor:
@@ -260,112 +273,287 @@ def propagate_columns(
     return x
 
 
-@numba.njit(cache=True, fastmath=True)
-def _segment_kernel(ar, ai, br, bi, seg_len, outr, outi):  # pragma: no cover - compiled
-    """Transfer matrix of each run of ``seg_len`` columns, propagated from the identity.
+# Field columns (inputs) per light-cone job. A compile-time constant, so the inner loops over a
+# job's columns have a fixed trip count and LLVM vectorises them (with 8 it stays scalar).
+_CHUNK = 32
 
-    Real and imaginary parts are kept in separate float arrays (the inner loop then
-    vectorises). Only the light cone is touched: before local column t, field column k is
-    non-zero only on rows [k − t, k + t], so a segment of s columns costs ≈ s² N / 2 pair
-    updates. Writes into ``outr``/``outi`` (nmesh, nseg, n, n), zero-initialised (the real
-    and imaginary views of one complex array).
+# sin/cos for the phases: numba calls libm per element (~20 ns); this loop vectorises (~1.5 ns).
+# Cody–Waite reduction by π/2 in three parts (exact n·part for |n| < 2^20) and fdlibm's
+# minimax kernels on [−π/4, π/4]; absolute error ≤ 2.3e-16. Larger |x| falls back to libm.
+_TWO_OVER_PI = 2 / math.pi
+_PIO2 = (1.57079632673412561417e00, 6.07710050630396597660e-11, 2.02226624879595063154e-21)
+_SIN = (-1.66666666666666324348e-01, 8.33333333332248946124e-03, -1.98412698298579493134e-04,
+        2.75573137070700676789e-06, -2.50507602534068634195e-08, 1.58969099521155010221e-10)
+_COS = (4.16666666666666019037e-02, -1.38888888888741095749e-03, 2.48015872894767294178e-05,
+        -2.75573143513906633035e-07, 2.08757232129817482790e-09, -1.13596475577881948265e-11)
+_SINCOS_RANGE = 1e5
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _sincos(x, c, s):  # pragma: no cover - compiled
+    """``c[i], s[i] = cos(x[i]), sin(x[i])`` for 1-D float64 arrays."""
+    p1, p2, p3 = _PIO2
+    s1, s2, s3, s4, s5, s6 = _SIN
+    c1, c2, c3, c4, c5, c6 = _COS
+    big = 0.0
+    for i in range(x.size):
+        big = max(big, abs(x[i]))
+    if big > _SINCOS_RANGE:
+        for i in range(x.size):
+            c[i] = math.cos(x[i])
+            s[i] = math.sin(x[i])
+        return
+    for i in range(x.size):
+        v = x[i]
+        nf = math.floor(v * _TWO_OVER_PI + 0.5)
+        r = ((v - nf * p1) - nf * p2) - nf * p3
+        z = r * r
+        sr = r + r * z * (s1 + z * (s2 + z * (s3 + z * (s4 + z * (s5 + z * s6)))))
+        cr = 1.0 - 0.5 * z + z * z * (c1 + z * (c2 + z * (c3 + z * (c4 + z * (c5 + z * c6)))))
+        q = np.int64(nf) & 3
+        sv = cr if q & 1 else sr
+        cv = sr if q & 1 else cr
+        s[i] = -sv if q & 2 else sv
+        c[i] = -cv if (q + 1) & 2 else cv
+
+
+def _cos_sin(x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    c, s = np.empty_like(x), np.empty_like(x)
+    _sincos(x.reshape(-1), c.reshape(-1), s.reshape(-1))
+    return c, s
+
+
+@numba.njit(cache=True, nogil=True)
+def _mzi_coefficients(  # pragma: no cover - compiled
+    ct, st, cp, sp, cpl, modes, out_cos, out_sin, coef
+):
+    """Gauge-fixed MZI coefficients for :func:`_cone_kernel`, ``coef`` (nmesh, K, 6).
+
+    ``ct, st, cp, sp`` are cos/sin of θ and φ, float64 (nmesh, K); ``cpl`` (1 or nmesh,
+    1 or K, 4) the coupler products amp·(cos α cos β, sin α sin β, sin α cos β, cos α sin β)
+    with α, β the coupler angles π/4 + error; entries as :func:`photonic.mzi.mzi_entries`.
+    Each MZI ``M = [[a0, b0], [b1, a1]]`` (after the phases passed on by earlier MZIs on its
+    modes) is written as ``diag(u0, u1) · [[r0, c0], [r1, c1]]`` with ``r0 = |a0|`` and
+    ``r1 = |b1|`` real and ``|u| = 1``; the phases ``u`` move on to the next MZI of each mode
+    and finally into the output phase screen ``out_cos + i out_sin`` (updated in place).
+    A pair update then costs 12 real multiply-adds instead of 16. Pads are real and commute.
+    ``coef[m, k] = (r0, re c0, im c0, r1, re c1, im c1)``.
     """
-    nmesh, depth, n = ar.shape
-    nseg = (depth + seg_len - 1) // seg_len
-    for job in range(nmesh * nseg):
-        m = job // nseg
-        g = job % nseg
-        xr = outr[m, g]
-        xi = outi[m, g]
-        for i in range(n):
-            xr[i, i] = 1.0
-        c0 = g * seg_len
-        for t in range(min(seg_len, depth - c0)):
-            col = c0 + t
-            for j in range(n):
-                if _unpaired(j, col % 2, n) and (ar[m, col, j] != 1 or ai[m, col, j] != 0):
-                    pr = ar[m, col, j]
-                    pi = ai[m, col, j]
-                    for k in range(n):
-                        vr = xr[j, k]
-                        vi = xi[j, k]
-                        xr[j, k] = pr * vr - pi * vi
-                        xi[j, k] = pr * vi + pi * vr
-            for j in range(col % 2, n - 1, 2):
-                a0r = ar[m, col, j]
-                a0i = ai[m, col, j]
-                a1r = ar[m, col, j + 1]
-                a1i = ai[m, col, j + 1]
-                b0r = br[m, col, j]
-                b0i = bi[m, col, j]
-                b1r = br[m, col, j + 1]
-                b1i = bi[m, col, j + 1]
-                if (b0r == 0 and b0i == 0 and b1r == 0 and b1i == 0 and a0r == 1 and a0i == 0
-                        and a1r == 1 and a1i == 0):
+    nmesh, nk = ct.shape
+    n = out_cos.shape[1]
+    pr = np.empty(n)  # phase passed on along each mode (real, imaginary part)
+    pi = np.empty(n)
+    for m in range(nmesh):
+        pr[:] = 1.0
+        pi[:] = 0.0
+        mc = m if cpl.shape[0] > 1 else 0
+        for k in range(nk):
+            g = cpl[mc, k if cpl.shape[1] > 1 else 0]
+            cc, ss, sc, cs = g[0], g[1], g[2], g[3]
+            etr, eti, epr, epi = ct[m, k], st[m, k], cp[m, k], sp[m, k]
+            # entries (as mzi_entries): m00 = ep·(et·cc − ss), m01 = i·(et·sc + cs),
+            # m10 = i·ep·(et·cs + sc), m11 = cc − et·ss
+            vr, vi = etr * cc - ss, eti * cc
+            m00r, m00i = epr * vr - epi * vi, epr * vi + epi * vr
+            m01r, m01i = -eti * sc, etr * sc + cs
+            vr, vi = -eti * cs, etr * cs + sc  # i·(et·cs + sc)
+            m10r, m10i = epr * vr - epi * vi, epr * vi + epi * vr
+            m11r, m11i = cc - etr * ss, -eti * ss
+            j = modes[k]
+            p0r, p0i, p1r, p1i = pr[j], pi[j], pr[j + 1], pi[j + 1]
+            a0r, a0i = m00r * p0r - m00i * p0i, m00r * p0i + m00i * p0r
+            b0r, b0i = m01r * p1r - m01i * p1i, m01r * p1i + m01i * p1r
+            b1r, b1i = m10r * p0r - m10i * p0i, m10r * p0i + m10i * p0r
+            a1r, a1i = m11r * p1r - m11i * p1i, m11r * p1i + m11i * p1r
+            r0 = math.sqrt(a0r * a0r + a0i * a0i)
+            r1 = math.sqrt(b1r * b1r + b1i * b1i)
+            u0r, u0i, u1r, u1i = 1.0, 0.0, 1.0, 0.0
+            if r0 > 0:
+                inv = 1.0 / r0
+                u0r, u0i = a0r * inv, a0i * inv
+            if r1 > 0:
+                inv = 1.0 / r1
+                u1r, u1i = b1r * inv, b1i * inv
+            q = coef[m, k]
+            q[0] = r0
+            q[1], q[2] = b0r * u0r + b0i * u0i, b0i * u0r - b0r * u0i  # c0 = b0·conj(u0)
+            q[3] = r1
+            q[4], q[5] = a1r * u1r + a1i * u1i, a1i * u1r - a1r * u1i  # c1 = a1·conj(u1)
+            pr[j], pi[j], pr[j + 1], pi[j + 1] = u0r, u0i, u1r, u1i
+        for j in range(n):
+            er, ei = out_cos[m, j], out_sin[m, j]
+            out_cos[m, j] = er * pr[j] - ei * pi[j]
+            out_sin[m, j] = er * pi[j] + ei * pr[j]
+
+
+@numba.njit(cache=True, nogil=True, fastmath={"contract"})
+def _cone_kernel(  # pragma: no cover - compiled
+    coef, slots, pad, out_cos, out_sin, first, step, out
+):
+    """Transfer matrices by propagating the identity, ``_CHUNK`` input columns per job.
+
+    Job ``m · nchunk + c`` propagates inputs ``[c·_CHUNK, (c+1)·_CHUNK)`` of mesh ``m`` through
+    all columns in a small buffer (rows: modes; real and imaginary planes side by side, so
+    the pair updates are contiguous fixed-length loops that vectorise and stay in cache).
+    Only the light cone is touched: after t columns, input k is non-zero only on modes
+    [k − t, k + t]. Runs jobs ``first, first + step, …`` (threads split the jobs this way);
+    writes ``out[m, :, cols] = diag(out_cos[m] + i out_sin[m]) · (product of the columns)``.
+    """
+    nmesh = coef.shape[0]
+    depth = slots.shape[0]
+    n = out.shape[1]
+    w = 2 * _CHUNK
+    nchunk = (n + _CHUNK - 1) // _CHUNK
+    x = np.empty(n * w)
+    for job in range(first, nmesh * nchunk, step):
+        m = job // nchunk
+        k0 = (job % nchunk) * _CHUNK
+        kc = min(_CHUNK, n - k0)
+        x[:] = 0.0
+        for c in range(kc):
+            x[(k0 + c) * w + c] = 1.0
+        pd = pad[m]
+        for col in range(depth):
+            par = col % 2
+            lo = max(0, k0 - col)
+            hi = min(n - 1, k0 + _CHUNK - 1 + col)
+            if pd != 1.0:  # unpaired edge modes: loss-matching dummies
+                if par == 1 and lo == 0:
+                    edge = x[0:w]
+                    for c in range(w):
+                        edge[c] *= pd
+                if (n - par) % 2 == 1 and hi == n - 1:
+                    edge = x[(n - 1) * w:n * w]
+                    for c in range(w):
+                        edge[c] *= pd
+            j0 = max(par, lo - 1)
+            j0 += (j0 - par) % 2
+            for j in range(j0, min(n - 2, hi) + 1, 2):
+                kk = slots[col, j // 2]
+                blk = x[j * w:(j + 2) * w]  # one view: constant offsets prove no aliasing
+                if kk < 0:  # no MZI here: the pair transmits pad
+                    if pd != 1.0:
+                        for c in range(2 * w):
+                            blk[c] *= pd
                     continue
-                r0 = xr[j]
-                i0 = xi[j]
-                r1 = xr[j + 1]
-                i1 = xi[j + 1]
-                for k in range(max(0, j - t), min(n, j + t + 2)):
-                    x0r = r0[k]
-                    x0i = i0[k]
-                    x1r = r1[k]
-                    x1i = i1[k]
-                    r0[k] = a0r * x0r - a0i * x0i + b0r * x1r - b0i * x1i
-                    i0[k] = a0r * x0i + a0i * x0r + b0r * x1i + b0i * x1r
-                    r1[k] = b1r * x0r - b1i * x0i + a1r * x1r - a1i * x1i
-                    i1[k] = b1r * x0i + b1i * x0r + a1r * x1i + a1i * x1r
+                q = coef[m, kk]
+                r0, c0r, c0i, r1, c1r, c1i = q[0], q[1], q[2], q[3], q[4], q[5]
+                for c in range(_CHUNK):
+                    x0r = blk[c]
+                    x0i = blk[_CHUNK + c]
+                    x1r = blk[w + c]
+                    x1i = blk[w + _CHUNK + c]
+                    blk[c] = r0 * x0r + c0r * x1r - c0i * x1i
+                    blk[_CHUNK + c] = r0 * x0i + c0r * x1i + c0i * x1r
+                    blk[w + c] = r1 * x0r + c1r * x1r - c1i * x1i
+                    blk[w + _CHUNK + c] = r1 * x0i + c1r * x1i + c1i * x1r
+        for j in range(n):
+            er = out_cos[m, j]
+            ei = out_sin[m, j]
+            row = x[j * w:(j + 1) * w]
+            for c in range(kc):
+                vr = row[c]
+                vi = row[_CHUNK + c]
+                out[m, j, k0 + c] = complex(er * vr - ei * vi, er * vi + ei * vr)
 
 
-# The kernels run single-threaded on purpose: alternating numba's thread pool with torch's
-# OpenMP threads on a small CPU makes both spin against each other (measured 10–50× slowdowns
-# on 2 cores); torch keeps its threads for the GEMMs.
+# Python threads running the nogil kernel split the jobs of large builds. No numba thread
+# pool: alternating numba's pool with torch's OpenMP threads on a small CPU makes both spin
+# against each other (measured 10–50× slowdowns on 2 cores); these threads only run while
+# no torch op does. The thread budget is torch's (torch.set_num_threads(1) keeps it serial).
+_POOL: tuple[int, ThreadPoolExecutor] | None = None  # (pid, pool): a forked child makes its own
+_POOL_LOCK = threading.Lock()
+_PARALLEL_WORK = 250_000  # pair-element updates per extra thread (a thread hand-off ~ 30 µs)
+
+
 _WORKSPACE = threading.local()
 
 
-def _workspace(shape: tuple[int, ...]) -> np.ndarray:
-    """A zeroed complex buffer reused across calls (fresh large allocations page-fault)."""
-    buf = getattr(_WORKSPACE, "segments", None)
+def _workspace(name: str, shape: tuple[int, ...]) -> np.ndarray:
+    """A float64 buffer reused across calls of this thread (fresh large allocations
+    page-fault, which costs as much as filling them)."""
+    buf = getattr(_WORKSPACE, name, None)
     if buf is None or buf.shape != shape:
-        buf = np.zeros(shape, dtype=np.complex128)
-        _WORKSPACE.segments = buf
-    else:
-        buf.fill(0)
+        buf = np.empty(shape)
+        setattr(_WORKSPACE, name, buf)
     return buf
 
 
-def _segment_matrices(a: np.ndarray, b: np.ndarray, seg_len: int) -> np.ndarray:
-    """Complex (nmesh, nseg, n, n) segment matrices of complex (nmesh, depth, n) coefficients."""
-    parts = [np.ascontiguousarray(v, dtype=np.float64) for v in (a.real, a.imag, b.real, b.imag)]
-    nseg = -(-a.shape[1] // seg_len)
-    out = _workspace((a.shape[0], nseg, a.shape[2], a.shape[2]))
-    _segment_kernel(*parts, seg_len, out.real, out.imag)
-    return out
+def _run_jobs(kernel: Callable[[int, int], None], nthreads: int) -> None:
+    global _POOL
+    if nthreads <= 1:
+        kernel(0, 1)
+        return
+    with _POOL_LOCK:
+        if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < nthreads - 1:
+            if _POOL is not None and _POOL[0] == os.getpid():
+                _POOL[1].shutdown(wait=False)
+            _POOL = (os.getpid(), ThreadPoolExecutor(nthreads - 1, "photonic-mesh"))
+        pool = _POOL[1]
+    futures = [pool.submit(kernel, i, nthreads) for i in range(1, nthreads)]
+    kernel(0, nthreads)
+    for f in futures:
+        f.result()
 
 
-# Columns per segment of a large no-grad matrix build: segments are built by the light-cone
-# kernel above and chained with BLAS matmuls; 64 balances the two costs on a 2-core CPU
-# (benchmarks/bench_mesh.py).
-_SEGMENT_COLUMNS = 64
+def _as_rows(value: torch.Tensor | float, batch: torch.Size, size: int) -> np.ndarray:
+    """float64 C-contiguous (prod(batch), size) array of a value broadcast to batch + (size,)."""
+    arr = torch.as_tensor(value, dtype=torch.float64).detach().numpy()
+    arr = np.broadcast_to(arr, tuple(batch) + (size,))
+    return np.ascontiguousarray(arr.reshape(-1, size))
 
 
-def _build_matrix(layout: MeshLayout, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Column product of (..., depth, n) coefficients as (..., n, n) matrices."""
-    needs_grad = torch.is_grad_enabled() and (a.requires_grad or b.requires_grad)
-    if needs_grad or a.dtype not in (torch.complex128, torch.complex64):
-        return propagate_columns(layout, a, b, torch.eye(layout.n, dtype=a.dtype))
-    batch = a.shape[:-2]
-    aa = np.ascontiguousarray(a.reshape((-1,) + a.shape[-2:]).numpy())
-    bb = np.ascontiguousarray(b.reshape((-1,) + b.shape[-2:]).numpy())
-    segs = torch.from_numpy(_segment_matrices(aa, bb, _SEGMENT_COLUMNS))
-    t = segs[:, 0].clone()
-    if segs.shape[1] > 1:
-        spare = torch.empty_like(t)
-        for g in range(1, segs.shape[1]):
-            torch.matmul(segs[:, g], t, out=spare)
-            t, spare = spare, t
-    return t.to(a.dtype).reshape(batch + (layout.n, layout.n))
+def _fast_transfer(
+    layout: MeshLayout,
+    theta: torch.Tensor,
+    phi: torch.Tensor,
+    out_phase: torch.Tensor,
+    alpha: torch.Tensor | float,
+    beta: torch.Tensor | float,
+    amplitude: torch.Tensor | float,
+    pad_amplitude: torch.Tensor | float,
+) -> torch.Tensor | None:
+    """No-grad CPU transfer matrices through the numba kernels; None when not applicable."""
+    values = (theta, phi, out_phase, alpha, beta, amplitude, pad_amplitude)
+    tensors = [v for v in values if isinstance(v, torch.Tensor)]
+    if any(t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
+           for t in tensors):
+        return None
+    if torch.is_grad_enabled() and any(t.requires_grad for t in tensors):
+        return None
+    real = torch.promote_types(theta.dtype, phi.dtype)
+    real = torch.promote_types(real, out_phase.dtype)
+    k, n = layout.num_mzis, layout.n
+    shapes = [theta.shape[:-1], phi.shape[:-1], out_phase.shape[:-1]]
+    shapes += [torch.as_tensor(v).shape[:-1] for v in (alpha, beta, amplitude)]
+    pad_t = torch.as_tensor(pad_amplitude, dtype=torch.float64)
+    batch = torch.broadcast_shapes(*shapes, pad_t.shape)
+    th, ph, outp = (_as_rows(v, batch, size) for v, size in ((theta, k), (phi, k), (out_phase, n)))
+    pad = _as_rows(pad_t[..., None], batch, 1)[:, 0].copy()
+    nmesh = th.shape[0]
+    coupler = [torch.as_tensor(v, dtype=torch.float64) for v in (alpha, beta, amplitude)]
+    if all(v.numel() == 1 for v in coupler):
+        al, be, am = (float(v) for v in coupler)
+        ca, sa = math.cos(math.pi / 4 + al), math.sin(math.pi / 4 + al)
+        cb, sb = math.cos(math.pi / 4 + be), math.sin(math.pi / 4 + be)
+        cpl = np.array([[[am * (ca * cb), am * (sa * sb), am * (sa * cb), am * (ca * sb)]]])
+    else:
+        al, be, am = (_as_rows(v, batch, k) for v in coupler)
+        ca, sa = _cos_sin(math.pi / 4 + al)
+        cb, sb = _cos_sin(math.pi / 4 + be)
+        cpl = np.stack([am * (ca * cb), am * (sa * sb), am * (sa * cb), am * (ca * sb)], -1)
+    oc, os_ = _cos_sin(outp)
+    coef = _workspace("coef", (nmesh, k, 6))
+    _mzi_coefficients(*_cos_sin(th), *_cos_sin(ph), cpl, layout.modes, oc, os_, coef)
+    out = np.empty((nmesh, n, n), dtype=np.complex128)
+    jobs = nmesh * -(-n // _CHUNK)
+    work = nmesh * layout.depth * n * n // 2
+    nthreads = max(1, min(torch.get_num_threads(), jobs, -(-work // _PARALLEL_WORK)))
+    slots = layout._pair_slots
+    _run_jobs(lambda first, step: _cone_kernel(coef, slots, pad, oc, os_, first, step, out),
+              nthreads)
+    cdtype = torch.complex128 if real == torch.float64 else torch.complex64
+    return torch.from_numpy(out).to(cdtype).reshape(tuple(batch) + (n, n))
 
 
 def transfer_matrix(
@@ -380,7 +568,10 @@ def transfer_matrix(
     pad_amplitude: torch.Tensor | float = 1.0,
 ) -> torch.Tensor:
     """Transfer matrix (..., n, n), T[out, in], of meshes with the given physical phases."""
+    fast = _fast_transfer(layout, theta, phi, out_phase, alpha, beta, amplitude, pad_amplitude)
+    if fast is not None:
+        return fast
     a, b = column_coefficients(layout, theta, phi, alpha=alpha, beta=beta, amplitude=amplitude,
                                pad_amplitude=pad_amplitude)
-    t = _build_matrix(layout, a, b)
+    t = propagate_columns(layout, a, b, torch.eye(layout.n, dtype=a.dtype))
     return unit_phasor(out_phase)[..., :, None] * t
