@@ -1,15 +1,20 @@
 """Throughput of the BP-free PINN loss and seconds per training iteration of each config.
 
     python benchmarks/bench_pinn.py [--threads 1] [--repeats 3] [--skip-configs]
+                                    [--only-reference]
 
 Table 1: network evaluations per second of the batched Stein + ZO loss (Burgers TT network,
 1,200 collocation points × 13 sparse-grid stencil points × P = 32 perturbed parameter sets,
 one forward call) next to a plain batched forward of the same network on the same number of
 inputs, in float64 and float32; ratio = loss / plain (targets: ≥ 5e5 evals/s in float64,
-≥ 1e6 in float32, ratio ≥ 0.5).
+≥ 1e6 in float32, ratio ≥ 0.5). Evaluations count every (parameter set, input row) pair;
+the fused forward (mlfrontends.pinn.models.fused_mlp_forward) computes the layers that a
+set shares bitwise with another (per-tensor ZO perturbs one tensor per set) only once, so
+the last column gives the loss throughput with that reuse switched off.
 Table 2: seconds per training iteration of every shipped pinn config (median of a few steps
 after one warm-up step), plus the phase-domain reference recipe (1,200 points, per-tensor
-ZO; target ≤ 0.8 s; the public reference implementation needs 8.4 s here).
+ZO; target ≤ 0.8 s; the public reference implementation needs 8.4 s here) in float64 and
+in float32 (the shipped pinn_burgers.yaml's precision); the precision column says which.
 Timings depend on machine load: the load average is printed with the tables.
 """
 
@@ -44,9 +49,13 @@ def _timeit(fn, repeats: int) -> float:
     return statistics.median(times)
 
 
-def throughput(dtype: torch.dtype, repeats: int, points: int = 1200) -> tuple[float, float]:
+def throughput(dtype: torch.dtype, repeats: int, points: int = 1200, *,
+               share_prefixes: bool = True, plain: bool = True) -> tuple[float, float]:
+    """(loss, plain forward) network evaluations per second; ``share_prefixes=False``
+    computes every parameter set's whole network (no reuse of the unperturbed layers)."""
     cfg = Config(model={"precision": str(dtype).split(".")[1]})
     net = build_network(cfg, RunContext(out="/tmp/bench_pinn", show_progress=False))
+    net.share_prefixes = share_prefixes
     pde = build_pde("burgers", {"grid_x": 3, "grid_t": 2})
     est = SparseGridStein(sigma=1e-3)
     opt = torch.optim.Adam(net.parameters(), lr=1e-3)
@@ -67,11 +76,12 @@ def throughput(dtype: torch.dtype, repeats: int, points: int = 1200) -> tuple[fl
     x = torch.rand(points * est.evals_for_dim(2), 2, dtype=dtype)
     params = layout.unflatten(flat)
 
-    def plain():
+    def plain_forward():
         with torch.no_grad():
             functional_call(net, params, (x,))
 
-    return rows / _timeit(zo_loss, repeats), rows / _timeit(plain, repeats)
+    loss_rate = rows / _timeit(zo_loss, repeats)
+    return loss_rate, (rows / _timeit(plain_forward, repeats) if plain else float("nan"))
 
 
 def seconds_per_iteration(name: str, overrides: dict, steps: int) -> float:
@@ -104,30 +114,45 @@ def seconds_per_iteration(name: str, overrides: dict, steps: int) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--threads", type=int, default=1)
+    ap.add_argument("--threads", type=int, default=1,
+                    help="torch threads (the fused forward's row-block workers); default 1: "
+                         "the second core of the 2-core dev machine runs other jobs, and 2 "
+                         "threads measured slower there in the same run")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--steps", type=int, default=3, help="timed steps per config")
     ap.add_argument("--skip-configs", action="store_true")
+    ap.add_argument("--only-reference", action="store_true",
+                    help="table 2: only the phase-domain reference recipe rows")
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    print(f"threads={args.threads}  load average={os.getloadavg()}")
+    print(f"threads={torch.get_num_threads()}  load average={os.getloadavg()}")
     print(f"{'dtype':8s} {'Stein+ZO loss evals/s':>22s} {'plain forward evals/s':>22s} "
-          f"{'ratio':>6s}")
+          f"{'ratio':>6s} {'loss, no prefix sharing':>24s}")
     for dtype in (torch.float64, torch.float32):
         loss_rate, plain_rate = throughput(dtype, args.repeats)
+        unshared, _ = throughput(dtype, args.repeats, share_prefixes=False, plain=False)
         print(f"{str(dtype).split('.')[1]:8s} {loss_rate:22.4g} {plain_rate:22.4g} "
-              f"{loss_rate / plain_rate:6.2f}")
+              f"{loss_rate / plain_rate:6.2f} {unshared:24.4g}", flush=True)
     if args.skip_configs:
         return
-    print(f"\n{'config':44s} {'s/iteration':>12s}")
-    rows = [(n, {}) for n in ("pinn_burgers", "pinn_burgers_fo", "pinn_blackscholes",
-                              "pinn_hjb", "pinn_darcy")]
-    rows.append(("pinn_burgers", {"collocation_points": 1200,
-                                  "model": {"execution": "phase", "precision": "float64"}}))
+    print(f"\n{'config':52s} {'precision':>9s} {'s/iteration':>12s}")
+    rows = [] if args.only_reference else [
+        (n, {}) for n in ("pinn_burgers", "pinn_burgers_fo", "pinn_blackscholes", "pinn_hjb",
+                          "pinn_darcy")]
+    for precision in ("float64", "float32"):
+        rows.append(("pinn_burgers", {"collocation_points": 1200,
+                                      "model": {"execution": "phase", "precision": precision}}))
     for name, over in rows:
         label = name + (" [phase, 1200 pts: reference recipe]" if over else "")
-        print(f"{label:44s} {seconds_per_iteration(name, over, args.steps):12.3f}", flush=True)
+        precision = over.get("model", {}).get("precision") or _config_precision(name)
+        print(f"{label:52s} {precision:>9s} {seconds_per_iteration(name, over, args.steps):12.3f}",
+              flush=True)
     print(f"load average={os.getloadavg()}")
+
+
+def _config_precision(name: str) -> str:
+    raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text())
+    return raw.get("workload", {}).get("model", {}).get("precision", "float64")
 
 
 if __name__ == "__main__":
