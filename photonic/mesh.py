@@ -388,7 +388,7 @@ def _mzi_coefficients(  # pragma: no cover - compiled
 
 @numba.njit(cache=True, nogil=True, fastmath={"contract"})
 def _cone_kernel(  # pragma: no cover - compiled
-    coef, slots, pad, out_cos, out_sin, first, step, out
+    coef, slots, pad, out_cos, out_sin, job0, job1, out
 ):
     """Transfer matrices by propagating the identity, ``_CHUNK`` input columns per job.
 
@@ -396,7 +396,7 @@ def _cone_kernel(  # pragma: no cover - compiled
     all columns in a small buffer (rows: modes; real and imaginary planes side by side, so
     the pair updates are contiguous fixed-length loops that vectorise and stay in cache).
     Only the light cone is touched: after t columns, input k is non-zero only on modes
-    [k − t, k + t]. Runs jobs ``first, first + step, …`` (threads split the jobs this way);
+    [k − t, k + t]. Runs jobs ``job0 … job1 − 1`` (threads take such blocks in turn);
     writes ``out[m, :, cols] = diag(out_cos[m] + i out_sin[m]) · (product of the columns)``.
     """
     nmesh = coef.shape[0]
@@ -405,7 +405,7 @@ def _cone_kernel(  # pragma: no cover - compiled
     w = 2 * _CHUNK
     nchunk = (n + _CHUNK - 1) // _CHUNK
     x = np.empty(n * w)
-    for job in range(first, nmesh * nchunk, step):
+    for job in range(job0, min(job1, nmesh * nchunk)):
         m = job // nchunk
         k0 = (job % nchunk) * _CHUNK
         kc = min(_CHUNK, n - k0)
@@ -479,10 +479,15 @@ def _workspace(name: str, shape: tuple[int, ...]) -> np.ndarray:
     return buf
 
 
-def _run_jobs(kernel: Callable[[int, int], None], nthreads: int) -> None:
+def _run_jobs(kernel: Callable[[int, int], None], njobs: int, nthreads: int) -> None:
+    """Run ``kernel(job0, job1)`` over ``range(njobs)`` on ``nthreads`` threads.
+
+    Threads take blocks of jobs in turn (about four blocks per thread), so a thread whose core
+    is busy with another process takes fewer blocks instead of holding up the others.
+    """
     global _POOL
     if nthreads <= 1:
-        kernel(0, 1)
+        kernel(0, njobs)
         return
     with _POOL_LOCK:
         if _POOL is None or _POOL[0] != os.getpid() or _POOL[1]._max_workers < nthreads - 1:
@@ -490,8 +495,20 @@ def _run_jobs(kernel: Callable[[int, int], None], nthreads: int) -> None:
                 _POOL[1].shutdown(wait=False)
             _POOL = (os.getpid(), ThreadPoolExecutor(nthreads - 1, "photonic-mesh"))
         pool = _POOL[1]
-    futures = [pool.submit(kernel, i, nthreads) for i in range(1, nthreads)]
-    kernel(0, nthreads)
+    block = -(-njobs // (4 * nthreads))
+    starts = iter(range(0, njobs, block))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        while True:
+            with lock:
+                job0 = next(starts, None)
+            if job0 is None:
+                return
+            kernel(job0, job0 + block)
+
+    futures = [pool.submit(worker) for _ in range(nthreads - 1)]
+    worker()
     for f in futures:
         f.result()
 
@@ -550,8 +567,8 @@ def _fast_transfer(
     work = nmesh * layout.depth * n * n // 2
     nthreads = max(1, min(torch.get_num_threads(), jobs, -(-work // _PARALLEL_WORK)))
     slots = layout._pair_slots
-    _run_jobs(lambda first, step: _cone_kernel(coef, slots, pad, oc, os_, first, step, out),
-              nthreads)
+    _run_jobs(lambda job0, job1: _cone_kernel(coef, slots, pad, oc, os_, job0, job1, out),
+              jobs, nthreads)
     cdtype = torch.complex128 if real == torch.float64 else torch.complex64
     return torch.from_numpy(out).to(cdtype).reshape(tuple(batch) + (n, n))
 
