@@ -565,7 +565,17 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, stepper):
         f"{cfg.optim.mu}, q = {cfg.optim.num_queries}, {cfg.optim.distribution}, "
         f"{'two' if cfg.optim.two_sided else 'one'}-sided, "
         f"{'per tensor' if cfg.optim.per_tensor else 'whole vector'}, clip "
-        f"{cfg.optim.clip_norm}); {cfg.collocation_points} collocation points per iteration.",
+        f"{cfg.optim.clip_norm}"
+        + (f", blocks ≤ {cfg.optim.block_size}" if cfg.optim.block_size else "")
+        + (", exact local gradient of the electronic read-out" if cfg.optim.local_readout
+           else "")
+        + f"); {cfg.collocation_points} collocation points per iteration, "
+        + ("uniform" if cfg.collocation.sampling == "uniform" else
+           f"RAD-sampled from a {cfg.collocation.pool}-point pool rescored every "
+           f"{cfg.collocation.refresh_every} iterations (k = {cfg.collocation.k}, "
+           f"c = {cfg.collocation.c})")
+        + (". Photonic core: TT layers only; dense layers electronic."
+           if cfg.model.chip_layers == "tt" and cfg.model.execution != "digital" else "."),
         "", "Forward evaluations count every input row through the whole network "
         "(parameter sets × collocation points × stencil points); the reference solution "
         "and its provenance are described in mlfrontends/pinn/pdes.py. "
