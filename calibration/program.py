@@ -7,20 +7,23 @@ wrap each phase into [0, 2π) and round the nominal voltage √(φ/π)·V_π to 
 Error-aware programming (:class:`ErrorAwareProgrammer`) uses the learned twin:
 
 1. *coupler correction* — starting from the ideal decomposition, minimise
-   ‖T(p; α̂, β̂) − U‖_F² over the realised phases p of the twin (L-BFGS on the hub's
-   differentiable mesh). This is the global form of the local correction of Bandyopadhyay,
-   Hamerly & Englund (Optica 8, 1247 (2021)) / Hamerly et al. 2022: each MZI with errant
-   couplers is re-set so that the mesh as a whole realises U; it reaches the same optimum
-   where the local rule applies and also spreads uncorrectable errors over neighbours.
+   ‖T(p; α̂, β̂) − U‖_F² over the realised phases p of the twin (Levenberg–Marquardt with
+   the exact factored Jacobian, :func:`coupler_corrected_phases`). This is the global form
+   of the local correction of Bandyopadhyay, Hamerly & Englund (Optica 8, 1247 (2021)) /
+   Hamerly et al. 2022: each MZI with errant couplers is re-set so that the mesh as a whole
+   realises U; it reaches the same optimum where the local rule applies and also spreads
+   uncorrectable errors over neighbours.
 2. *phase-chain inversion with crosstalk compensation* — realised p = Γ(g ⊙ d) + o with
    Γ = I + C: solve Γ y = p* − o (+ 2π n) for the drive y = g ⊙ d shifter by shifter
    (Gauss–Seidel over an independent-set colouring of the crosstalk graph, a few sweeps).
 3. *branch choice* — a thermal shifter reaches several turns (π(V_max/V_π)² = 19.3 rad for
    the BP-free chip), and the quadratic law puts the DAC grid at different offsets on each
    turn: each shifter takes the turn and neighbouring code whose realised phase lands
-   closest to its target (including the leak its choice puts on its neighbours).
-4. *optional twin refinement* — greedy coordinate descent over ±1 codes on the twin's
-   matrix error (``coordinate_passes``).
+   closest to its target (including the leak its choice puts on its neighbours);
+4. *quantisation error feedback* (``compensate_quantization``) — GPTQ-style: each shifter's
+   rounding error is fed forward to the not-yet-quantised ones (:meth:`quantize_with_feedback`);
+5. *polish* — greedy ±1-code moves on the linearised twin (:meth:`polish`); of the codes of
+   steps 3, 4 and 5 the one with the smallest twin error is kept.
 """
 
 from __future__ import annotations
