@@ -138,6 +138,7 @@ class ErrorAwareProgrammer:
         self._gain = 1.0 + twin.gain_rel.numpy()
         self._off = twin.offset_rad.numpy()
         self._classes = _colouring(len(self._off), self._rows, self._cols)
+        self._rows_of = _neighbours_into(len(self._off), self._rows, self._cols, self._xt)
         top = 2 ** design.phase_dac.bits - 1
         self._table = drive_phase_rad(torch.arange(top + 1), design).numpy()
 
@@ -199,7 +200,7 @@ class ErrorAwareProgrammer:
         ho = ho + self.damping * np.trace(ho) / len(ho) * np.eye(len(ho))
         ratio = _inverse_upper_cholesky(ho)
         ratio /= np.diag(ratio)[:, None]
-        rows_of = _neighbours_into(len(off), self._rows, self._cols, self._xt)
+        rows_of = self._rows_of
         top = len(table) - 1
         steps = np.arange(-self.code_window, self.code_window + 1)
         for _ in range(passes):
