@@ -7,8 +7,8 @@ realised shifter phases are
 
 i.e. the chain of :mod:`photonic.noise` (gamma error, crosstalk Γ = I + C, static offset),
 and the transfer matrix is the hub's physical mesh with coupler errors α, β. Crosstalk is
-parameterised on *candidate pairs* — shifters closer than a radius on the public layout —
-so the twin never assumes the hidden crosstalk model, only the geometry.
+parameterised on the directed pairs (i ← j) the characterisation measured, so the twin never
+assumes the hidden crosstalk model.
 """
 
 from __future__ import annotations
@@ -18,19 +18,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from photonic.devices import DeviceParams
 from photonic.mesh import MeshLayout, transfer_matrix
-from photonic.noise import num_shifters, shifter_positions_um
 
-__all__ = ["TwinParams", "candidate_pairs", "realised_phases", "twin_matrix"]
-
-
-def candidate_pairs(layout: MeshLayout, design: DeviceParams, radius_um: float) -> torch.Tensor:
-    """(2, Q) directed pairs (i ← j) of shifters at most ``radius_um`` apart (i ≠ j)."""
-    pos = shifter_positions_um(layout, design.layout)
-    d = np.linalg.norm(pos[:, None, :] - pos[None, :, :], axis=-1)
-    i, j = np.nonzero((d <= radius_um + 1e-9) & (d > 0))
-    return torch.as_tensor(np.stack([i, j]), dtype=torch.int64)
+__all__ = ["TwinParams", "realised_phases", "twin_matrix"]
 
 
 @dataclass
@@ -41,26 +31,8 @@ class TwinParams:
     gain_rel: torch.Tensor  # (S,) coefficient error: φ ∝ (1 + gain_rel)
     alpha_rad: torch.Tensor  # (K,)
     beta_rad: torch.Tensor  # (K,)
-    crosstalk: torch.Tensor  # (Q,) coefficient of each candidate pair
+    crosstalk: torch.Tensor  # (Q,) coefficient of each measured pair
     pairs: torch.Tensor  # (2, Q) int64, fixed
-
-    @classmethod
-    def nominal(cls, layout: MeshLayout, pairs: torch.Tensor) -> TwinParams:
-        s, k = num_shifters(layout), layout.num_mzis
-        z = torch.zeros
-        return cls(z(s, dtype=torch.float64), z(s, dtype=torch.float64),
-                   z(k, dtype=torch.float64), z(k, dtype=torch.float64),
-                   z(pairs.shape[1], dtype=torch.float64), pairs)
-
-    def vector(self) -> torch.Tensor:
-        return torch.cat([self.offset_rad, self.gain_rel, self.alpha_rad, self.beta_rad,
-                          self.crosstalk])
-
-    def with_vector(self, v: torch.Tensor) -> TwinParams:
-        sizes = [t.numel() for t in (self.offset_rad, self.gain_rel, self.alpha_rad,
-                                     self.beta_rad, self.crosstalk)]
-        parts = torch.split(v, sizes)
-        return TwinParams(*parts, pairs=self.pairs)
 
 
 def realised_phases(drive_rad: torch.Tensor, p: TwinParams) -> torch.Tensor:
