@@ -376,6 +376,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         info = stepper.step(_residual_loss(pde, estimator, z, gen_mc))
         state["wall_s"] += time.perf_counter() - t0
         state["iteration"] = it + 1
+        state["sets_per_step"] = info.num_sets
         state["forward_evals"] += (info.num_sets * cfg.collocation_points + scored) * \
             evals_per_point
         state["history"].append((it + 1, info.loss, state["forward_evals"], state["wall_s"]))
@@ -392,7 +393,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         evaluate()
     save()
     u_pred = _predict(pde, net, dtype)
-    return _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, stepper)
+    return _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point)
 
 
 # --------------------------------------------------------------------------------- report
@@ -431,7 +432,7 @@ def _chip_cost(cfg: Config, ctx: RunContext, spec, sets_per_step: int, rows_per_
     return out
 
 
-def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, stepper):
+def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
     import matplotlib
 
     matplotlib.use("Agg")
@@ -443,12 +444,7 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, stepper):
     hist = np.array(state["history"], dtype=float).reshape(-1, 4)
     dense = build_mlp(spec["widths"], activation=spec["activation"])
     tt = build_mlp(spec["widths"], activation=spec["activation"], tt_layers=spec["tt_layers"])
-    num_sets = 1
-    if isinstance(stepper, ZOStepper):
-        U, _ = stepper.directions(torch.float64)
-        num_sets = (2 if stepper.two_sided else 1) * U.shape[0] + (0 if stepper.two_sided
-                                                                     else 1)
-        num_sets += 1 if stepper.local else 0  # the unperturbed forward of the read-out
+    num_sets = state["sets_per_step"]  # as the stepper reported it
     rows = cfg.collocation_points * evals_per_point
     metrics: dict[str, Any] = {
         "rel_l2": rel,
