@@ -148,12 +148,8 @@ def workload_module(kind: str):
 def _noise_config(spec, where: str):
     from photonic.noise import NoiseConfig
 
-    if spec == "all":
-        return NoiseConfig.all()
-    if spec == "ideal":
-        return NoiseConfig.ideal()
     try:
-        return NoiseConfig(**spec)
+        return NoiseConfig.from_spec(spec)
     except ValidationError as e:
         raise BadInput(_format_validation(e, NoiseConfig, where, "chip.noise.")) from None
 

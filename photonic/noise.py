@@ -76,6 +76,15 @@ class NoiseConfig(BaseModel):
     def all(cls) -> NoiseConfig:
         return cls(**{k: True for k, f in cls.model_fields.items() if f.annotation is bool})
 
+    @classmethod
+    def from_spec(cls, spec: str | dict) -> NoiseConfig:
+        """A config's ``chip.noise``: "all", "ideal" or a mapping of fields."""
+        if spec == "all":
+            return cls.all()
+        if spec == "ideal":
+            return cls.ideal()
+        return cls(**spec)
+
 
 def num_shifters(layout: MeshLayout) -> int:
     """Phase shifters of a mesh: θ and φ of every MZI plus the output phase screen."""

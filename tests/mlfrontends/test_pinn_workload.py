@@ -65,9 +65,7 @@ def test_shipped_configs_run_at_reduced_size(name, tmp_path):
     cfg = Config(**w)
     import calibration
 
-    noise = raw["chip"]["noise"]
-    noise = (photonic.NoiseConfig.all() if noise == "all" else photonic.NoiseConfig.ideal()
-             if noise == "ideal" else photonic.NoiseConfig(**noise))
+    noise = photonic.NoiseConfig.from_spec(raw["chip"]["noise"])
     metrics = run(cfg, _ctx(tmp_path, device=calibration.load_preset(raw["chip"]["preset"]),
                             noise=noise))
     assert metrics["iterations"] == 2 and math.isfinite(metrics["rel_l2"])
