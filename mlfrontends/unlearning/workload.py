@@ -268,17 +268,18 @@ def run_arm(arm: ArmConfig, cfg: Config, *, target: CausalLM, errors, data, tok,
     tail = Tail(view, layer)
     names = _updated_names(tail, arm.target, expert)
     prefix = f"blocks.{layer}."
+    (xf, yf, mf), (xr, yr, mr) = data["forget"], data["retain"]
+    hf, hr = hidden_mid(view, xf, layer), hidden_mid(view, xr, layer)
+    with torch.no_grad():  # θ_ref = the target on the chip: W + E, before the swap below
+        nll_ref = _seq_nll(tail(hf)[0], yf, mf)
+    digital_state = digital.state_dict()
     for n, p in tail.named_parameters():
         p.requires_grad_(n in names)
         if n in names:  # the module holds digital θ; E is added in every forward
             with torch.no_grad():
-                p.copy_(digital.state_dict()[prefix + n])
+                p.copy_(digital_state[prefix + n])
     err = {n: errors.get(prefix + n) for n in names}
     layout = ParamLayout(tail)
-    (xf, yf, mf), (xr, yr, mr) = data["forget"], data["retain"]
-    hf, hr = hidden_mid(view, xf, layer), hidden_mid(view, xr, layer)
-    with torch.no_grad():
-        nll_ref = _seq_nll(tail(hf)[0], yf, mf)  # θ_ref = the target on the chip
     gen = torch.Generator().manual_seed(seed)
     batch = {"f": None, "r": None}
 

@@ -174,3 +174,35 @@ def test_run_moe_smoke(tmp_path, cache):
     assert m["layer.updated_params"] == 4 * expert + (d * 4 + 4)
     assert 0 <= m["uoe.routing_to_target"] <= 1 and 0 <= m["target.routing_to_target"] <= 1
     assert m["uoe_layer"] in (0, 1) and m["uoe_expert"] in range(4)
+
+
+def test_npo_reference_is_the_chip_target(monkeypatch):
+    """At θ = θ_0 the NPO ratio r is 0, so the forget term is exactly (2/β) log 2: θ_ref's
+    NLL must be taken with the chip error E on the updated weights too."""
+    torch.manual_seed(0)
+    model = CausalLM(LMConfig(vocab_size=30, d_model=16, n_layers=2, n_heads=2, d_ff=32))
+    model = model.eval().requires_grad_(False)
+    dev = photonic.DeviceParams(variation=photonic.VariationParams(gamma_std=0.05))
+    err = uw.chip_errors(model, realised_model(
+        model, device=dev, noise=photonic.NoiseConfig(gamma_error=True), tile=8, seed=3))
+    x, y = torch.randint(0, 30, (6, 7)), torch.randint(0, 30, (6, 7))
+    m = torch.zeros(6, 7, dtype=torch.bool)
+    m[:, 3:] = True
+    cfg = uw.Config(kind="unlearn", batch_forget=6, batch_retain=6, beta=0.5, budget=10,
+                    arms=[{"name": "a"}])
+    seen = {}
+
+    class _Stop(Exception):
+        pass
+
+    def fake_loop(layout, loss, next_batch, s, **kw):
+        next_batch()
+        seen["forget"] = float(loss(layout.unflatten(layout.flatten()), "forget", 0))
+        raise _Stop
+
+    monkeypatch.setattr(uw, "unlearn_loop", fake_loop)
+    with pytest.raises(_Stop):
+        uw.run_arm(cfg.arms[0], cfg, target=model, errors=err,
+                   data={"forget": (x, y, m), "retain": (x, y, m)}, tok=None, items=None,
+                   tr_reference=None, seed=0, moe_target=None)
+    assert seen["forget"] == pytest.approx(2 / 0.5 * math.log(2), abs=1e-6)
