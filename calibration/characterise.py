@@ -174,21 +174,22 @@ class MeshCharacterizer:
         reach = int(math.floor(self.crosstalk_radius_um / pitch + 1e-9))
 
         def read_plane(m_q: np.ndarray, mixer: np.ndarray, swept: np.ndarray,
-                       plane_modes: np.ndarray, plane_shifters: np.ndarray) -> None:
-            """Diagonal readout: gains of swept shifters, crosstalk onto same-plane ones."""
-            x = mixer[None, None] @ m_q @ mixer.conj().T[None, None]
+                       plane_modes: np.ndarray) -> None:
+            """Diagonal readout over a plane whose shifters ``swept`` (on ``plane_modes``) were
+            all swept: gains of the swept shifters, crosstalk onto same-plane neighbours."""
+            x = mixer @ m_q @ mixer.conj().T
             dphi = np.angle(np.diagonal(x, axis1=-2, axis2=-1))  # (n_swept, Q, N)
-            for i_s, s in enumerate(swept):
-                mode = plane_modes[plane_shifters == s][0]
-                own = dphi[i_s, :, mode]
-                unwrapped = own + 2 * math.pi * np.round((drives - own) / (2 * math.pi))
-                g = float(unwrapped @ drives / (drives @ drives))
-                gain[s] = g - 1.0
-                for mode_i, s_i in zip(plane_modes, plane_shifters, strict=True):
-                    if s_i != s and abs(int(mode_i) - int(mode)) <= reach:
-                        c = float(dphi[i_s, :, mode_i] @ drives / (g * (drives @ drives)))
-                        xt_pairs.append((int(s_i), int(s)))
-                        xt_vals.append(c)
+            own = dphi[np.arange(len(swept)), :, plane_modes]  # (n_swept, Q)
+            unwrapped = own + 2 * math.pi * np.round((drives - own) / (2 * math.pi))
+            dd = drives @ drives
+            g = unwrapped @ drives / dd
+            gain[swept] = g - 1.0
+            # slope of every plane mode's change over g·d; pair (i ← s) for i ≠ s within reach
+            slopes = np.einsum("sqn,q->sn", dphi, drives)[:, plane_modes] / (g[:, None] * dd)
+            dist = np.abs(plane_modes[None, :].astype(int) - plane_modes[:, None].astype(int))
+            src, dst = np.nonzero((dist <= reach) & ~np.eye(len(swept), dtype=bool))
+            xt_pairs.extend(zip(swept[dst].tolist(), swept[src].tolist(), strict=True))
+            xt_vals.extend(slopes[src, dst].tolist())
 
         kmat = np.eye(n, dtype=np.complex128)  # columns < ℓ, fully characterised
         prev_half = None  # (ks, modes, Bα·Dφ 2×2 per MZI) of column ℓ−1, β/θ still unknown
@@ -215,11 +216,11 @@ class MeshCharacterizer:
             # φ-plane readout (upstream K), then θ-plane readout (upstream Bα·Dφ·K)
             with chip.stage("characterise.phi_sweeps"):
                 m_phi = self._plane_sweeps(chip, k_mzi + ks, levels)
-            read_plane(m_phi, kmat, k_mzi + ks, modes, k_mzi + ks)
+            read_plane(m_phi, kmat, k_mzi + ks, modes)
             half = np.eye(n, dtype=np.complex128)
             for h, m in zip(halves, modes, strict=True):
                 half[m:m + 2, m:m + 2] = h
-            read_plane(m_theta, half @ kmat, ks, modes, ks)
+            read_plane(m_theta, half @ kmat, ks, modes)
             prev_half = (ks, modes, halves)
 
         # last column and output screen: W = T0 K^{-1} = D_out · C_last
@@ -240,7 +241,7 @@ class MeshCharacterizer:
         offset[out_idx] = np.angle(np.diagonal(t0 @ kmat.conj().T))
         with chip.stage("characterise.output_sweeps"):
             m_out = self._plane_sweeps(chip, out_idx, levels)
-        read_plane(m_out, kmat, out_idx, np.arange(n), out_idx)
+        read_plane(m_out, kmat, out_idx, np.arange(n))
 
         self.phase_offset_rad_ = offset
         self.gain_rel_ = gain
