@@ -65,6 +65,12 @@ def sequence_logprobs(model: CausalLM, inputs: torch.Tensor, targets: torch.Tens
     else:  # the scorer's head / norm projections must see the swapped parameters too
         scores = functional_call(scored, {f"model.{k}": v for k, v in params.items()},
                                  (inputs,), kw)
+    return scores_logprobs(scores, targets, mask)
+
+
+def scores_logprobs(scores: torch.Tensor, targets: torch.Tensor,
+                    mask: torch.Tensor) -> torch.Tensor:
+    """Summed log-probability of the masked targets under given scores (*P, B, T, V)."""
     logp = torch.log_softmax(scores, dim=-1)
     tgt = targets.expand(*logp.shape[:-1])
     tok = logp.gather(-1, tgt.unsqueeze(-1)).squeeze(-1)

@@ -53,6 +53,7 @@ from mlfrontends.lm.metrics import (
     normalised_logprobs,
     option_logprobs,
     rouge_l,
+    scores_logprobs,
     truth_ratio,
 )
 from mlfrontends.lm.model import CausalLM
@@ -194,9 +195,8 @@ def hidden_mid(model: CausalLM, ids: torch.Tensor, layer: int) -> torch.Tensor:
 
 
 def _seq_nll(logits: torch.Tensor, y: torch.Tensor, m: torch.Tensor) -> torch.Tensor:
-    logp = torch.log_softmax(logits, -1)
-    tok = -logp.gather(-1, y.expand(logits.shape[:-1]).unsqueeze(-1)).squeeze(-1)
-    return (tok * m).sum(-1) / m.sum(-1)
+    """Mean answer-token NLL per sequence from the tail's logits (as ``answer_nll``)."""
+    return -scores_logprobs(logits, y, m) / m.sum(-1)
 
 
 # ----------------------------------------------------------------------------- evaluation
