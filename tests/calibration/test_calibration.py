@@ -267,8 +267,8 @@ def test_workload_smoke(tmp_path):
     m = workload.run(cfg, ctx)
     for key in ("naive_rel_error", "calibrated_rel_error", "error_reduction", "measurements"):
         assert key in m
-    assert m["error_reduction"] == pytest.approx(m["naive_rel_error"] / m["calibrated_rel_error"])
-    # 4×4 Clements: (1 + 2 sweep levels × S) settings × 4 inputs + 8 baseline repeats × 4
+    assert m["error_reduction"] > 1  # calibration must actually help on this chip
+    # 4×4 Clements: (8 baseline repeats + 2 sweep levels × S shifters) settings × 4 inputs
     s = 2 * 6 + 4
     assert m["measurements"] == 4 * (8 + 2 * s)
     assert sum(m["measurements_by_stage"].values()) == m["measurements"]
