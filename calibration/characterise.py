@@ -253,7 +253,6 @@ class MeshCharacterizer:
                                       for k, v in chip.measurements.items()
                                       if v - start.get(k, 0) > 0})
         self.layout_ = layout
-        self.design_ = design
         del self._t0_dag
         return self
 
