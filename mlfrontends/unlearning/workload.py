@@ -58,7 +58,7 @@ from mlfrontends.lm.metrics import (
 )
 from mlfrontends.lm.model import CausalLM
 from mlfrontends.lm.tokenizer import pack
-from mlfrontends.lm.train import TrainConfig, load_models
+from mlfrontends.lm.train import TrainConfig, encode_items, load_models
 from mlfrontends.unlearning.common import Settings, aggregate, bootstrap_ci, markdown_table
 from mlfrontends.unlearning.methods import (
     FORGET_TERMS,
@@ -220,13 +220,17 @@ def evaluate(model: CausalLM, tok, forget_items, retain_items, general_items,
             "truth_ratio_forget_median": float(tr_f.median())}
 
 
+def _packed(tok, items) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Teacher-forcing batch (inputs, targets, answer mask) of QA items."""
+    return pack(*zip(*encode_items(tok, items), strict=True), pad_id=tok.pad_id)
+
+
 def relearn(model: CausalLM, tok, items, s: RelearnSettings, *, seed: int) -> CausalLM:
     """The attacker: first-order Adam on ``s.k`` forget samples, all weights, digital."""
     out = copy.deepcopy(model).train().requires_grad_(True)
     g = torch.Generator().manual_seed(seed)
     pick = [items[i] for i in torch.randperm(len(items), generator=g)[: s.k].tolist()]
-    x, y, m = pack([tok.prompt_ids(it.question) for it in pick],
-                   [tok.answer_ids(it.answer) for it in pick], pad_id=tok.pad_id)
+    x, y, m = _packed(tok, pick)
     opt = torch.optim.Adam(out.parameters(), lr=s.lr)
     for _ in range(s.steps):
         opt.zero_grad(set_to_none=True)
@@ -374,11 +378,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     general = [general_pool[i] for i in pick[: cfg.n_general_eval].tolist()]
     items = (forget_items, retain_eval, general)
 
-    def packed(its):
-        return pack([tok.prompt_ids(it.question) for it in its],
-                    [tok.answer_ids(it.answer) for it in its], pad_id=tok.pad_id)
-
-    data = {"forget": packed(forget_items), "retain": packed(retain_pool)}
+    data = {"forget": _packed(tok, forget_items), "retain": _packed(tok, retain_pool)}
     chip_kw = dict(device=ctx.device, noise=ctx.noise, tile=cfg.tile, seed=ctx.seed)
     errors = chip_errors(target, realised_model(target, **chip_kw))
     retain_chip = realised_model(retain, **chip_kw)
