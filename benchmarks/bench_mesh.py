@@ -67,9 +67,8 @@ def main() -> None:
     for n in (8, 16, 32, 64, 128, 256):
         u = unitary_group.rvs(n, random_state=n)
         a = torch.from_numpy(u)
-        mm = best_ms(lambda a=a: a @ a, max(r, 20))
         p = decompose(u)
-        build = best_ms(p.matrix, r)
+        mm, build = best_pair_ms(lambda a=a: a @ a, p.matrix, max(r, 20))
         dec = best_ms(lambda u=u: decompose(u), r if n < 256 else 3)
         lay = p.layout
         ca, cb = column_coefficients(lay, p.theta, p.phi)
