@@ -255,7 +255,7 @@ def expert_attribution(model: CausalLM, x: torch.Tensor, m: torch.Tensor) -> tor
 
 # ---------------------------------------------------------------------------- one arm
 def _updated_names(tail: Tail, target: str, expert: int | None) -> list[str]:
-    if target == "mlp" or target == "moe_layer":
+    if target in ("mlp", "moe_layer"):
         return [n for n, _ in tail.named_parameters() if n.startswith("mlp.")]
     return [n for n, _ in tail.named_parameters()
             if n.startswith((f"mlp.experts.{expert}.", "mlp.router."))]
@@ -334,12 +334,12 @@ def run_arm(arm: ArmConfig, cfg: Config, *, target: CausalLM, errors, data, tok,
     counters = unlearn_loop(layout, loss, next_batch, settings, generator=gen, mask=mask,
                             progress=progress)
     state = digital.state_dict()
-    for n in names:
-        state[prefix + n] = dict(tail.named_parameters())[n].detach().clone()
+    for n, p in zip(layout.names, layout.params, strict=True):
+        state[prefix + n] = p.detach().clone()
     digital.load_state_dict(state)
     forget_items, retain_items, general_items = items
-    res = evaluate(with_errors(digital, errors), tok, forget_items, retain_items,
-                   general_items, tr_reference)
+    chip = with_errors(digital, errors)
+    res = evaluate(chip, tok, forget_items, retain_items, general_items, tr_reference)
     attacked = relearn(digital, tok, forget_items, cfg.relearn, seed=seed + 1)
     after = evaluate(with_errors(attacked, errors), tok, forget_items, retain_items,
                      general_items, tr_reference)
@@ -348,8 +348,7 @@ def run_arm(arm: ArmConfig, cfg: Config, *, target: CausalLM, errors, data, tok,
             "attribution_queries": attribution_queries, "updated_params": layout.dim,
             "masked_params": int(mask.sum()) if mask is not None else layout.dim}
     if moe_target is not None:
-        res["routing_to_target"] = routing_share(with_errors(digital, errors), xf, mf,
-                                                 moe_target[0], moe_target[1])
+        res["routing_to_target"] = routing_share(chip, xf, mf, *moe_target)
     return res
 
 
