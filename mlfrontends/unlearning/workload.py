@@ -263,7 +263,11 @@ def _updated_names(tail: Tail, target: str, expert: int | None) -> list[str]:
 
 def run_arm(arm: ArmConfig, cfg: Config, *, target: CausalLM, errors, data, tok, items,
             tr_reference, seed: int, moe_target: tuple[int, int] | None,
-            progress=None) -> dict[str, float]:
+            progress=None, cache: dict | None = None) -> dict[str, float]:
+    """One arm for one seed. ``cache``: a dict shared by the run's arms and seeds, holding
+    what depends only on the target, E and the updated block (hidden states, θ_ref's NLL,
+    WAGLE scores), so it is computed once per run rather than once per arm and seed."""
+    cache = {} if cache is None else cache
     layer = (moe_target[0] if arm.target != "mlp" else cfg.layer) if moe_target else cfg.layer
     layer = layer % target.cfg.n_layers
     expert = moe_target[1] if moe_target else None
@@ -273,9 +277,11 @@ def run_arm(arm: ArmConfig, cfg: Config, *, target: CausalLM, errors, data, tok,
     names = _updated_names(tail, arm.target, expert)
     prefix = f"blocks.{layer}."
     (xf, yf, mf), (xr, yr, mr) = data["forget"], data["retain"]
-    hf, hr = hidden_mid(view, xf, layer), hidden_mid(view, xr, layer)
-    with torch.no_grad():  # θ_ref = the target on the chip: W + E, before the swap below
-        nll_ref = _seq_nll(tail(hf)[0], yf, mf)
+    if ("hidden", layer) not in cache:
+        hf, hr = hidden_mid(view, xf, layer), hidden_mid(view, xr, layer)
+        with torch.no_grad():  # θ_ref = the target on the chip: W + E, before the swap below
+            cache["hidden", layer] = hf, hr, _seq_nll(tail(hf)[0], yf, mf)
+    hf, hr, nll_ref = cache["hidden", layer]
     digital_state = digital.state_dict()
     for n, p in tail.named_parameters():
         p.requires_grad_(n in names)
@@ -312,16 +318,18 @@ def run_arm(arm: ArmConfig, cfg: Config, *, target: CausalLM, errors, data, tok,
 
     mask, attribution_queries = None, 0
     if arm.mask != "none":
-        theta = layout.flatten().requires_grad_(True)
-        grads = []
-        for h, y, m in ((hf, yf, mf), (hr, yr, mr)):
-            full = {n: v + err[n] if err[n] is not None else v
-                    for n, v in layout.unflatten(theta).items()}
-            (g,) = torch.autograd.grad(_seq_nll(functional_call(tail, full, (h,))[0], y, m)
-                                       .sum(), theta)
-            grads.append(g)
-        scores = wagle_scores(theta.detach(), grads[0], grads[1], mu=cfg.wagle_mu)
-        mask = top_fraction_mask(scores, cfg.mask_ratio)
+        if ("wagle", layer, tuple(names)) not in cache:
+            theta = layout.flatten().requires_grad_(True)
+            grads = []
+            for h, y, m in ((hf, yf, mf), (hr, yr, mr)):
+                full = {n: v + err[n] if err[n] is not None else v
+                        for n, v in layout.unflatten(theta).items()}
+                (g,) = torch.autograd.grad(
+                    _seq_nll(functional_call(tail, full, (h,))[0], y, m).sum(), theta)
+                grads.append(g)
+            cache["wagle", layer, tuple(names)] = wagle_scores(
+                theta.detach(), grads[0], grads[1], mu=cfg.wagle_mu)
+        mask = top_fraction_mask(cache["wagle", layer, tuple(names)], cfg.mask_ratio)
         attribution_queries = len(xf) + len(xr)
         if arm.mask == "random":
             mask = random_mask(layout.dim, int(mask.sum()),
@@ -403,12 +411,13 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     seeds = [ctx.seed + i for i in range(cfg.n_seeds)]
     bar = ctx.progress(len(seeds) * len(cfg.arms) * cfg.budget, "unlearning (queries)")
     per_seed: dict[str, list[dict[str, float]]] = {a.name: [] for a in cfg.arms}
+    cache: dict = {}  # per-run invariants shared by all arms and seeds (see run_arm)
     for s in seeds:
         for k, arm in enumerate(cfg.arms):
             per_seed[arm.name].append(run_arm(
                 arm, cfg, target=target, errors=errors, data=data, tok=tok, items=items,
                 tr_reference=tr_reference, seed=1000 * s + k, moe_target=moe_target,
-                progress=bar))
+                progress=bar, cache=cache))
     bar.close()
     summary = {name: aggregate(rows) for name, rows in per_seed.items()}
 

@@ -201,8 +201,11 @@ def test_npo_reference_is_the_chip_target(monkeypatch):
         raise _Stop
 
     monkeypatch.setattr(uw, "unlearn_loop", fake_loop)
-    with pytest.raises(_Stop):
-        uw.run_arm(cfg.arms[0], cfg, target=model, errors=err,
-                   data={"forget": (x, y, m), "retain": (x, y, m)}, tok=None, items=None,
-                   tr_reference=None, seed=0, moe_target=None)
-    assert seen["forget"] == pytest.approx(2 / 0.5 * math.log(2), abs=1e-6)
+    cache: dict = {}
+    for _ in range(2):  # the second call reads θ_ref's NLL from the shared cache
+        with pytest.raises(_Stop):
+            uw.run_arm(cfg.arms[0], cfg, target=model, errors=err,
+                       data={"forget": (x, y, m), "retain": (x, y, m)}, tok=None, items=None,
+                       tr_reference=None, seed=0, moe_target=None, cache=cache)
+        assert seen.pop("forget") == pytest.approx(2 / 0.5 * math.log(2), abs=1e-6)
+    assert ("hidden", 1) in cache
