@@ -195,7 +195,7 @@ def column_coefficients(
     bot = top + 1
     pad = torch.as_tensor(pad_amplitude, dtype=m00.real.dtype)
     a = torch.empty(batch + (size,), dtype=m00.dtype)
-    a.copy_(pad[..., None].expand(batch + (size,)) if pad.ndim else pad.expand(a.shape))
+    a.copy_(pad[..., None])  # broadcasts over batch + (size,)
     b = torch.zeros(batch + (size,), dtype=m00.dtype)
     if torch.is_grad_enabled() and any(m.requires_grad for m in (m00, m01, m10, m11)):
         a = a.index_copy(-1, top, m00).index_copy(-1, bot, m11)
