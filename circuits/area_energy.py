@@ -378,7 +378,6 @@ def _preset_sources(ctx: RunContext, name: str) -> dict[str, str] | None:
     return None
 
 
-
 # Fields of DeviceParams the estimator reads (listed with their sources in the report).
 _COST_FIELDS = (
     "shifter.kind", "shifter.law", "shifter.v_pi_v", "shifter.p_pi_mw",
