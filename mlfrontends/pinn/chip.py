@@ -21,7 +21,7 @@ from torch import nn
 
 import photonic
 
-from .models import ACTIVATIONS, DenseLinear, batched_linear, fused_forward
+from .models import MLP, DenseLinear, batched_linear
 
 __all__ = ["ChipMLP", "realised_weight"]
 
@@ -35,30 +35,20 @@ def realised_weight(layer: nn.Module) -> torch.Tensor:
     raise TypeError(f"not a photonic layer: {type(layer).__name__}")
 
 
-class ChipMLP(nn.Module):
+class ChipMLP(MLP):
     """MLP of hub layers with an activation between them; output (..., out)."""
 
     def __init__(self, layers: Sequence[nn.Module], activation: str, *, fast: bool):
-        super().__init__()
-        self.layers = nn.ModuleList(layers)
-        self.act = ACTIVATIONS[activation]()
+        super().__init__(layers, activation)
         self.fast = fast
-        self.fused = True  # with fast: fused_mlp_forward when no gradient is needed
-        self.share_prefixes = True
 
-    def forward(self, x):
-        if self.fast and self.fused:
-            # the hub builds its meshes in float64/complex128 whatever x is
-            y = fused_forward(self, x, lambda layer: (realised_weight(layer).to(x.dtype),
-                                                      layer.bias))
-            if y is not None:
-                return y
-        last = len(self.layers) - 1
-        for i, layer in enumerate(self.layers):
-            if self.fast:  # the hub builds its meshes in float64/complex128 whatever x is
-                x = batched_linear(x, realised_weight(layer).to(x.dtype), layer.bias)
-            else:
-                x = layer(x)
-            if i < last:
-                x = self.act(x)
-        return x
+    def dense_form(self, layer, x):
+        if not self.fast:  # every product through the optical chain: nothing to fuse
+            return None
+        # the hub builds its meshes in float64/complex128 whatever x is
+        return realised_weight(layer).to(x.dtype), layer.bias
+
+    def apply_layer(self, layer, x):
+        if self.fast:
+            return batched_linear(x, *self.dense_form(layer, x))
+        return layer(x)

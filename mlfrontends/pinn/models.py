@@ -344,14 +344,21 @@ class MLP(nn.Module):
         self.fused = True  # fused_mlp_forward when no gradient is needed (same numbers)
         self.share_prefixes = True
 
+    def dense_form(self, layer: nn.Module, x: torch.Tensor):
+        """(W, b) of ``layer`` for the fused forward, or None (then no fusing)."""
+        return _dense_parameters(layer)
+
+    def apply_layer(self, layer: nn.Module, x: torch.Tensor) -> torch.Tensor:
+        return layer(x)
+
     def forward(self, x):
         if self.fused:
-            y = fused_forward(self, x, _dense_parameters)
+            y = fused_forward(self, x, lambda layer: self.dense_form(layer, x))
             if y is not None:
                 return y
         for layer in self.layers[:-1]:
-            x = self.act(layer(x))
-        return self.layers[-1](x)
+            x = self.act(self.apply_layer(layer, x))
+        return self.apply_layer(self.layers[-1], x)
 
 
 def _dense_parameters(layer: nn.Module):
