@@ -32,7 +32,15 @@ from photonic.core import K_B, Q_E
 from photonic.decompose import MeshPhases
 from photonic.devices import CrosstalkParams, DeviceParams, VariationParams
 from photonic.mesh import MeshLayout, mesh_layout
-from photonic.noise import MeshErrors, NoiseConfig, num_shifters, realise_mesh, sample_mesh_errors
+from photonic.noise import (
+    MeshErrors,
+    NoiseConfig,
+    dac_code_phase,
+    num_shifters,
+    phase_dac_code,
+    realise_mesh,
+    sample_mesh_errors,
+)
 
 __all__ = [
     "VirtualChip",
@@ -65,17 +73,13 @@ def drive_phase_rad(codes: torch.Tensor, design: DeviceParams) -> torch.Tensor:
     if bits is None:
         raise ValueError("the chip's phase_dac.bits is None; a fabricated chip is driven by a "
                          "DAC with a finite number of bits")
-    volts = codes.to(torch.float64) * (design.shifter.v_max_v / (2**bits - 1))
-    ratio = volts / design.shifter.v_pi_v
-    return math.pi * (ratio * ratio if design.shifter.law == "quadratic" else ratio)
+    return dac_code_phase(codes.to(torch.float64), design.shifter, bits)
 
 
 def code_for_drive(drive_rad: torch.Tensor, design: DeviceParams) -> torch.Tensor:
     """Nearest DAC code (int64) for nominal drive phases, clipped to the DAC range."""
     bits = design.phase_dac.bits
-    ratio = drive_rad.clamp_min(0.0) / math.pi
-    volts = design.shifter.v_pi_v * (ratio.sqrt() if design.shifter.law == "quadratic" else ratio)
-    code = torch.round(volts / (design.shifter.v_max_v / (2**bits - 1)))
+    code = phase_dac_code(drive_rad, design.shifter, bits)
     return code.clamp(0, 2**bits - 1).to(torch.int64)
 
 

@@ -37,6 +37,8 @@ __all__ = [
     "MeshErrors",
     "sample_mesh_errors",
     "quantize_phase",
+    "phase_dac_code",
+    "dac_code_phase",
     "crosstalk_coupling",
     "shifter_positions_um",
     "realise_phases",
@@ -135,13 +137,23 @@ def quantize_phase(phase_rad: torch.Tensor, shifter: PhaseShifterParams, bits: i
     wrapped = torch.remainder(phase_rad, 2 * math.pi)
     if bits is None:
         return phase_rad + (wrapped - phase_rad).detach()
-    step_v = shifter.v_max_v / (2**bits - 1)
-    ratio = wrapped / math.pi
-    volts = shifter.v_pi_v * (ratio.sqrt() if shifter.law == "quadratic" else ratio)
-    volts_q = torch.round(volts / step_v) * step_v
-    vr = volts_q / shifter.v_pi_v
-    q = math.pi * (vr * vr if shifter.law == "quadratic" else vr)
+    q = dac_code_phase(phase_dac_code(wrapped, shifter, bits), shifter, bits)
     return phase_rad + (q - phase_rad).detach()
+
+
+def phase_dac_code(phase_rad: torch.Tensor, shifter: PhaseShifterParams,
+                   bits: int) -> torch.Tensor:
+    """Nearest code (as a float, not clipped) of a ``bits``-bit DAC uniform over
+    [0, V_max] for phases ≥ 0 under the shifter law φ = π(V/V_π)² or πV/V_π."""
+    ratio = phase_rad.clamp_min(0.0) / math.pi
+    volts = shifter.v_pi_v * (ratio.sqrt() if shifter.law == "quadratic" else ratio)
+    return torch.round(volts / (shifter.v_max_v / (2**bits - 1)))
+
+
+def dac_code_phase(code: torch.Tensor, shifter: PhaseShifterParams, bits: int) -> torch.Tensor:
+    """Phase the shifter law gives for DAC ``code`` (inverse of ``phase_dac_code``)."""
+    vr = code * (shifter.v_max_v / (2**bits - 1)) / shifter.v_pi_v
+    return math.pi * (vr * vr if shifter.law == "quadratic" else vr)
 
 
 def shifter_positions_um(layout: MeshLayout, geometry: LayoutParams) -> np.ndarray:
