@@ -13,6 +13,14 @@ Two layers:
    takes input (P, ..., in) or broadcastable (..., in) and returns (P, ..., out)); the
    estimate is written to ``.grad`` and a torch optimiser (Adam) steps.
    ``FirstOrderStepper`` is the back-propagation baseline with the same interface.
+3. ``SubspaceLMStepper``: for least-squares losses L = mean(r²) (a PINN's residuals), a
+   forward-only Levenberg–Marquardt step in a random subspace. The same two-sided
+   perturbations give the directional derivatives of every residual, J v_s; the step solves
+   the k × k damped Gauss–Newton system in span{v_s} (subspace Gauss–Newton for
+   derivative-free least squares: Cartis & Roberts 2023, "Scalable subspace methods for
+   derivative-free nonlinear least-squares optimization", Math. Program. 199, 461–524;
+   Levenberg–Marquardt damping with a gain-ratio update, Nielsen 1999 / Madsen, Nielsen &
+   Tingleff 2004, "Methods for non-linear least squares problems", §3.2).
 
 Estimator (Nesterov & Spokoiny 2017; Liu et al. 2020, "A primer on zeroth-order
 optimization", IEEE SPM 37(5), eqs. 3–5): with directions u_s (E[u uᵀ] = I),
@@ -41,6 +49,7 @@ __all__ = [
     "FirstOrderStepper",
     "ParamLayout",
     "StepInfo",
+    "SubspaceLMStepper",
     "ZOEstimate",
     "ZOStepper",
     "block_directions",
@@ -350,3 +359,124 @@ class FirstOrderStepper:
             torch.nn.utils.clip_grad_norm_(self.module.parameters(), self.clip_norm)
         self.optimizer.step()
         return StepInfo(loss=float(value.detach()), num_sets=1)
+
+
+ModuleResidual = Callable[[Callable[..., torch.Tensor]], torch.Tensor]
+"""Residuals given a forward function of the model: (P, N) for P batched parameter sets."""
+
+Realise = Callable[[torch.Tensor], torch.Tensor]
+"""(P, D) programmed parameter vectors → the values the hardware actually sets (e.g. phases
+on the DAC grid), expressed near the programmed ones (no 2π jumps)."""
+
+
+class SubspaceLMStepper:
+    """Forward-only Levenberg–Marquardt step for L(θ) = mean_n r_n(θ)² in a random subspace.
+
+    Each step draws k directions u_s (per-tensor blocks, as ``ZOStepper``), evaluates the
+    residual vector at θ and θ ± μu_s in ONE batched forward call (P = 2k + 1 sets) and
+    forms the directional derivatives J v_s = [r(θ+μu_s) − r(θ−μu_s)] / (2μ). With
+    ``realise`` the directions are the perturbations the hardware really applied,
+    v_s = [realise(θ+μu_s) − realise(θ−μu_s)] / (2μ) (a quantised phase moves by whole DAC
+    steps, not by μ); without it v_s = u_s. The step Δθ = Σ_s α_s v_s minimises the damped
+    Gauss–Newton model in that subspace,
+        (G + λ diag G) α = −g,   G = (J V)(J V)ᵀ / N,   g = (J V) r / N,
+    clipped to max |Δθ_i| ≤ ``max_step``. The candidate θ + Δθ is evaluated on the same
+    points (one more set); it is accepted if it lowers the loss, and λ follows the gain
+    ratio ρ = actual / predicted decrease (λ ÷ 3 if ρ > 0.25, × 4 if ρ < 0.05, Nielsen's
+    rule simplified). Up to ``tries`` candidates per step with growing λ. Every quantity is
+    a forward evaluation or a k × k solve in the controller: no back-propagation.
+    """
+
+    def __init__(
+        self,
+        module: nn.Module,
+        *,
+        mu: float,
+        num_queries: int = 1,
+        distribution: str = "rademacher",
+        block_size: int | None = None,
+        damping: float = 1e-3,
+        max_step: float = 0.2,
+        tries: int = 4,
+        realise: Realise | None = None,
+        generator: torch.Generator,
+    ):
+        if mu <= 0:
+            raise ValueError(f"mu must be > 0, got {mu}")
+        if damping <= 0:
+            raise ValueError(f"damping must be > 0, got {damping}")
+        if max_step <= 0:
+            raise ValueError(f"max_step must be > 0, got {max_step}")
+        if tries < 1:
+            raise ValueError(f"tries must be ≥ 1, got {tries}")
+        if num_queries < 1:
+            raise ValueError(f"num_queries must be ≥ 1, got {num_queries}")
+        _lookup_distribution(distribution)
+        self.module = module
+        self.layout = ParamLayout(module)
+        self.mu, self.num_queries, self.distribution = mu, num_queries, distribution
+        self.damping, self.max_step, self.tries = damping, max_step, tries
+        self.realise, self.generator = realise, generator
+        self.blocks = split_blocks(self.layout.slices, block_size)
+        self.lam = damping
+
+    LAM_MIN, LAM_MAX = 1e-12, 1e4
+
+    def state_dict(self) -> dict[str, float]:
+        return {"lam": self.lam}
+
+    def load_state_dict(self, state: dict[str, float]) -> None:
+        self.lam = float(state["lam"])
+
+    def batched_forward(self, flat: torch.Tensor) -> Callable[..., torch.Tensor]:
+        params = self.layout.unflatten(flat)
+        return lambda *args: functional_call(self.module, params, args)
+
+    def directions(self, theta: torch.Tensor) -> torch.Tensor:
+        """(k, D) drawn directions u_s (per-tensor blocks)."""
+        return block_directions(self.num_queries, self.blocks, self.layout.dim,
+                                distribution=self.distribution, generator=self.generator,
+                                dtype=theta.dtype)
+
+    def step(self, residual: ModuleResidual) -> StepInfo:
+        theta = self.layout.flatten()
+        dtype = theta.dtype
+        wide = torch.float64
+        U = self.directions(theta)
+        k, mu = U.shape[0], self.mu
+        plus, minus = theta + mu * U, theta - mu * U
+        with torch.no_grad():
+            R = residual(self.batched_forward(torch.cat([theta[None], plus, minus]))).to(wide)
+            V = U if self.realise is None else (self.realise(plus) - self.realise(minus)) / (2 * mu)
+            V = V.to(wide)
+            r0, JV = R[0], (R[1:k + 1] - R[k + 1:]) / (2 * mu)
+            n = r0.numel()
+            G, g = JV @ JV.T / n, JV @ r0 / n
+            loss0 = float(r0 @ r0 / n)
+            diag = torch.diag(G).clamp_min(1e-30)
+            jitter = 1e-14 * float(diag.mean()) * torch.eye(k, dtype=wide)
+            sets, accepted = 2 * k + 1, None
+            for _ in range(self.tries):
+                # solve, not lstsq: LAPACK's gelsy is not bit-reproducible run to run
+                alpha = -torch.linalg.solve(G + self.lam * torch.diag(diag) + jitter, g)
+                delta = alpha @ V
+                top = float(delta.abs().max())
+                if top > self.max_step:
+                    alpha, delta = alpha * (self.max_step / top), delta * (self.max_step / top)
+                predicted = float(-(2 * alpha @ g + alpha @ G @ alpha))
+                rc = residual(self.batched_forward((theta + delta.to(dtype))[None]))
+                rc = rc.to(wide)[0]
+                sets += 1
+                loss_c = float(rc @ rc / n)
+                rho = (loss0 - loss_c) / predicted if predicted > 0 else -1.0
+                if rho > 0.25:
+                    self.lam = max(self.lam / 3, self.LAM_MIN)
+                elif rho < 0.05:
+                    self.lam = min(self.lam * 4, self.LAM_MAX)
+                if loss_c < loss0:
+                    accepted = delta
+                    break
+            if accepted is not None:
+                for p, sl in zip(self.layout.params, self.layout.slices, strict=True):
+                    p.add_(accepted[sl].reshape(p.shape).to(p.dtype))
+        return StepInfo(loss=loss0, num_sets=sets)

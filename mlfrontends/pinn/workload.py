@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from photonic.runio import RunContext, WorkloadConfig
 
-from ..zo import FirstOrderStepper, ZOStepper
+from ..zo import FirstOrderStepper, SubspaceLMStepper, ZOStepper
 from .chip import ChipMLP
 from .derivatives import Autograd, build_estimator
 from .models import TTLinear, build_mlp, count_parameters
@@ -81,8 +81,9 @@ class EstimatorConfig(_Section):
 
 
 class OptimConfig(_Section):
-    method: Literal["zo", "coordinate", "first_order"] = "zo"
-    lr: float = Field(1e-3, gt=0)
+    method: Literal["zo", "coordinate", "subspace_lm", "first_order"] = "zo"
+    lr: float = Field(1e-3, gt=0, description="Adam's step size; for subspace_lm the trust "
+                      "radius: the largest change of any parameter in one step")
     lr_schedule: Literal["constant", "cosine", "exponential"] = "constant"
     lr_final: float = Field(1e-4, gt=0, description="end of cosine/exponential schedules")
     warmup_iters: int = Field(0, ge=0)
@@ -97,6 +98,12 @@ class OptimConfig(_Section):
     local_readout: bool = Field(False, description="train an electronic read-out layer with "
                                 "its exact local gradient (zo only)")
     betas: tuple[float, float] = (0.9, 0.999)
+    damping: float = Field(1e-3, gt=0, description="initial Levenberg–Marquardt λ "
+                           "(subspace_lm)")
+    lm_tries: int = Field(4, ge=1, description="candidate steps per iteration (subspace_lm)")
+    realised_directions: bool = Field(
+        True, description="subspace_lm: use the perturbation the chip really applied (phases "
+        "on the DAC grid) as the direction, not the drawn one")
 
 
 class CollocationConfig(_Section):
@@ -150,6 +157,9 @@ class Config(WorkloadConfig):
                              "replacement from the pool)")
         if c.sampling == "rad" and c.k == 0 and c.c == 0:
             raise ValueError("collocation: k = 0 and c = 0 give an all-zero density")
+        if self.optim.method == "subspace_lm" and self.optim.local_readout:
+            raise ValueError("optim.local_readout = true is for method 'zo'; subspace_lm "
+                             "already solves for every parameter in its subspace")
         if self.optim.local_readout:
             if self.optim.method == "first_order":
                 raise ValueError("optim.local_readout = true is for ZO training; "
@@ -238,13 +248,45 @@ def _generators(module: torch.nn.Module) -> list[torch.Generator]:
                                                            torch.Generator)]
 
 
-def _residual_loss(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator):
-    def loss(fwd) -> torch.Tensor:
+def _residuals(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator):
+    """``fwd -> r``: the PDE residual at every collocation point, (N,) or (P, N)."""
+    def residual(fwd) -> torch.Tensor:
         jet = estimator.estimate(lambda x: fwd(x).squeeze(-1), z, generator=gen)
-        r = pde.residual(z, pde.constrain(z, jet))
+        return pde.residual(z, pde.constrain(z, jet))
+
+    return residual
+
+
+def _residual_loss(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator):
+    residual = _residuals(pde, estimator, z, gen)
+
+    def loss(fwd) -> torch.Tensor:
+        r = residual(fwd)
         return (r * r).mean(-1)
 
     return loss
+
+
+def _dac_realise(net: torch.nn.Module, layout, ctx: RunContext):
+    """(P, D) programmed parameter vectors → what the chip sets: every ``phases`` entry on
+    the phase-DAC grid (photonic.quantize_phase), expressed within ±π of the programmed
+    value; electronic gains and biases unchanged. None when phases are not quantised."""
+    if not ctx.noise.phase_quantization or not any(n.endswith("phases") for n in layout.names):
+        return None
+    from photonic import quantize_phase
+
+    mask = torch.zeros(layout.dim, dtype=torch.bool)
+    for name, sl in zip(layout.names, layout.slices, strict=True):
+        if name.endswith("phases"):
+            mask[sl] = True
+    shifter, bits = ctx.device.shifter, ctx.device.phase_dac.bits
+
+    def realise(flat: torch.Tensor) -> torch.Tensor:
+        q = quantize_phase(flat.detach(), shifter, bits)
+        near = flat + torch.remainder(q - flat + math.pi, 2 * math.pi) - math.pi
+        return torch.where(mask, near, flat)
+
+    return realise
 
 
 class _Collocation:
@@ -317,6 +359,13 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     gen_mc = torch.Generator().manual_seed(ctx.seed + 3)
     if o.method == "first_order":
         stepper = FirstOrderStepper(net, opt, clip_norm=o.clip_norm)
+    elif o.method == "subspace_lm":
+        stepper = SubspaceLMStepper(
+            net, mu=o.mu, num_queries=o.num_queries, distribution=o.distribution,
+            block_size=o.block_size, damping=o.damping, max_step=o.lr,
+            tries=o.lm_tries, generator=gen_zo)
+        if o.realised_directions:
+            stepper.realise = _dac_realise(net, stepper.layout, ctx)
     else:
         stepper = ZOStepper(
             net, opt, mu=o.mu, estimator="random" if o.method == "zo" else "coordinate",
@@ -344,6 +393,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             g.set_state(s)
         state = ckpt["state"]
         sampler.load(ckpt["sampler"])
+        if hasattr(stepper, "load_state_dict"):
+            stepper.load_state_dict(ckpt["stepper"])
 
     def save():
         ctx.save_checkpoint({
@@ -352,6 +403,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "noise_generators": [g.get_state() for g in _generators(net)],
             "state": state, "config": cfg.model_dump(mode="json"),
             "sampler": sampler.state(),
+            "stepper": stepper.state_dict() if hasattr(stepper, "state_dict") else None,
         })
 
     def evaluate():
@@ -372,11 +424,17 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         lr = lr_at(it, o, cfg.iterations)
         for group in opt.param_groups:
             group["lr"] = lr
+        if o.method == "subspace_lm":
+            stepper.max_step = lr  # the trust radius follows the schedule
         z, scored = sampler.draw(it, pointwise_residual)
-        info = stepper.step(_residual_loss(pde, estimator, z, gen_mc))
+        if o.method == "subspace_lm":
+            info = stepper.step(_residuals(pde, estimator, z, gen_mc))
+        else:
+            info = stepper.step(_residual_loss(pde, estimator, z, gen_mc))
         state["wall_s"] += time.perf_counter() - t0
         state["iteration"] = it + 1
         state["sets_per_step"] = info.num_sets
+        state["sets_total"] = state.get("sets_total", 0) + info.num_sets
         state["forward_evals"] += (info.num_sets * cfg.collocation_points + scored) * \
             evals_per_point
         state["history"].append((it + 1, info.loss, state["forward_evals"], state["wall_s"]))
@@ -432,6 +490,23 @@ def _chip_cost(cfg: Config, ctx: RunContext, spec, sets_per_step: int, rows_per_
     return out
 
 
+def _optim_text(o: OptimConfig) -> str:
+    """The optimiser settings a report states."""
+    common = (f"μ = {o.mu}, q = {o.num_queries}, {o.distribution}"
+              + (f", blocks ≤ {o.block_size}" if o.block_size else ""))
+    if o.method == "subspace_lm":
+        return (f"forward-only subspace Levenberg–Marquardt: {common}, per tensor, "
+                f"two-sided, initial λ {o.damping}, trust radius (largest change of a "
+                f"parameter per step) {o.lr} {o.lr_schedule} → {o.lr_final}, ≤ {o.lm_tries} "
+                f"candidates per step, {'realised' if o.realised_directions else 'drawn'} "
+                "directions")
+    return (f"lr {o.lr} {o.lr_schedule} → {o.lr_final}, {common}, "
+            f"{'two' if o.two_sided else 'one'}-sided, "
+            f"{'per tensor' if o.per_tensor else 'whole vector'}, clip {o.clip_norm}"
+            + (", exact local gradient of the electronic read-out" if o.local_readout
+               else ""))
+
+
 def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
     import matplotlib
 
@@ -444,7 +519,11 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
     hist = np.array(state["history"], dtype=float).reshape(-1, 4)
     dense = build_mlp(spec["widths"], activation=spec["activation"])
     tt = build_mlp(spec["widths"], activation=spec["activation"], tt_layers=spec["tt_layers"])
-    num_sets = state["sets_per_step"]  # as the stepper reported it
+    # as the stepper reported them; subspace_lm varies per step (candidate retries): mean,
+    # rounded up for the chip estimate (which counts whole phase settings per step)
+    mean_sets = state.get("sets_total", 0) / max(1, state["iteration"])
+    num_sets = (math.ceil(mean_sets) if cfg.optim.method == "subspace_lm"
+                else state["sets_per_step"])
     rows = cfg.collocation_points * evals_per_point
     metrics: dict[str, Any] = {
         "rel_l2": rel,
@@ -458,6 +537,7 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
         "final_loss": float(hist[-1, 1]) if len(hist) else float("nan"),
         "diverged": bool(state["diverged"]),
         "parameter_sets_per_step": num_sets,
+        "parameter_sets_per_step_mean": mean_sets,
         "evals_per_point": evals_per_point,
         "s_per_iteration": float(state["wall_s"] / max(1, state["iteration"])),
     }
@@ -556,15 +636,9 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
     lines += [
         "", "## Recipe", "",
         f"PDE `{cfg.pde}` {cfg.pde_params or ''}; estimator `{cfg.estimator.kind}` "
-        f"(σ = {spec['sigma']}); optimiser `{cfg.optim.method}` "
-        f"(lr {cfg.optim.lr} {cfg.optim.lr_schedule} → {cfg.optim.lr_final}, μ = "
-        f"{cfg.optim.mu}, q = {cfg.optim.num_queries}, {cfg.optim.distribution}, "
-        f"{'two' if cfg.optim.two_sided else 'one'}-sided, "
-        f"{'per tensor' if cfg.optim.per_tensor else 'whole vector'}, clip "
-        f"{cfg.optim.clip_norm}"
-        + (f", blocks ≤ {cfg.optim.block_size}" if cfg.optim.block_size else "")
-        + (", exact local gradient of the electronic read-out" if cfg.optim.local_readout
-           else "")
+        f"(σ = {spec['sigma']}); optimiser `{cfg.optim.method}` ({_optim_text(cfg.optim)}"
+        + (f"; mean {metrics['parameter_sets_per_step_mean']:.1f} parameter sets per step"
+           if cfg.optim.method == "subspace_lm" else "")
         + f"); {cfg.collocation_points} collocation points per iteration, "
         + ("uniform" if cfg.collocation.sampling == "uniform" else
            f"RAD-sampled from a {cfg.collocation.pool}-point pool rescored every "

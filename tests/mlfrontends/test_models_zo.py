@@ -10,6 +10,7 @@ from mlfrontends.pinn.models import TTLinear, batched_linear, build_mlp, count_p
 from mlfrontends.zo import (
     FirstOrderStepper,
     ParamLayout,
+    SubspaceLMStepper,
     ZOStepper,
     block_directions,
     coordinate_directions,
@@ -227,3 +228,97 @@ def test_first_order_stepper_and_errors():
     assert info.num_sets == 1 and info.loss > 0
     with pytest.raises(ValueError, match="did you mean 'rademacher'"):
         ZOStepper(net, opt, mu=0.01, distribution="rademaher", generator=torch.Generator())
+
+
+class _Affine(torch.nn.Module):
+    """Residual r = A θ − b with θ a parameter; batched θ (P, D) gives (P, N)."""
+
+    def __init__(self, A, b, theta, grid=None):
+        super().__init__()
+        self.A, self.b, self.grid = A, b, grid
+        self.theta = torch.nn.Parameter(theta.clone())
+
+    def forward(self, _x):
+        t = self.theta if self.grid is None else torch.round(self.theta / self.grid) * self.grid
+        return t @ self.A.T - self.b
+
+
+def test_subspace_lm_solves_linear_least_squares_in_one_step_when_the_subspace_is_full():
+    """Blocks of one coordinate give k = D directions that span R^D: a Gauss–Newton step on
+    affine residuals is then the least-squares solution, exact up to the damping."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(40, 6, generator=g, dtype=torch.float64)
+    b = torch.randn(40, generator=g, dtype=torch.float64)
+    net = _Affine(A, b, torch.zeros(6, dtype=torch.float64))
+    calls = []
+
+    def residual(fwd):
+        r = fwd(None)
+        calls.append(tuple(r.shape))
+        return r
+
+    st = SubspaceLMStepper(net, mu=1e-2, block_size=1, damping=1e-9, max_step=100.0,
+                           generator=torch.Generator().manual_seed(1))
+    info = st.step(residual)
+    best = torch.linalg.lstsq(A, b[:, None]).solution[:, 0]
+    assert calls[0] == (2 * 6 + 1, 40) and info.num_sets == 2 * 6 + 2  # one candidate
+    assert info.loss == pytest.approx(float((b * b).mean()))
+    assert torch.allclose(net.theta.detach(), best, atol=1e-7)
+    assert st.lam == pytest.approx(1e-9 / 3)  # the model predicted the decrease: λ ÷ 3
+
+
+def test_subspace_lm_random_subspace_descends_and_clips_the_step():
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(60, 30, generator=g, dtype=torch.float64)
+    b = torch.randn(60, generator=g, dtype=torch.float64)
+    net = _Affine(A, b, torch.zeros(30, dtype=torch.float64))
+    st = SubspaceLMStepper(net, mu=1e-3, block_size=10, max_step=0.05,
+                           generator=torch.Generator().manual_seed(1))
+    before = net.theta.detach().clone()
+    first = st.step(lambda fwd: fwd(None))
+    assert (net.theta.detach() - before).abs().max() <= 0.05 + 1e-15
+    for _ in range(200):
+        last = st.step(lambda fwd: fwd(None))
+    optimum = float(((A @ torch.linalg.lstsq(A, b[:, None]).solution[:, 0] - b) ** 2).mean())
+    assert last.loss < optimum + 0.05 * (first.loss - optimum)
+
+
+def test_subspace_lm_realised_directions_follow_a_quantised_parameter():
+    """θ = 0.04 on a 0.1 grid with μ = 0.03: θ ± μ land on 0.1 and 0.0, a realised move of
+    0.1 where 0.06 was drawn. With the realised direction the Gauss–Newton model is the
+    grid's own and one step lands on the target 0.3; with the drawn one the model's slope
+    is 0.1/0.06 per unit of θ and the step falls short (θ 0.22 → 0.2)."""
+    one = torch.ones(1, 1, dtype=torch.float64)
+    target = torch.tensor([0.3], dtype=torch.float64)
+
+    def final_value(realise):
+        net = _Affine(one, target, torch.tensor([0.04], dtype=torch.float64), grid=0.1)
+        st = SubspaceLMStepper(net, mu=0.03, block_size=1, damping=1e-12, max_step=1.0,
+                               tries=1, realise=realise,
+                               generator=torch.Generator().manual_seed(0))
+        st.step(lambda fwd: fwd(None))
+        return float(torch.round(net.theta.detach() / 0.1) * 0.1)
+
+    assert final_value(lambda t: torch.round(t / 0.1) * 0.1) == pytest.approx(0.3)
+    assert final_value(None) == pytest.approx(0.2)
+
+
+def test_subspace_lm_rejects_a_worse_candidate_and_raises_damping():
+    """Residual r = θ² − 1 near θ = 0 is badly modelled by its linearisation far away:
+    a rejected candidate leaves θ unchanged and multiplies λ by 4."""
+
+    class Square(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.theta = torch.nn.Parameter(torch.tensor([0.01], dtype=torch.float64))
+
+        def forward(self, _x):
+            return self.theta**2 - 1.0
+
+    net = Square()
+    st = SubspaceLMStepper(net, mu=1e-4, block_size=1, damping=1e-12, max_step=10.0,
+                           tries=1, generator=torch.Generator().manual_seed(0))
+    st.step(lambda fwd: fwd(None))  # GN step 1/(2·0.01) = 50 → loss (2500 − 1)² ≫ 1
+    assert float(net.theta.detach()) == pytest.approx(0.01) and st.lam == pytest.approx(4e-12)
+    with pytest.raises(ValueError, match="max_step"):
+        SubspaceLMStepper(net, mu=1e-3, max_step=0, generator=torch.Generator())
