@@ -167,18 +167,28 @@ def _device(preset: str, overrides: dict, where: str, field_path: str):
         from photonic.devices import DeviceParams
 
         data = dev.model_dump()
-        for key, value in overrides.items():
-            node = data
+
+        def apply(node: dict, key: str, value: Any, path: str) -> None:
+            """Set one override (a dotted key, or a nested mapping merged field by field,
+            as ``--set chip.overrides.phase_dac.bits=12`` gives) into ``node``."""
             parts = str(key).split(".")
             for k in parts[:-1]:
                 if not isinstance(node.get(k), dict):
-                    raise BadInput(f"{where}: chip.overrides.{key}: {k!r} is not a section of "
-                                   f"the device parameters")
+                    raise BadInput(f"{where}: chip.overrides.{path}: {k!r} is not a section "
+                                   f"of the device parameters")
                 node = node[k]
-            if parts[-1] not in node:
-                hint = closest(parts[-1], list(node))
-                raise BadInput(f"{where}: chip.overrides.{key}: unknown device field{hint}")
-            node[parts[-1]] = value
+            last = parts[-1]
+            if last not in node:
+                hint = closest(last, list(node))
+                raise BadInput(f"{where}: chip.overrides.{path}: unknown device field{hint}")
+            if isinstance(value, dict) and isinstance(node[last], dict):
+                for sub, v in value.items():
+                    apply(node[last], sub, v, f"{path}.{sub}")
+            else:
+                node[last] = value
+
+        for key, value in overrides.items():
+            apply(data, key, value, str(key))
         try:
             dev = DeviceParams.model_validate(data)
         except ValidationError as e:

@@ -59,3 +59,22 @@ def test_unknown_config_and_preset_commands():
     assert res.exit_code == 0 and "BP-free PINN study: V_π 4.36 V" in res.output
     res = _run("presets", "show", "mem")
     assert res.exit_code == 2 and "did you mean 'mems'?" in res.output
+
+
+def test_nested_chip_overrides_merge_field_by_field():
+    """``--set chip.overrides.phase_dac.bits=12`` changes that one field of the preset's
+    DAC and keeps the others (a nested override merges; it does not replace the section)."""
+    import calibration
+    from photonic.cli import load_run
+
+    base = calibration.load_preset("bpfree_pinn_sim")
+    _, _, _, _, extra = load_run("pinn_burgers", ["chip.overrides.phase_dac.bits=12"])
+    dev = extra["device"]
+    assert dev.phase_dac.bits == 12 and base.phase_dac.bits == 8
+    assert dev.phase_dac.model_dump(exclude={"bits"}) == base.phase_dac.model_dump(
+        exclude={"bits"})
+    assert dev.shifter == base.shifter
+    res = _run("run", "pinn_burgers", "--set", "chip.overrides.phase_dac.bitz=12",
+               "--out", "/nonexistent/never")
+    assert res.exit_code == 2 and "chip.overrides.phase_dac.bitz" in res.output
+    assert "did you mean 'bits'" in res.output
