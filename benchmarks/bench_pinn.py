@@ -72,7 +72,7 @@ def throughput(dtype: torch.dtype, repeats: int, points: int = 1200, *,
 
     def zo_loss():
         with torch.no_grad():
-            loss(stepper.batched_forward(flat))
+            loss(stepper.layout.batched_forward(flat))
 
     x = torch.rand(points * est.evals_for_dim(2), 2, dtype=dtype)
     params = layout.unflatten(flat)

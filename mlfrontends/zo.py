@@ -187,6 +187,7 @@ class ParamLayout:
     """Maps a module's trainable parameters to a flat vector and back (in named order)."""
 
     def __init__(self, module: nn.Module, exclude: Sequence[str] = ()):
+        self.module = module
         self.names: list[str] = []
         self.shapes: list[torch.Size] = []
         self.slices: list[slice] = []
@@ -212,6 +213,12 @@ class ParamLayout:
             n: flat[..., sl].reshape(*lead, *shape)
             for n, shape, sl in zip(self.names, self.shapes, self.slices, strict=True)
         }
+
+    def batched_forward(self, flat: torch.Tensor) -> Callable[..., torch.Tensor]:
+        """Forward of the module with the (P, D) parameter sets ``flat`` (one batched call;
+        parameters not in the layout keep their values)."""
+        params = self.unflatten(flat)
+        return lambda *args: functional_call(self.module, params, args)
 
     def set_grad(self, flat_grad: torch.Tensor) -> None:
         for p, sl in zip(self.params, self.slices, strict=True):
@@ -306,16 +313,12 @@ class ZOStepper:
             U = DIRECTIONS[self.distribution](q, D, generator=self.generator, dtype=dtype)
         return U, 1.0 / q
 
-    def batched_forward(self, flat: torch.Tensor) -> Callable[..., torch.Tensor]:
-        params = self.layout.unflatten(flat)
-        return lambda *args: functional_call(self.module, params, args)
-
     def step(self, loss: ModuleLoss) -> StepInfo:
         theta = self.layout.flatten()
         U, scale = self.directions(theta.dtype)
         with torch.no_grad():
             est = zo_gradient(
-                lambda batch: loss(self.batched_forward(batch)),
+                lambda batch: loss(self.layout.batched_forward(batch)),
                 theta, U, mu=self.mu, two_sided=self.two_sided, scale=scale,
             )
         self.optimizer.zero_grad(set_to_none=True)
@@ -412,10 +415,9 @@ class SubspaceLMStepper:
         if num_queries < 1:
             raise ValueError(f"num_queries must be ≥ 1, got {num_queries}")
         _lookup_distribution(distribution)
-        self.module = module
         self.layout = ParamLayout(module)
         self.mu, self.num_queries, self.distribution = mu, num_queries, distribution
-        self.damping, self.max_step, self.tries = damping, max_step, tries
+        self.max_step, self.tries = max_step, tries
         self.realise, self.generator = realise, generator
         self.blocks = split_blocks(self.layout.slices, block_size)
         self.lam = damping
@@ -427,10 +429,6 @@ class SubspaceLMStepper:
 
     def load_state_dict(self, state: dict[str, float]) -> None:
         self.lam = float(state["lam"])
-
-    def batched_forward(self, flat: torch.Tensor) -> Callable[..., torch.Tensor]:
-        params = self.layout.unflatten(flat)
-        return lambda *args: functional_call(self.module, params, args)
 
     def directions(self, theta: torch.Tensor) -> torch.Tensor:
         """(k, D) drawn directions u_s (per-tensor blocks)."""
@@ -446,7 +444,8 @@ class SubspaceLMStepper:
         k, mu = U.shape[0], self.mu
         plus, minus = theta + mu * U, theta - mu * U
         with torch.no_grad():
-            R = residual(self.batched_forward(torch.cat([theta[None], plus, minus]))).to(wide)
+            fwd = self.layout.batched_forward(torch.cat([theta[None], plus, minus]))
+            R = residual(fwd).to(wide)
             V = U if self.realise is None else (self.realise(plus) - self.realise(minus)) / (2 * mu)
             V = V.to(wide)
             r0, JV = R[0], (R[1:k + 1] - R[k + 1:]) / (2 * mu)
@@ -464,7 +463,7 @@ class SubspaceLMStepper:
                 if top > self.max_step:
                     alpha, delta = alpha * (self.max_step / top), delta * (self.max_step / top)
                 predicted = float(-(2 * alpha @ g + alpha @ G @ alpha))
-                rc = residual(self.batched_forward((theta + delta.to(dtype))[None]))
+                rc = residual(self.layout.batched_forward((theta + delta.to(dtype))[None]))
                 rc = rc.to(wide)[0]
                 sets += 1
                 loss_c = float(rc @ rc / n)

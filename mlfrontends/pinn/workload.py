@@ -381,7 +381,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         with torch.set_grad_enabled(isinstance(estimator, Autograd)):  # autograd: d/dz
             jet = estimator.estimate(lambda x: net(x).squeeze(-1), z, generator=gen_mc)
             return pde.residual(z, pde.constrain(z, jet)).detach()
-    state: dict[str, Any] = {"iteration": 0, "forward_evals": 0, "wall_s": 0.0,
+    state: dict[str, Any] = {"iteration": 0, "forward_evals": 0, "wall_s": 0.0, "sets_total": 0,
                              "history": [], "evals": [], "diverged": False}
     ckpt = ctx.load_checkpoint()
     if ckpt is not None:
@@ -433,8 +433,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             info = stepper.step(_residual_loss(pde, estimator, z, gen_mc))
         state["wall_s"] += time.perf_counter() - t0
         state["iteration"] = it + 1
-        state["sets_per_step"] = info.num_sets
-        state["sets_total"] = state.get("sets_total", 0) + info.num_sets
+        state["sets_total"] += info.num_sets
         state["forward_evals"] += (info.num_sets * cfg.collocation_points + scored) * \
             evals_per_point
         state["history"].append((it + 1, info.loss, state["forward_evals"], state["wall_s"]))
@@ -519,11 +518,11 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
     hist = np.array(state["history"], dtype=float).reshape(-1, 4)
     dense = build_mlp(spec["widths"], activation=spec["activation"])
     tt = build_mlp(spec["widths"], activation=spec["activation"], tt_layers=spec["tt_layers"])
-    # as the stepper reported them; subspace_lm varies per step (candidate retries): mean,
-    # rounded up for the chip estimate (which counts whole phase settings per step)
-    mean_sets = state.get("sets_total", 0) / max(1, state["iteration"])
-    num_sets = (math.ceil(mean_sets) if cfg.optim.method == "subspace_lm"
-                else state["sets_per_step"])
+    # parameter sets per step as the stepper reported them: constant for zo / first order,
+    # varying for subspace_lm (candidate retries); the chip estimate counts whole phase
+    # settings per step, so the mean rounded up
+    mean_sets = state["sets_total"] / max(1, state["iteration"])
+    num_sets = math.ceil(mean_sets)
     rows = cfg.collocation_points * evals_per_point
     metrics: dict[str, Any] = {
         "rel_l2": rel,
