@@ -67,9 +67,16 @@ def public_design(device: DeviceParams) -> DeviceParams:
     })
 
 
+def _voltage_dac_bits(design: DeviceParams) -> int | None:
+    if design.phase_dac.grid != "voltage":
+        raise ValueError(f"phase_dac.grid = {design.phase_dac.grid!r}: the fabricated-chip "
+                         "model drives its shifters with a voltage DAC (grid 'voltage')")
+    return design.phase_dac.bits
+
+
 def drive_phase_rad(codes: torch.Tensor, design: DeviceParams) -> torch.Tensor:
     """Nominal phase π(V/V_π)² (quadratic) or πV/V_π (linear) of integer DAC ``codes``."""
-    bits = design.phase_dac.bits
+    bits = _voltage_dac_bits(design)
     if bits is None:
         raise ValueError("the chip's phase_dac.bits is None; a fabricated chip is driven by a "
                          "DAC with a finite number of bits")
@@ -78,7 +85,7 @@ def drive_phase_rad(codes: torch.Tensor, design: DeviceParams) -> torch.Tensor:
 
 def code_for_drive(drive_rad: torch.Tensor, design: DeviceParams) -> torch.Tensor:
     """Nearest DAC code (int64) for nominal drive phases, clipped to the DAC range."""
-    bits = design.phase_dac.bits
+    bits = _voltage_dac_bits(design)
     code = phase_dac_code(drive_rad, design.shifter, bits)
     return code.clamp(0, 2**bits - 1).to(torch.int64)
 

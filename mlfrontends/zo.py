@@ -36,7 +36,7 @@ e_i and ĝ_i = [L(θ+μe_i) − L(θ−μe_i)] / (2μ).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
@@ -104,15 +104,21 @@ def block_directions(
     return full * mask.repeat_interleave(num_per_block, dim=0)
 
 
-def split_blocks(slices: Sequence[slice], block_size: int | None) -> list[slice]:
+def split_blocks(slices: Sequence[slice], block_size: int | None,
+                 sizes: Sequence[int | None] | None = None) -> list[slice]:
     """Per-tensor blocks, each cut into contiguous chunks of at most ``block_size``
-    elements (e.g. one chunk per photonic tile of a layer's phase tensor); None: as is."""
-    if block_size is None:
-        return list(slices)
+    elements (e.g. one chunk per photonic tile of a layer's phase tensor); None: as is.
+    ``sizes`` (one per slice) overrides ``block_size`` tensor by tensor."""
+    sizes = [block_size] * len(slices) if sizes is None else list(sizes)
+    if len(sizes) != len(slices):
+        raise ValueError(f"sizes: need one per tensor ({len(slices)}), got {len(sizes)}")
     out = []
-    for sl in slices:
-        for a in range(sl.start, sl.stop, block_size):
-            out.append(slice(a, min(a + block_size, sl.stop)))
+    for sl, size in zip(slices, sizes, strict=True):
+        if size is None:
+            out.append(sl)
+            continue
+        for a in range(sl.start, sl.stop, size):
+            out.append(slice(a, min(a + size, sl.stop)))
     return out
 
 
@@ -386,7 +392,11 @@ class SubspaceLMStepper:
     clipped to max |Δθ_i| ≤ ``max_step``. The candidate θ + Δθ is evaluated on the same
     points (one more set); it is accepted if it lowers the loss, and λ follows the gain
     ratio ρ = actual / predicted decrease (λ ÷ 3 if ρ > 0.25, × 4 if ρ < 0.05, Nielsen's
-    rule simplified). Up to ``tries`` candidates per step with growing λ. Every quantity is
+    rule simplified). Up to ``tries`` candidates per step with growing λ. ``block_sizes``
+    overrides ``block_size`` per parameter name (e.g. 1 for an electronic read-out layer:
+    one direction per weight, i.e. its exact Jacobian columns when the residual is at most
+    quadratic in it). ``bounds`` (lo, hi) keeps θ inside a box: perturbations and steps
+    are clamped, and the directions are the clamped moves. Every quantity is
     a forward evaluation or a k × k solve in the controller: no back-propagation.
     """
 
@@ -402,6 +412,8 @@ class SubspaceLMStepper:
         max_step: float = 0.2,
         tries: int = 4,
         realise: Realise | None = None,
+        block_sizes: Mapping[str, int] | None = None,
+        bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
         generator: torch.Generator,
     ):
         if mu <= 0:
@@ -419,10 +431,31 @@ class SubspaceLMStepper:
         self.mu, self.num_queries, self.distribution = mu, num_queries, distribution
         self.max_step, self.tries = max_step, tries
         self.realise, self.generator = realise, generator
-        self.blocks = split_blocks(self.layout.slices, block_size)
+        block_sizes = dict(block_sizes or {})
+        unknown = sorted(set(block_sizes) - set(self.layout.names))
+        if unknown:
+            raise ValueError(f"block_sizes: no trainable parameter named {unknown[0]!r}")
+        if any(v < 1 for v in block_sizes.values()):
+            raise ValueError(f"block_sizes: every size must be ≥ 1, got {block_sizes}")
+        self.blocks = split_blocks(self.layout.slices, block_size,
+                                   [block_sizes.get(n, block_size) for n in self.layout.names])
         self.lam = damping
+        if bounds is not None:
+            lo, hi = bounds
+            if lo.shape != (self.layout.dim,) or hi.shape != (self.layout.dim,):
+                raise ValueError(f"bounds: need two ({self.layout.dim},) vectors, got "
+                                 f"{tuple(lo.shape)} and {tuple(hi.shape)}")
+            if bool((lo > hi).any()):
+                raise ValueError("bounds: every lower bound must be ≤ its upper bound")
+        self.bounds = bounds
 
     LAM_MIN, LAM_MAX = 1e-12, 1e4
+
+    def _clamp(self, flat: torch.Tensor) -> torch.Tensor:
+        if self.bounds is None:
+            return flat
+        lo, hi = self.bounds
+        return torch.minimum(torch.maximum(flat, lo.to(flat.dtype)), hi.to(flat.dtype))
 
     def state_dict(self) -> dict[str, float]:
         return {"lam": self.lam}
@@ -442,11 +475,14 @@ class SubspaceLMStepper:
         wide = torch.float64
         U = self.directions(theta)
         k, mu = U.shape[0], self.mu
-        plus, minus = theta + mu * U, theta - mu * U
+        plus, minus = self._clamp(theta + mu * U), self._clamp(theta - mu * U)
         with torch.no_grad():
             fwd = self.layout.batched_forward(torch.cat([theta[None], plus, minus]))
             R = residual(fwd).to(wide)
-            V = U if self.realise is None else (self.realise(plus) - self.realise(minus)) / (2 * mu)
+            if self.realise is not None:
+                V = (self.realise(plus) - self.realise(minus)) / (2 * mu)
+            else:
+                V = U if self.bounds is None else (plus - minus) / (2 * mu)
             V = V.to(wide)
             r0, JV = R[0], (R[1:k + 1] - R[k + 1:]) / (2 * mu)
             n = r0.numel()
@@ -463,6 +499,8 @@ class SubspaceLMStepper:
                 if top > self.max_step:
                     alpha, delta = alpha * (self.max_step / top), delta * (self.max_step / top)
                 predicted = float(-(2 * alpha @ g + alpha @ G @ alpha))
+                if self.bounds is not None:  # the step as the bounds let it happen
+                    delta = self._clamp(theta + delta.to(dtype)).to(wide) - theta.to(wide)
                 rc = residual(self.layout.batched_forward((theta + delta.to(dtype))[None]))
                 rc = rc.to(wide)[0]
                 sets += 1

@@ -18,6 +18,7 @@ __all__ = [
     "MziParams",
     "DetectorParams",
     "ConverterParams",
+    "PhaseDacParams",
     "TiaParams",
     "ModulatorParams",
     "LaserParams",
@@ -105,6 +106,20 @@ class ConverterParams(_Params):
     sample_rate_gsps: float = Field(10.0, gt=0)
 
 
+class PhaseDacParams(ConverterParams):
+    """The phase shifters' DAC. ``grid`` sets where its 2^b codes fall:
+
+    - ``voltage``: uniform in voltage over [0, V_max]; the shifter law maps them to phases,
+      so a thermal (quadratic) shifter gets fine steps near 0 and coarse ones near 2π, and
+      codes above V_2π reach further turns (a plain voltage DAC on the heater);
+    - ``phase``: uniform in phase over one turn, step 2π / (2^b − 1) (a driver linear in
+      heater power, φ ∝ P; and the quantiser of the BP-free PINN study's simulator,
+      torchonn ``PhaseQuantizer``: "uniform phase-space quantization").
+    """
+
+    grid: Literal["voltage", "phase"] = "voltage"
+
+
 class TiaParams(_Params):
     power_mw: float = Field(0.0, ge=0)
     area_um2: float = Field(0.0, ge=0)
@@ -168,7 +183,7 @@ class DeviceParams(_Params):
     detector: DetectorParams = DetectorParams()
     dac: ConverterParams = ConverterParams()
     adc: ConverterParams = ConverterParams()
-    phase_dac: ConverterParams = ConverterParams()
+    phase_dac: PhaseDacParams = PhaseDacParams()
     tia: TiaParams = TiaParams()
     modulator: ModulatorParams = ModulatorParams()
     laser: LaserParams = LaserParams()

@@ -5,7 +5,8 @@ over the K internal θ, then the K external φ, then the N output-screen phases 
 
 1. phase quantisation — the DAC drives a voltage V(φ) on a grid of 2^b levels in
    [0, V_max]; the shifter law maps it back: quadratic (thermal, φ = γV², γ = π/V_π²) or
-   linear (φ = πV/V_π), so uniform voltage steps give non-uniform phase steps;
+   linear (φ = πV/V_π), so uniform voltage steps give non-uniform phase steps
+   (``phase_dac.grid = "voltage"``); or 2^b levels uniform over one turn (``"phase"``);
 2. gamma error — the realised coefficient differs per device: φ ← φ·(1 + δγ_s),
    δγ_s ~ N(0, gamma_std²) (static, per chip);
 3. thermal crosstalk — φ ← Γφ with Γ_ii = 1 and off-diagonal Γ_ij by distance
@@ -127,31 +128,47 @@ def sample_mesh_errors(
     )
 
 
-def quantize_phase(phase_rad: torch.Tensor, shifter: PhaseShifterParams, bits: int | None):
+def quantize_phase(phase_rad: torch.Tensor, shifter: PhaseShifterParams, bits: int | None,
+                   grid: str = "voltage"):
     """Phase realised after a ``bits``-bit DAC drives the shifter for ``phase_rad``.
 
-    Phases are wrapped into [0, 2π) first (a shifter only adds phase). The voltage grid is
-    uniform over [0, V_max]; the phase grid follows the shifter law. Gradients pass straight
-    through (straight-through estimator) so phase-domain training still sees a slope.
+    Phases are wrapped into [0, 2π) first (a shifter only adds phase). ``grid`` "voltage":
+    the voltage grid is uniform over [0, V_max] and the phase grid follows the shifter law;
+    "phase": the grid is uniform over [0, 2π] (:class:`photonic.devices.PhaseDacParams`).
+    Gradients pass straight through (straight-through estimator) so phase-domain training
+    still sees a slope.
     """
     wrapped = torch.remainder(phase_rad, 2 * math.pi)
     if bits is None:
         return phase_rad + (wrapped - phase_rad).detach()
-    q = dac_code_phase(phase_dac_code(wrapped, shifter, bits), shifter, bits)
+    q = dac_code_phase(phase_dac_code(wrapped, shifter, bits, grid), shifter, bits, grid)
     return phase_rad + (q - phase_rad).detach()
 
 
+def _check_grid(grid: str) -> None:
+    if grid not in ("voltage", "phase"):
+        raise ValueError(f"phase_dac.grid: must be 'voltage' or 'phase', got {grid!r}")
+
+
 def phase_dac_code(phase_rad: torch.Tensor, shifter: PhaseShifterParams,
-                   bits: int) -> torch.Tensor:
-    """Nearest code (as a float, not clipped) of a ``bits``-bit DAC uniform over
-    [0, V_max] for phases ≥ 0 under the shifter law φ = π(V/V_π)² or πV/V_π."""
+                   bits: int, grid: str = "voltage") -> torch.Tensor:
+    """Nearest code (as a float, not clipped) of a ``bits``-bit DAC for phases ≥ 0: uniform
+    over [0, V_max] under the shifter law φ = π(V/V_π)² or πV/V_π (``grid`` "voltage"), or
+    uniform over [0, 2π] (``grid`` "phase")."""
+    _check_grid(grid)
+    if grid == "phase":
+        return torch.round(phase_rad.clamp_min(0.0) / (2 * math.pi / (2**bits - 1)))
     ratio = phase_rad.clamp_min(0.0) / math.pi
     volts = shifter.v_pi_v * (ratio.sqrt() if shifter.law == "quadratic" else ratio)
     return torch.round(volts / (shifter.v_max_v / (2**bits - 1)))
 
 
-def dac_code_phase(code: torch.Tensor, shifter: PhaseShifterParams, bits: int) -> torch.Tensor:
-    """Phase the shifter law gives for DAC ``code`` (inverse of ``phase_dac_code``)."""
+def dac_code_phase(code: torch.Tensor, shifter: PhaseShifterParams, bits: int,
+                   grid: str = "voltage") -> torch.Tensor:
+    """Phase of DAC ``code`` (inverse of ``phase_dac_code``)."""
+    _check_grid(grid)
+    if grid == "phase":
+        return code * (2 * math.pi / (2**bits - 1))
     vr = code * (shifter.v_max_v / (2**bits - 1)) / shifter.v_pi_v
     return math.pi * (vr * vr if shifter.law == "quadratic" else vr)
 
@@ -217,7 +234,7 @@ def realise_phases(
     """Phases (..., S) on the waveguides for programmed phases (..., S); see module doc."""
     phi = programmed
     if noise.phase_quantization:
-        phi = quantize_phase(phi, device.shifter, device.phase_dac.bits)
+        phi = quantize_phase(phi, device.shifter, device.phase_dac.bits, device.phase_dac.grid)
     if noise.gamma_error and errors is not None:
         phi = phi * (1.0 + errors.gamma_rel)
     if noise.crosstalk and device.crosstalk.model != "none":

@@ -32,7 +32,7 @@ from photonic.runio import RunContext, WorkloadConfig
 from ..zo import FirstOrderStepper, SubspaceLMStepper, ZOStepper
 from .chip import ChipMLP
 from .derivatives import Autograd, build_estimator
-from .models import TTLinear, build_mlp, count_parameters
+from .models import DenseLinear, TTLinear, build_mlp, count_parameters
 from .pdes import PDE, PDE_REGISTRY, build_pde
 
 __all__ = ["Config", "run", "lr_at", "build_network", "DEFAULT_NETWORKS"]
@@ -65,10 +65,11 @@ class ModelConfig(_Section):
     tt_init: Literal["random", "ttsvd"] = "random"
     execution: Literal["digital", "weight", "phase"] = "digital"
     tile: int = Field(8, ge=2, description="k of the k×k photonic SVD tiles")
-    chip_layers: Literal["all", "tt"] = Field(
-        "all", description="with execution weight/phase: 'all' layers on the photonic core, "
-        "or only the TT layers (TONN: TT-cores on meshes) with the dense input and read-out "
-        "layers in electronics (digital weights)")
+    chip_layers: Literal["all", "all_but_readout", "tt"] = Field(
+        "all", description="with execution weight/phase: 'all' layers on the photonic core; "
+        "'all_but_readout': the read-out (last) layer in electronics, as in the published "
+        "TONN (its last layer is a digital nn.Linear); 'tt': only the TT layers on meshes, "
+        "the dense input and read-out layers in electronics (digital weights)")
     precision: Literal["float64", "float32"] = "float64"
 
 
@@ -104,6 +105,14 @@ class OptimConfig(_Section):
     realised_directions: bool = Field(
         True, description="subspace_lm: use the perturbation the chip really applied (phases "
         "on the DAC grid) as the direction, not the drawn one")
+    clamp_phases: bool = Field(
+        False, description="subspace_lm: keep every trainable phase in [0, 2π] (perturbations "
+        "and steps clamped), so the controller never wraps a phase across 2π — with gamma "
+        "error and crosstalk a wrap makes the realised phase jump by 2π·δγ (and 2π·c in its "
+        "neighbours)")
+    readout_block_size: int | None = Field(
+        None, ge=1, description="subspace_lm: block size for the parameters of an electronic "
+        "read-out layer (1: one direction per weight); default block_size")
 
 
 class CollocationConfig(_Section):
@@ -137,6 +146,13 @@ class Config(WorkloadConfig):
     collocation_points: int = Field(1200, ge=1)
     collocation: CollocationConfig = CollocationConfig()
     eval_every: int = Field(50, ge=1)
+    select: Literal["last", "min_residual"] = Field(
+        "last", description="which parameters the run delivers: the last iterate, or "
+        "(min_residual) those with the lowest mean squared PDE residual on a fixed set of "
+        "validation_points uniform points, scored at every evaluation (forward only, "
+        "counted in forward_evals; the reference solution is never used to choose)")
+    validation_points: int = Field(4096, ge=1, description="points of the fixed validation "
+                                   "set (select = min_residual)")
     checkpoint_every: int = Field(100, ge=1)
     threads: int | None = Field(None, ge=1, description="torch CPU threads (None: default)")
 
@@ -164,11 +180,25 @@ class Config(WorkloadConfig):
             if self.optim.method == "first_order":
                 raise ValueError("optim.local_readout = true is for ZO training; "
                                  "first_order already has every gradient")
-            if self.model.execution != "digital" and self.model.chip_layers != "tt":
+            if self.model.execution != "digital" and self.model.chip_layers == "all":
                 raise ValueError(
                     "optim.local_readout = true needs an electronic read-out layer: set "
-                    "model.chip_layers = 'tt' (got 'all': the read-out is photonic and its "
+                    "model.chip_layers = 'all_but_readout' or 'tt' (got 'all': the read-out "
+                    "is photonic and its "
                     "gradient would need back-propagation through the meshes)")
+        if self.optim.clamp_phases and (self.optim.method != "subspace_lm"
+                                        or self.model.execution != "phase"):
+            raise ValueError("optim.clamp_phases is for method 'subspace_lm' with "
+                             "model.execution 'phase' (got "
+                             f"{self.optim.method!r}, {self.model.execution!r})")
+        if self.optim.readout_block_size is not None:
+            if self.optim.method != "subspace_lm":
+                raise ValueError("optim.readout_block_size is for method 'subspace_lm' (got "
+                                 f"{self.optim.method!r})")
+            if self.model.execution != "digital" and self.model.chip_layers == "all":
+                raise ValueError(
+                    "optim.readout_block_size needs an electronic read-out layer: set "
+                    "model.chip_layers = 'all_but_readout' or 'tt' (got 'all')")
         if self.optim.method == "first_order" and self.model.execution == "phase":
             raise ValueError("optim.method = 'first_order' with model.execution = 'phase' is "
                              "not a BP-free recipe; use zo or coordinate")
@@ -204,6 +234,15 @@ def _net_spec(cfg: Config) -> dict[str, Any]:
     return spec
 
 
+def _electronic(cfg: Config, i: int, last: int, is_tt: bool) -> bool:
+    """Whether layer ``i`` (of 0..``last``) runs in electronics under model.chip_layers."""
+    if cfg.model.execution == "digital":
+        return True
+    if cfg.model.chip_layers == "tt":
+        return not is_tt
+    return cfg.model.chip_layers == "all_but_readout" and i == last and not is_tt
+
+
 def build_network(cfg: Config, ctx: RunContext) -> torch.nn.Module:
     """The configured MLP, digital or with its layers on the photonic core."""
     spec = _net_spec(cfg)
@@ -218,8 +257,9 @@ def build_network(cfg: Config, ctx: RunContext) -> torch.nn.Module:
     import photonic
 
     layers = []
+    last = len(net.layers) - 1
     for i, layer in enumerate(net.layers):
-        if cfg.model.chip_layers == "tt" and not isinstance(layer, TTLinear):
+        if _electronic(cfg, i, last, isinstance(layer, TTLinear)):
             layers.append(layer)  # electronic dense layer
             continue
         kw = dict(mode=cfg.model.execution, tile=cfg.model.tile, device=ctx.device,
@@ -240,6 +280,31 @@ def _readout_names(net: torch.nn.Module) -> tuple[str, ...]:
     """Parameter names of the network's last (read-out) layer."""
     last = len(net.layers) - 1
     return tuple(f"layers.{last}.{n}" for n, _ in net.layers[last].named_parameters())
+
+
+def _phase_bounds(layout) -> tuple[torch.Tensor, torch.Tensor]:
+    """[0, 2π) for every trainable phase (just below 2π, which the DAC would wrap to 0), no
+    bound for gains, biases and electronic weights."""
+    lo = torch.full((layout.dim,), -math.inf, dtype=torch.float64)
+    hi = torch.full((layout.dim,), math.inf, dtype=torch.float64)
+    for name, sl in zip(layout.names, layout.slices, strict=True):
+        if name.endswith("phases"):
+            lo[sl], hi[sl] = 0.0, 2 * math.pi * (1 - 1e-6)
+    if not bool(torch.isfinite(lo).any()):
+        raise ValueError("optim.clamp_phases: the network has no trainable phases "
+                         "(model.execution must be 'phase')")
+    return lo, hi
+
+
+def _readout_blocks(net: torch.nn.Module, size: int | None) -> dict[str, int]:
+    """optim.readout_block_size for the parameters of an electronic read-out layer."""
+    if size is None:
+        return {}
+    last = net.layers[len(net.layers) - 1]
+    if not isinstance(last, DenseLinear):
+        raise ValueError("optim.readout_block_size: the read-out layer is "
+                         f"{type(last).__name__}, not an electronic dense layer")
+    return dict.fromkeys(_readout_names(net), size)
 
 
 def _generators(module: torch.nn.Module) -> list[torch.Generator]:
@@ -279,10 +344,10 @@ def _dac_realise(net: torch.nn.Module, layout, ctx: RunContext):
     for name, sl in zip(layout.names, layout.slices, strict=True):
         if name.endswith("phases"):
             mask[sl] = True
-    shifter, bits = ctx.device.shifter, ctx.device.phase_dac.bits
+    shifter, dac = ctx.device.shifter, ctx.device.phase_dac
 
     def realise(flat: torch.Tensor) -> torch.Tensor:
-        q = quantize_phase(flat.detach(), shifter, bits)
+        q = quantize_phase(flat.detach(), shifter, dac.bits, dac.grid)
         near = flat + torch.remainder(q - flat + math.pi, 2 * math.pi) - math.pi
         return torch.where(mask, near, flat)
 
@@ -363,7 +428,14 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         stepper = SubspaceLMStepper(
             net, mu=o.mu, num_queries=o.num_queries, distribution=o.distribution,
             block_size=o.block_size, damping=o.damping, max_step=o.lr,
-            tries=o.lm_tries, generator=gen_zo)
+            tries=o.lm_tries, generator=gen_zo,
+            block_sizes=_readout_blocks(net, o.readout_block_size))
+        if o.clamp_phases:
+            stepper.bounds = _phase_bounds(stepper.layout)
+            with torch.no_grad():  # phases set to 2π (the DAC wraps them to 0): to 0
+                for p, sl in zip(stepper.layout.params, stepper.layout.slices, strict=True):
+                    hi = stepper.bounds[1][sl].reshape(p.shape).to(p.dtype)
+                    p.masked_fill_(p >= hi, 0.0)
         if o.realised_directions:
             stepper.realise = _dac_realise(net, stepper.layout, ctx)
     else:
@@ -406,7 +478,22 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "stepper": stepper.state_dict() if hasattr(stepper, "state_dict") else None,
         })
 
+    val_z = None
+    if cfg.select == "min_residual":
+        val_z = pde.sample(cfg.validation_points, torch.Generator().manual_seed(ctx.seed + 4),
+                           dtype)
+        state.setdefault("selected", None)
+
     def evaluate():
+        if val_z is not None:  # score the fixed validation set before the test grid
+            r = pointwise_residual(val_z).double()
+            loss = float((r * r).mean())
+            state["forward_evals"] += cfg.validation_points * evals_per_point
+            best = state["selected"]
+            if math.isfinite(loss) and (best is None or loss < best["loss"]):
+                state["selected"] = {"iteration": state["iteration"], "loss": loss,
+                                     "model": {k: v.detach().clone()
+                                               for k, v in net.state_dict().items()}}
         u = _predict(pde, net, dtype)
         state["evals"].append((state["iteration"], state["forward_evals"], state["wall_s"],
                                _rel_l2(u, grid.u_exact)))
@@ -450,6 +537,10 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         evaluate()
     save()
     u_pred = _predict(pde, net, dtype)
+    if val_z is not None and state["selected"] is not None:
+        state["rel_l2_last"] = _rel_l2(u_pred, grid.u_exact)
+        net.load_state_dict(state["selected"]["model"])  # the checkpoint keeps the last
+        u_pred = _predict(pde, net, dtype)
     return _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point)
 
 
@@ -467,7 +558,7 @@ def _chip_cost(cfg: Config, ctx: RunContext, spec, sets_per_step: int, rows_per_
         if cfg.model.arch == "tt" and i in spec["tt_layers"]:
             n, m = spec["tt_layers"][i]
             layers.append(TTLayer(tuple(n), tuple(m), (cfg.model.tt_rank,) * (len(n) - 1)))
-        elif cfg.model.chip_layers == "tt":
+        elif cfg.model.execution != "digital" and _electronic(cfg, i, len(w) - 2, False):
             electronic_macs += w[i] * w[i + 1]
         else:
             layers.append(DenseLayer(w[i + 1], w[i]))
@@ -540,6 +631,11 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
         "evals_per_point": evals_per_point,
         "s_per_iteration": float(state["wall_s"] / max(1, state["iteration"])),
     }
+    selected = state.get("selected")
+    if "rel_l2_last" in state and selected is not None:
+        metrics.update(rel_l2_last=state["rel_l2_last"],
+                       selected_iteration=int(selected["iteration"]),
+                       selected_validation_loss=float(selected["loss"]))
     try:
         metrics["chip"] = _chip_cost(cfg, ctx, spec, num_sets, rows, state["iteration"])
     except Exception as err:  # the estimate is an add-on; report why it is missing
@@ -599,6 +695,12 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
         f"Relative L2 error against the reference on the fixed test grid "
         f"({grid.points.shape[0]} points): **{rel:.4g}** (best during training "
         f"{metrics['rel_l2_best']:.4g}).",
+        *([f"Delivered: the parameters of iteration {metrics['selected_iteration']}, the "
+           f"lowest mean squared PDE residual ({metrics['selected_validation_loss']:.4g}) on "
+           f"{cfg.validation_points} fixed uniform validation points among the "
+           f"{len(evals)} evaluations; the last iterate's error is "
+           f"{metrics['rel_l2_last']:.4g}. The choice uses residuals only, never the "
+           "reference solution."] if "selected_iteration" in metrics else []),
         "",
         "| quantity | value |", "|---|---|",
         f"| iterations | {metrics['iterations']} |",
@@ -643,8 +745,10 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
            f"RAD-sampled from a {cfg.collocation.pool}-point pool rescored every "
            f"{cfg.collocation.refresh_every} iterations (k = {cfg.collocation.k}, "
            f"c = {cfg.collocation.c})")
-        + (". Photonic core: TT layers only; dense layers electronic."
-           if cfg.model.chip_layers == "tt" and cfg.model.execution != "digital" else "."),
+        + ({"tt": ". Photonic core: TT layers only; dense layers electronic.",
+            "all_but_readout": ". Photonic core: every layer but the read-out, which is "
+            "electronic (as in the published TONN)."}.get(cfg.model.chip_layers, ".")
+           if cfg.model.execution != "digital" else "."),
         "", "Forward evaluations count every input row through the whole network "
         "(parameter sets × collocation points × stencil points); the reference solution "
         "and its provenance are described in mlfrontends/pinn/pdes.py. "

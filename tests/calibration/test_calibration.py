@@ -239,7 +239,8 @@ def test_error_aware_programming_beats_naive():
 
 def test_ideal_chip_programs_exactly_up_to_quantisation():
     """No fabrication errors: the calibrated codes' error is pure 8-bit quantisation."""
-    d = calibration.load_preset("bpfree_pinn_sim").model_copy(update={
+    d = calibration.load_preset("bpfree_pinn_fab").model_copy(update={
+        "coupler": calibration.load_preset("ideal").coupler,
         "variation": calibration.load_preset("ideal").variation,
         "crosstalk": calibration.load_preset("ideal").crosstalk})
     chip, truth = fabricate(4, d, seed=0, shots=1000)

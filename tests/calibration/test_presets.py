@@ -86,9 +86,14 @@ def test_bpfree_pinn_sim_reproduces_the_study():
     assert d.phase_dac.bits == 8
     assert d.shifter.v_pi_v == 4.36 and d.shifter.v_max_v == 10.8
     assert d.shifter.law == "quadratic"
-    assert d.variation.gamma_std == 0.002
+    # the study's simulator: uniform phase-space quantisation, γ̃ = γ + 0.002·N(0, 1)
+    assert d.phase_dac.grid == "phase"
+    assert d.variation.gamma_std == pytest.approx(0.002 / (math.pi / 4.36**2), abs=1e-4)
     assert d.crosstalk.model == "nearest" and d.crosstalk.coefficient == 0.005
+    fab = calibration.load_preset("bpfree_pinn_fab")  # programmed in voltage-DAC codes
+    assert fab.phase_dac.grid == "voltage" and fab.phase_dac.bits == 8
     src = calibration.preset_sources("bpfree_pinn_sim")
+    assert "torchonn PhaseQuantizer" in src["phase_dac.grid"]
     assert src["crosstalk.coefficient"].startswith("BP-free PINN study")
     # the 8-bit DAC reaches π·(10.8/4.36)² = 19.28 rad, three full turns
     assert d.shifter.max_phase_rad == pytest.approx(math.pi * (10.8 / 4.36) ** 2)
@@ -200,6 +205,6 @@ def test_user_directory_shadows_nothing_it_does_not_define(tmp_path):
     assert "mine" in calibration.list_presets(directory=tmp_path)
     assert "mine" not in calibration.list_presets()
     d = calibration.load_preset("mine", directory=tmp_path)
-    assert d.coupler.split_error_std_rad == 0.02 and d.variation.gamma_std == 0.002
+    assert d.coupler.split_error_std_rad == 0.02 and d.variation.gamma_std == 0.0121
     assert calibration.preset_sources("mine", directory=tmp_path)[
         "coupler.split_error_std_rad"] == "measured"

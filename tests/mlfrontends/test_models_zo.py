@@ -322,3 +322,51 @@ def test_subspace_lm_rejects_a_worse_candidate_and_raises_damping():
     assert float(net.theta.detach()) == pytest.approx(0.01) and st.lam == pytest.approx(4e-12)
     with pytest.raises(ValueError, match="max_step"):
         SubspaceLMStepper(net, mu=1e-3, max_step=0, generator=torch.Generator())
+
+
+def test_subspace_lm_block_sizes_per_tensor():
+    """``block_sizes`` overrides the block size of named tensors: the read-out weight of a
+    2 → 16 → 1 MLP (16 entries) gets one direction per entry, the rest one per tensor."""
+    from mlfrontends.zo import split_blocks
+
+    assert split_blocks([slice(0, 5), slice(5, 8)], None, [2, None]) == [
+        slice(0, 2), slice(2, 4), slice(4, 5), slice(5, 8)]
+    with pytest.raises(ValueError, match="one per tensor"):
+        split_blocks([slice(0, 5)], None, [1, 1])
+    net = build_mlp([2, 16, 1], seed=0)  # tensors of 32, 16, 16, 1 parameters
+    st = SubspaceLMStepper(net, mu=1e-3, block_sizes={"layers.1.weight": 1},
+                           generator=torch.Generator().manual_seed(0))
+    U = st.directions(torch.zeros(65, dtype=torch.float64))
+    assert U.shape == (3 + 16, 65)
+    assert (U != 0).sum(1).tolist() == [32, 16] + [1] * 16 + [1]
+    with pytest.raises(ValueError, match="no trainable parameter named 'layers.9.weight'"):
+        SubspaceLMStepper(net, mu=1e-3, block_sizes={"layers.9.weight": 1},
+                          generator=torch.Generator())
+    with pytest.raises(ValueError, match="≥ 1"):
+        SubspaceLMStepper(net, mu=1e-3, block_sizes={"layers.1.weight": 0},
+                          generator=torch.Generator())
+
+
+def test_subspace_lm_bounds_keep_every_evaluated_point_in_the_box():
+    """r = θ − (5, −5) with θ in [0, 1]²: every perturbed and candidate point the stepper
+    evaluates lies in the box, and the iterate ends on the corner nearest the optimum."""
+    seen = []
+
+    class Recorder(_Affine):
+        def forward(self, x):
+            seen.append(self.theta.detach().reshape(-1, 2).clone())
+            return super().forward(x)
+
+    eye = torch.eye(2, dtype=torch.float64)
+    net = Recorder(eye, torch.tensor([5.0, -5.0], dtype=torch.float64),
+                   torch.tensor([0.5, 0.5], dtype=torch.float64))
+    lo, hi = torch.zeros(2, dtype=torch.float64), torch.ones(2, dtype=torch.float64)
+    st = SubspaceLMStepper(net, mu=0.3, block_size=1, damping=1e-9, max_step=10.0,
+                           bounds=(lo, hi), generator=torch.Generator().manual_seed(0))
+    for _ in range(3):
+        st.step(lambda fwd: fwd(None))
+    pts = torch.cat(seen)
+    assert float(pts.min()) >= 0.0 and float(pts.max()) <= 1.0
+    assert torch.equal(net.theta.detach(), torch.tensor([1.0, 0.0], dtype=torch.float64))
+    with pytest.raises(ValueError, match="bounds: need two"):
+        SubspaceLMStepper(net, mu=0.1, bounds=(lo[:1], hi), generator=torch.Generator())

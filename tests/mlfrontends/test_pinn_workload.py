@@ -114,6 +114,29 @@ def test_resume_gives_identical_metrics(tmp_path, sampling, method):
     assert np.array_equal(a, b)
 
 
+def test_select_min_residual_delivers_the_lowest_validation_residual(tmp_path):
+    """select = min_residual: the delivered parameters are those of the evaluation with the
+    lowest validation residual, so the delivered error is the test error logged at that
+    iteration; the validation forwards are counted; a killed and resumed run agrees."""
+    kw = dict(iterations=12, collocation_points=4, eval_every=2, checkpoint_every=1,
+              pde_params=SMALL_GRIDS["burgers"], optim={"lr": 3e-2, "method": "zo"})
+    plain = run(Config(**kw), _ctx(tmp_path / "plain"))
+    cfg = Config(select="min_residual", validation_points=64, **kw)
+    m = run(cfg, _ctx(tmp_path / "sel"))
+    state = torch.load(tmp_path / "sel" / "checkpoint.pt", weights_only=False)["state"]
+    logged = {it: err for it, _, _, err in state["evals"]}
+    assert m["selected_iteration"] == state["selected"]["iteration"]
+    assert m["rel_l2"] == pytest.approx(logged[m["selected_iteration"]], rel=1e-12)
+    assert m["rel_l2_last"] == pytest.approx(plain["rel_l2"], rel=1e-12)  # same trajectory
+    assert m["forward_evals"] - plain["forward_evals"] == 7 * 64 * m["evals_per_point"]
+    assert "lowest mean squared PDE residual" in (tmp_path / "sel" / "report.md").read_text()
+    with pytest.raises(KeyboardInterrupt):
+        run(cfg, _KilledAfter(tmp_path / "cut", show_progress=False, kill_after=5))
+    resumed = run(cfg, _ctx(tmp_path / "cut", resume=True))
+    for key in ("rel_l2", "rel_l2_last", "selected_iteration", "forward_evals"):
+        assert resumed[key] == m[key], key
+
+
 def test_rad_sampling_follows_the_residual_density():
     """RAD draws ∝ |r|/mean|r| + 1: a residual of 10 on 10 % of the domain (0 elsewhere)
     gives density 11 there vs 1 outside, i.e. 1.1 / 2.0 = 55 % of the points (uniform: 10 %);
@@ -162,6 +185,56 @@ def test_tt_only_chip_keeps_dense_layers_electronic(tmp_path):
     tensors = len(list(net.parameters())) - 2
     assert m["parameter_sets_per_step"] == 2 * tensors + 1
     assert m["chip"]["electronic_macs_per_evaluation"] == 2 * 100 + 100 * 1
+
+
+def test_all_but_readout_chip_and_readout_block_size(tmp_path):
+    """The published TONN's split: input and TT layers on meshes, the read-out electronic;
+    subspace_lm then gives each read-out weight its own direction (readout_block_size 1)."""
+    with pytest.raises(ValidationError, match="readout_block_size needs an electronic"):
+        Config(model={"execution": "phase"},
+               optim={"method": "subspace_lm", "readout_block_size": 1})
+    with pytest.raises(ValidationError, match="readout_block_size is for method"):
+        Config(optim={"method": "zo", "readout_block_size": 1})
+    cfg = Config(iterations=2, collocation_points=3, pde_params=SMALL_GRIDS["burgers"],
+                 model={"execution": "phase", "chip_layers": "all_but_readout"},
+                 optim={"method": "subspace_lm", "mu": 0.025, "block_size": 10**6,
+                        "readout_block_size": 1, "lm_tries": 1})
+    ctx = _ctx(tmp_path, noise=photonic.NoiseConfig.ideal())
+    net = build_network(cfg, ctx)
+    assert [type(layer).__name__ for layer in net.layers] == [
+        "PhotonicLinear", "TTPhotonicLinear", "TTPhotonicLinear", "TTPhotonicLinear",
+        "DenseLinear"]
+    m = run(cfg, ctx)
+    # one direction per tensor but the read-out's 100 weights and 1 bias: ± each, the
+    # centre and one candidate per step
+    tensors = len(list(net.parameters())) - 2
+    assert m["parameter_sets_per_step"] == 2 * (tensors + 101) + 2
+    assert m["chip"]["electronic_macs_per_evaluation"] == 100 * 1
+    assert "every layer but the read-out" in (tmp_path / "report.md").read_text()
+
+
+def test_clamp_phases_keeps_trained_phases_in_one_turn(tmp_path):
+    import math
+
+    with pytest.raises(ValidationError, match="clamp_phases is for method 'subspace_lm'"):
+        Config(model={"execution": "phase"}, optim={"method": "zo", "clamp_phases": True})
+    cfg = Config(iterations=4, collocation_points=3, pde_params=SMALL_GRIDS["burgers"],
+                 model={"execution": "phase", "widths": [2, 8, 1], "tt_layers": {}},
+                 optim={"method": "subspace_lm", "mu": 0.5, "lr": 3.0, "damping": 1e-9,
+                        "clamp_phases": True})
+    ctx = _ctx(tmp_path, noise=photonic.NoiseConfig.ideal())
+    run(cfg, ctx)
+    model = torch.load(tmp_path / "checkpoint.pt", weights_only=False)["model"]
+    phases = torch.cat([v.reshape(-1) for k, v in model.items() if k.endswith("phases")])
+    assert float(phases.min()) >= 0.0 and float(phases.max()) < 2 * math.pi
+    # without the clamp the same large steps leave the turn
+    free = run(cfg.model_copy(update={"optim": cfg.optim.model_copy(
+        update={"clamp_phases": False})}), _ctx(tmp_path / "free",
+                                                 noise=photonic.NoiseConfig.ideal()))
+    assert free["iterations"] == 4
+    model = torch.load(tmp_path / "free" / "checkpoint.pt", weights_only=False)["model"]
+    phases = torch.cat([v.reshape(-1) for k, v in model.items() if k.endswith("phases")])
+    assert float(phases.min()) < 0.0 or float(phases.max()) >= 2 * math.pi
 
 
 def test_first_order_reference_learns(tmp_path):
@@ -240,8 +313,8 @@ def test_metrics_json_keys_via_cli(tmp_path):
 
 
 def test_dac_realise_puts_phases_on_the_dac_grid_and_leaves_gains(tmp_path):
-    """The subspace_lm directions use what the chip sets: phases on the 8-bit DAC grid of
-    the quadratic shifter law (within ±π of the programmed value), gains and biases as
+    """The subspace_lm directions use what the chip sets: phases on the 8-bit DAC grid
+    of the preset (within ±π of the programmed value), gains and biases as
     programmed; without phase quantisation there is nothing to realise."""
     import calibration
     from mlfrontends.pinn.workload import _dac_realise
@@ -264,10 +337,10 @@ def test_dac_realise_puts_phases_on_the_dac_grid_and_leaves_gains(tmp_path):
     assert torch.equal(out[:, ~is_phase], flat[:, ~is_phase])
     moved = out[:, is_phase] - flat[:, is_phase]
     assert moved.abs().max() <= math.pi and moved.abs().max() < 0.05  # ≤ half an LSB
-    bits, sh = device.phase_dac.bits, device.shifter
-    q = photonic.quantize_phase(flat[:, is_phase], sh, bits)  # the hub's DAC model
-    assert torch.allclose(dac_code_phase(phase_dac_code(q, sh, bits), sh, bits), q,
-                          rtol=0, atol=1e-12)  # on the grid
+    bits, sh, grid = device.phase_dac.bits, device.shifter, device.phase_dac.grid
+    q = photonic.quantize_phase(flat[:, is_phase], sh, bits, grid)  # the hub's DAC model
+    assert torch.allclose(dac_code_phase(phase_dac_code(q, sh, bits, grid), sh, bits, grid),
+                          q, rtol=0, atol=1e-12)  # on the grid
     same = torch.remainder(out[:, is_phase] - q + 1, 2 * math.pi) - 1  # out ≡ q (mod 2π)
     assert same.abs().max() < 1e-12
     assert _dac_realise(net, layout, _ctx(tmp_path, noise=photonic.NoiseConfig.ideal())) is None
