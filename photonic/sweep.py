@@ -96,7 +96,7 @@ __all__ = [
 ]
 
 # Bump whenever evaluate_point's rows change meaning: old cache entries then miss.
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: devices carry phase_dac.grid
 
 # Design axes of a row (what summarize groups by), in table order.
 AXES = ("n", "rows", "topology", "tile", "preset", "noise_scale", "phase_noise_std_rad",
