@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, model_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 __all__ = [
     "PhaseShifterParams",
@@ -189,3 +189,11 @@ class DeviceParams(_Params):
     laser: LaserParams = LaserParams()
     layout: LayoutParams = LayoutParams()
     clock_ghz: float = Field(10.0, gt=0, description="rate of input vectors")
+
+    @field_validator("phase_dac", mode="before")
+    @classmethod
+    def _phase_dac_from_converter(cls, v):
+        """A plain ConverterParams (as before the grid existed) is a voltage-grid DAC."""
+        if isinstance(v, ConverterParams) and not isinstance(v, PhaseDacParams):
+            return PhaseDacParams(**v.model_dump())
+        return v

@@ -62,6 +62,9 @@ def test_phase_grid_quantisation_is_uniform_over_one_turn():
     assert torch.allclose(ends, torch.tensor([0.0, 2 * math.pi], dtype=torch.float64))
     with pytest.raises(ValueError, match="phase_dac.grid: must be 'voltage' or 'phase'"):
         quantize_phase(phi, sh, 8, "current")
+    # a plain converter (as before the grid existed) is a voltage-grid phase DAC
+    dev = DeviceParams(phase_dac=ConverterParams(bits=6, area_um2=5.0))
+    assert dev.phase_dac.grid == "voltage" and dev.phase_dac.bits == 6
 
 
 def test_quantisation_passes_gradients_straight_through():
