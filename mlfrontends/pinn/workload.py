@@ -106,7 +106,7 @@ class OptimConfig(_Section):
         True, description="subspace_lm: use the perturbation the chip really applied (phases "
         "on the DAC grid) as the direction, not the drawn one")
     clamp_phases: bool = Field(
-        False, description="subspace_lm: keep every trainable phase in [0, 2π] (perturbations "
+        False, description="subspace_lm: keep every trainable phase in [0, 2π) (perturbations "
         "and steps clamped), so the controller never wraps a phase across 2π — with gamma "
         "error and crosstalk a wrap makes the realised phase jump by 2π·δγ (and 2π·c in its "
         "neighbours)")
