@@ -455,7 +455,7 @@ class SubspaceLMStepper:
         if self.bounds is None:
             return flat
         lo, hi = self.bounds
-        return torch.minimum(torch.maximum(flat, lo.to(flat.dtype)), hi.to(flat.dtype))
+        return torch.clamp(flat, lo.to(flat.dtype), hi.to(flat.dtype))
 
     def state_dict(self) -> dict[str, float]:
         return {"lam": self.lam}
@@ -499,9 +499,8 @@ class SubspaceLMStepper:
                 if top > self.max_step:
                     alpha, delta = alpha * (self.max_step / top), delta * (self.max_step / top)
                 predicted = float(-(2 * alpha @ g + alpha @ G @ alpha))
-                if self.bounds is not None:  # the step as the bounds let it happen
-                    delta = self._clamp(theta + delta.to(dtype)).to(wide) - theta.to(wide)
-                rc = residual(self.layout.batched_forward((theta + delta.to(dtype))[None]))
+                cand = self._clamp(theta + delta.to(dtype))  # the step the bounds allow
+                rc = residual(self.layout.batched_forward(cand[None]))
                 rc = rc.to(wide)[0]
                 sets += 1
                 loss_c = float(rc @ rc / n)
@@ -511,9 +510,9 @@ class SubspaceLMStepper:
                 elif rho < 0.05:
                     self.lam = min(self.lam * 4, self.LAM_MAX)
                 if loss_c < loss0:
-                    accepted = delta
+                    accepted = cand
                     break
             if accepted is not None:
                 for p, sl in zip(self.layout.params, self.layout.slices, strict=True):
-                    p.add_(accepted[sl].reshape(p.shape).to(p.dtype))
+                    p.copy_(accepted[sl].reshape(p.shape))
         return StepInfo(loss=loss0, num_sets=sets)

@@ -29,7 +29,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from photonic.runio import RunContext, WorkloadConfig
 
-from ..zo import FirstOrderStepper, SubspaceLMStepper, ZOStepper
+from ..zo import FirstOrderStepper, ParamLayout, SubspaceLMStepper, ZOStepper
 from .chip import ChipMLP
 from .derivatives import Autograd, build_estimator
 from .models import DenseLinear, TTLinear, build_mlp, count_parameters
@@ -282,14 +282,18 @@ def _readout_names(net: torch.nn.Module) -> tuple[str, ...]:
     return tuple(f"layers.{last}.{n}" for n, _ in net.layers[last].named_parameters())
 
 
-def _phase_bounds(layout) -> tuple[torch.Tensor, torch.Tensor]:
-    """[0, 2π) for every trainable phase (just below 2π, which the DAC would wrap to 0), no
-    bound for gains, biases and electronic weights."""
+def _phase_bounds(net: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
+    """Bounds over the trainable parameters: [0, 2π) for every phase (just below 2π, which
+    the DAC wraps to 0), none for gains, biases and electronic weights. A phase that starts
+    at or above the upper bound is set to 0, which the DAC realises identically."""
+    layout = ParamLayout(net)
     lo = torch.full((layout.dim,), -math.inf, dtype=torch.float64)
     hi = torch.full((layout.dim,), math.inf, dtype=torch.float64)
-    for name, sl in zip(layout.names, layout.slices, strict=True):
+    for name, p, sl in zip(layout.names, layout.params, layout.slices, strict=True):
         if name.endswith("phases"):
             lo[sl], hi[sl] = 0.0, 2 * math.pi * (1 - 1e-6)
+            with torch.no_grad():
+                p.masked_fill_(p >= hi[sl].reshape(p.shape).to(p.dtype), 0.0)
     if not bool(torch.isfinite(lo).any()):
         raise ValueError("optim.clamp_phases: the network has no trainable phases "
                          "(model.execution must be 'phase')")
@@ -425,17 +429,12 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     if o.method == "first_order":
         stepper = FirstOrderStepper(net, opt, clip_norm=o.clip_norm)
     elif o.method == "subspace_lm":
+        bounds = _phase_bounds(net) if o.clamp_phases else None
         stepper = SubspaceLMStepper(
             net, mu=o.mu, num_queries=o.num_queries, distribution=o.distribution,
             block_size=o.block_size, damping=o.damping, max_step=o.lr,
             tries=o.lm_tries, generator=gen_zo,
-            block_sizes=_readout_blocks(net, o.readout_block_size))
-        if o.clamp_phases:
-            stepper.bounds = _phase_bounds(stepper.layout)
-            with torch.no_grad():  # phases set to 2π (the DAC wraps them to 0): to 0
-                for p, sl in zip(stepper.layout.params, stepper.layout.slices, strict=True):
-                    hi = stepper.bounds[1][sl].reshape(p.shape).to(p.dtype)
-                    p.masked_fill_(p >= hi, 0.0)
+            block_sizes=_readout_blocks(net, o.readout_block_size), bounds=bounds)
         if o.realised_directions:
             stepper.realise = _dac_realise(net, stepper.layout, ctx)
     else:
@@ -537,11 +536,12 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         evaluate()
     save()
     u_pred = _predict(pde, net, dtype)
+    last_rel = None
     if val_z is not None and state["selected"] is not None:
-        state["rel_l2_last"] = _rel_l2(u_pred, grid.u_exact)
+        last_rel = _rel_l2(u_pred, grid.u_exact)
         net.load_state_dict(state["selected"]["model"])  # the checkpoint keeps the last
         u_pred = _predict(pde, net, dtype)
-    return _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point)
+    return _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel)
 
 
 # --------------------------------------------------------------------------------- report
@@ -597,7 +597,9 @@ def _optim_text(o: OptimConfig) -> str:
                else ""))
 
 
-def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
+def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=None):
+    """Figures, prediction.npz, report.md and the metrics; ``last_rel``: the last iterate's
+    error when the delivered parameters were selected (select = min_residual)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -632,8 +634,8 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point):
         "s_per_iteration": float(state["wall_s"] / max(1, state["iteration"])),
     }
     selected = state.get("selected")
-    if "rel_l2_last" in state and selected is not None:
-        metrics.update(rel_l2_last=state["rel_l2_last"],
+    if last_rel is not None:
+        metrics.update(rel_l2_last=last_rel,
                        selected_iteration=int(selected["iteration"]),
                        selected_validation_loss=float(selected["loss"]))
     try:
