@@ -36,9 +36,10 @@ e_i and ĝ_i = [L(θ+μe_i) − L(θ−μe_i)] / (2μ).
 from __future__ import annotations
 
 import difflib
+import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
@@ -396,8 +397,12 @@ class SubspaceLMStepper:
     overrides ``block_size`` per parameter name (e.g. 1 for an electronic read-out layer:
     one direction per weight, i.e. its exact Jacobian columns when the residual is at most
     quadratic in it). ``bounds`` (lo, hi) keeps θ inside a box: perturbations and steps
-    are clamped, and the directions are the clamped moves. Every quantity is
-    a forward evaluation or a k × k solve in the controller: no back-propagation.
+    are clamped, and the directions are the clamped moves. ``memory`` = m adds the last m
+    accepted steps (each scaled to unit rms) to the drawn directions, so the subspace keeps
+    the directions along which the loss has been falling (a subspace method with memory,
+    as the previous-step direction in conjugate-gradient and L-BFGS): 2m more sets per
+    step. Every quantity is a forward evaluation or a k × k solve in the controller: no
+    back-propagation.
     """
 
     def __init__(
@@ -414,8 +419,11 @@ class SubspaceLMStepper:
         realise: Realise | None = None,
         block_sizes: Mapping[str, int] | None = None,
         bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
+        memory: int = 0,
         generator: torch.Generator,
     ):
+        if memory < 0:
+            raise ValueError(f"memory must be ≥ 0, got {memory}")
         if mu <= 0:
             raise ValueError(f"mu must be > 0, got {mu}")
         if damping <= 0:
@@ -448,6 +456,8 @@ class SubspaceLMStepper:
             if bool((lo > hi).any()):
                 raise ValueError("bounds: every lower bound must be ≤ its upper bound")
         self.bounds = bounds
+        self.memory = int(memory)
+        self._past: list[torch.Tensor] = []  # last accepted steps, unit rms, float64
 
     LAM_MIN, LAM_MAX = 1e-12, 1e4
 
@@ -457,17 +467,27 @@ class SubspaceLMStepper:
         lo, hi = self.bounds
         return torch.clamp(flat, lo.to(flat.dtype), hi.to(flat.dtype))
 
-    def state_dict(self) -> dict[str, float]:
-        return {"lam": self.lam}
+    def state_dict(self) -> dict[str, Any]:
+        return {"lam": self.lam, "past": [t.clone() for t in self._past]}
 
-    def load_state_dict(self, state: dict[str, float]) -> None:
+    def load_state_dict(self, state: Mapping[str, Any]) -> None:
         self.lam = float(state["lam"])
+        self._past = [t.clone() for t in state.get("past", [])]
 
     def directions(self, theta: torch.Tensor) -> torch.Tensor:
-        """(k, D) drawn directions u_s (per-tensor blocks)."""
-        return block_directions(self.num_queries, self.blocks, self.layout.dim,
-                                distribution=self.distribution, generator=self.generator,
-                                dtype=theta.dtype)
+        """(k, D) directions: the drawn u_s (per-tensor blocks), then the remembered steps."""
+        U = block_directions(self.num_queries, self.blocks, self.layout.dim,
+                             distribution=self.distribution, generator=self.generator,
+                             dtype=theta.dtype)
+        if not self._past:
+            return U
+        return torch.cat([U, torch.stack(self._past).to(theta.dtype)])
+
+    def _remember(self, step: torch.Tensor) -> None:
+        rms = float(step.pow(2).mean().sqrt())
+        if self.memory == 0 or not math.isfinite(rms) or rms == 0.0:
+            return
+        self._past = [*self._past, step / rms][-self.memory:]
 
     def step(self, residual: ModuleResidual) -> StepInfo:
         theta = self.layout.flatten()
@@ -513,6 +533,7 @@ class SubspaceLMStepper:
                     accepted = cand
                     break
             if accepted is not None:
+                self._remember(accepted.to(wide) - theta.to(wide))
                 for p, sl in zip(self.layout.params, self.layout.slices, strict=True):
                     p.copy_(accepted[sl].reshape(p.shape))
         return StepInfo(loss=loss0, num_sets=sets)

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal
 
 import numpy as np
@@ -110,6 +112,13 @@ class OptimConfig(_Section):
         "and steps clamped), so the controller never wraps a phase across 2π — with gamma "
         "error and crosstalk a wrap makes the realised phase jump by 2π·δγ (and 2π·c in its "
         "neighbours)")
+    memory: int = Field(0, ge=0, description="subspace_lm: also search along the last "
+                        "this many accepted steps (2 more parameter sets per step each)")
+    average: float | None = Field(
+        None, gt=0, lt=1, description="exponential moving average of the parameters with "
+        "this decay per step (0.99: a window of ~100 steps); the average is what is "
+        "evaluated, selected and delivered, the optimiser keeps stepping from its own "
+        "iterate (Polyak–Ruppert averaging)")
     readout_block_size: int | None = Field(
         None, ge=1, description="subspace_lm: block size for the parameters of an electronic "
         "read-out layer (1: one direction per weight); default block_size")
@@ -191,6 +200,9 @@ class Config(WorkloadConfig):
             raise ValueError("optim.clamp_phases is for method 'subspace_lm' with "
                              "model.execution 'phase' (got "
                              f"{self.optim.method!r}, {self.model.execution!r})")
+        if self.optim.memory and self.optim.method != "subspace_lm":
+            raise ValueError(f"optim.memory = {self.optim.memory} is for method 'subspace_lm' "
+                             f"(got {self.optim.method!r})")
         if self.optim.readout_block_size is not None:
             if self.optim.method != "subspace_lm":
                 raise ValueError("optim.readout_block_size is for method 'subspace_lm' (got "
@@ -358,6 +370,26 @@ def _dac_realise(net: torch.nn.Module, layout, ctx: RunContext):
     return realise
 
 
+@contextmanager
+def _loaded(layout: ParamLayout, flat: torch.Tensor | None) -> Iterator[None]:
+    """Temporarily give the module the parameter vector ``flat`` (None: leave it)."""
+    if flat is None:
+        yield
+        return
+    saved = layout.flatten()
+    _assign(layout, flat)
+    try:
+        yield
+    finally:
+        _assign(layout, saved)
+
+
+def _assign(layout: ParamLayout, flat: torch.Tensor) -> None:
+    with torch.no_grad():
+        for p, sl in zip(layout.params, layout.slices, strict=True):
+            p.copy_(flat[sl].reshape(p.shape).to(p.dtype))
+
+
 class _Collocation:
     """Draws each iteration's collocation points (uniform, or RAD from a scored pool)."""
 
@@ -434,7 +466,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             net, mu=o.mu, num_queries=o.num_queries, distribution=o.distribution,
             block_size=o.block_size, damping=o.damping, max_step=o.lr,
             tries=o.lm_tries, generator=gen_zo,
-            block_sizes=_readout_blocks(net, o.readout_block_size), bounds=bounds)
+            block_sizes=_readout_blocks(net, o.readout_block_size), bounds=bounds,
+            memory=o.memory)
         if o.realised_directions:
             stepper.realise = _dac_realise(net, stepper.layout, ctx)
     else:
@@ -466,6 +499,12 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         sampler.load(ckpt["sampler"])
         if hasattr(stepper, "load_state_dict"):
             stepper.load_state_dict(ckpt["stepper"])
+    # Polyak averaging: the average of the iterates is the model that is evaluated and
+    # delivered (float64, so a decay near 1 loses nothing to rounding)
+    layout = ParamLayout(net)
+    if o.average is not None and state.get("average") is None:
+        state["average"] = layout.flatten().to(torch.float64)
+    average = state.get("average") if o.average is not None else None
 
     def save():
         ctx.save_checkpoint({
@@ -484,16 +523,20 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         state.setdefault("selected", None)
 
     def evaluate():
-        if val_z is not None:  # score the fixed validation set before the test grid
-            r = pointwise_residual(val_z).double()
-            loss = float((r * r).mean())
-            state["forward_evals"] += cfg.validation_points * evals_per_point
-            best = state["selected"]
-            if math.isfinite(loss) and (best is None or loss < best["loss"]):
-                state["selected"] = {"iteration": state["iteration"], "loss": loss,
-                                     "model": {k: v.detach().clone()
-                                               for k, v in net.state_dict().items()}}
-        u = _predict(pde, net, dtype)
+        if average is not None:  # the iterate itself, for the record
+            state.setdefault("evals_iterate", []).append(
+                (state["iteration"], _rel_l2(_predict(pde, net, dtype), grid.u_exact)))
+        with _loaded(layout, average):
+            if val_z is not None:  # score the fixed validation set before the test grid
+                r = pointwise_residual(val_z).double()
+                loss = float((r * r).mean())
+                state["forward_evals"] += cfg.validation_points * evals_per_point
+                best = state["selected"]
+                if math.isfinite(loss) and (best is None or loss < best["loss"]):
+                    state["selected"] = {"iteration": state["iteration"], "loss": loss,
+                                         "model": {k: v.detach().clone()
+                                                   for k, v in net.state_dict().items()}}
+            u = _predict(pde, net, dtype)
         state["evals"].append((state["iteration"], state["forward_evals"], state["wall_s"],
                                _rel_l2(u, grid.u_exact)))
         return u
@@ -517,6 +560,9 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             info = stepper.step(_residuals(pde, estimator, z, gen_mc))
         else:
             info = stepper.step(_residual_loss(pde, estimator, z, gen_mc))
+        if average is not None:
+            average.mul_(o.average).add_(layout.flatten().to(torch.float64),
+                                         alpha=1 - o.average)
         state["wall_s"] += time.perf_counter() - t0
         state["iteration"] = it + 1
         state["sets_total"] += info.num_sets
@@ -535,6 +581,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     if state["evals"][-1][0] != state["iteration"]:
         evaluate()
     save()
+    if average is not None:  # the checkpoint keeps the iterate; the average is delivered
+        _assign(layout, average)
     u_pred = _predict(pde, net, dtype)
     last_rel = None
     if val_z is not None and state["selected"] is not None:
@@ -589,7 +637,8 @@ def _optim_text(o: OptimConfig) -> str:
                 f"two-sided, initial λ {o.damping}, trust radius (largest change of a "
                 f"parameter per step) {o.lr} {o.lr_schedule} → {o.lr_final}, ≤ {o.lm_tries} "
                 f"candidates per step, {'realised' if o.realised_directions else 'drawn'} "
-                "directions")
+                "directions"
+                + (f", plus the last {o.memory} accepted steps" if o.memory else ""))
     return (f"lr {o.lr} {o.lr_schedule} → {o.lr_final}, {common}, "
             f"{'two' if o.two_sided else 'one'}-sided, "
             f"{'per tensor' if o.per_tensor else 'whole vector'}, clip {o.clip_norm}"
@@ -638,6 +687,9 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
         metrics.update(rel_l2_last=last_rel,
                        selected_iteration=int(selected["iteration"]),
                        selected_validation_loss=float(selected["loss"]))
+    iterate = np.array(state.get("evals_iterate", []), dtype=float).reshape(-1, 2)
+    if len(iterate):  # optim.average: the evaluations above are of the average
+        metrics["rel_l2_iterate_last"] = float(iterate[-1, 1])
     try:
         metrics["chip"] = _chip_cost(cfg, ctx, spec, num_sets, rows, state["iteration"])
     except Exception as err:  # the estimate is an add-on; report why it is missing
@@ -655,7 +707,11 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
         ax[0].semilogy(hist[:, 0], np.abs(hist[:, 1]), lw=0.6, label="loss")
         ax[1].semilogy(hist[:, 2], np.abs(hist[:, 1]), lw=0.6, label="loss")
     for a, col in ((ax[0], 0), (ax[1], 1), (ax[2], 2)):
-        a.semilogy(evals[:, col], evals[:, 3], "o-", ms=3, label="rel. L2 error")
+        a.semilogy(evals[:, col], evals[:, 3], "o-", ms=3,
+                   label="rel. L2 error" + (" (parameter average)" if len(iterate) else ""))
+        if len(iterate) == len(evals):
+            a.semilogy(evals[:, col], iterate[:, 1], ".", ms=2, alpha=0.6,
+                       label="rel. L2 error of the iterate")
         a.grid(True, which="both", alpha=0.3)
         a.legend()
     ax[0].set_xlabel("iteration")
@@ -703,6 +759,10 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
            f"{len(evals)} evaluations; the last iterate's error is "
            f"{metrics['rel_l2_last']:.4g}. The choice uses residuals only, never the "
            "reference solution."] if "selected_iteration" in metrics else []),
+        *([f"The evaluated and delivered parameters are the exponential moving average of "
+           f"the iterates (decay {cfg.optim.average} per step); the last iterate itself "
+           f"has error {metrics['rel_l2_iterate_last']:.4g}."]
+          if "rel_l2_iterate_last" in metrics else []),
         "",
         "| quantity | value |", "|---|---|",
         f"| iterations | {metrics['iterations']} |",

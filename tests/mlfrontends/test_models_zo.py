@@ -283,6 +283,40 @@ def test_subspace_lm_random_subspace_descends_and_clips_the_step():
     assert last.loss < optimum + 0.05 * (first.loss - optimum)
 
 
+def test_subspace_lm_memory_keeps_descent_directions():
+    """On an ill-conditioned least-squares problem (singular values 1 … 0.01) with 10 random
+    directions per step in R^200, adding the last accepted steps to the subspace leaves
+    less than half the excess loss after 150 steps (measured: 0.115 → 0.040); the
+    remembered steps are unit-rms and survive a state_dict round trip."""
+    g = torch.Generator().manual_seed(0)
+    Q, _ = torch.linalg.qr(torch.randn(400, 200, generator=g, dtype=torch.float64))
+    A = Q * torch.logspace(0, -2, 200, dtype=torch.float64)
+    b = torch.randn(400, generator=g, dtype=torch.float64)
+    optimum = float(((A @ torch.linalg.lstsq(A, b[:, None]).solution[:, 0] - b) ** 2).mean())
+
+    def excess(memory, steps=150):
+        net = _Affine(A, b, torch.zeros(200, dtype=torch.float64))
+        st = SubspaceLMStepper(net, mu=1e-3, block_size=20, max_step=1.0, memory=memory,
+                               generator=torch.Generator().manual_seed(1))
+        for _ in range(steps):
+            last = st.step(lambda fwd: fwd(None))
+        return last.loss - optimum, st
+
+    plain, _ = excess(0)
+    remembered, st = excess(2)
+    assert remembered < 0.5 * plain
+    assert len(st._past) == 2
+    assert all(float(t.pow(2).mean().sqrt()) == pytest.approx(1.0) for t in st._past)
+    assert st.directions(torch.zeros(200, dtype=torch.float64)).shape == (10 + 2, 200)
+    other = SubspaceLMStepper(_Affine(A, b, torch.zeros(200, dtype=torch.float64)), mu=1e-3,
+                              memory=2, generator=torch.Generator())
+    other.load_state_dict(st.state_dict())
+    assert all(torch.equal(a, c) for a, c in zip(other._past, st._past, strict=True))
+    with pytest.raises(ValueError, match="memory must be ≥ 0"):
+        SubspaceLMStepper(_Affine(A, b, torch.zeros(200, dtype=torch.float64)), mu=1e-3,
+                          memory=-1, generator=torch.Generator())
+
+
 def test_subspace_lm_realised_directions_follow_a_quantised_parameter():
     """θ = 0.04 on a 0.1 grid with μ = 0.03: θ ± μ land on 0.1 and 0.0, a realised move of
     0.1 where 0.06 was drawn. With the realised direction the Gauss–Newton model is the

@@ -12,7 +12,15 @@ from pydantic import ValidationError
 
 import photonic
 from mlfrontends.pinn.models import TTLinear
-from mlfrontends.pinn.workload import Config, OptimConfig, build_network, lr_at, run
+from mlfrontends.pinn.pdes import build_pde
+from mlfrontends.pinn.workload import (
+    Config,
+    OptimConfig,
+    _predict,
+    build_network,
+    lr_at,
+    run,
+)
 from photonic.runio import RunContext
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -99,12 +107,13 @@ class _KilledAfter(RunContext):
         return path
 
 
-@pytest.mark.parametrize("sampling,method", [("uniform", "zo"), ("rad", "zo"),
-                                             ("rad", "subspace_lm")])
-def test_resume_gives_identical_metrics(tmp_path, sampling, method):
+@pytest.mark.parametrize("sampling,method,extra", [
+    ("uniform", "zo", {}), ("rad", "zo", {}), ("rad", "subspace_lm", {}),
+    ("rad", "subspace_lm", {"memory": 2, "average": 0.8})])
+def test_resume_gives_identical_metrics(tmp_path, sampling, method, extra):
     cfg = Config(iterations=6, collocation_points=4, eval_every=2, checkpoint_every=1,
                  pde_params=SMALL_GRIDS["burgers"],
-                 optim={"lr": 1e-2, "lr_schedule": "cosine", "method": method},
+                 optim={"lr": 1e-2, "lr_schedule": "cosine", "method": method, **extra},
                  collocation={"sampling": sampling, "pool": 16, "refresh_every": 2})
     full = run(cfg, _ctx(tmp_path / "full"))
     with pytest.raises(KeyboardInterrupt):
@@ -214,6 +223,55 @@ def test_all_but_readout_chip_and_readout_block_size(tmp_path):
     assert m["parameter_sets_per_step"] == 2 * (tensors + 101) + 2
     assert m["chip"]["electronic_macs_per_evaluation"] == 100 * 1
     assert "every layer but the read-out" in (tmp_path / "report.md").read_text()
+
+
+def test_average_delivers_the_moving_average_of_the_iterates(tmp_path):
+    """optim.average = β: after two steps the delivered parameters are
+    β²θ₀ + β(1−β)θ₁ + (1−β)θ₂, the checkpoint keeps the iterate θ₂, and the report states
+    the iterate's own error."""
+    beta = 0.6
+    kw = dict(collocation_points=4, eval_every=1, pde_params=SMALL_GRIDS["burgers"],
+              optim={"lr": 0.2, "method": "subspace_lm", "damping": 1e-9})
+    with pytest.raises(ValidationError, match="less than 1"):
+        Config(optim={"average": 1.0})
+    with pytest.raises(ValidationError, match="memory = 2 is for method 'subspace_lm'"):
+        Config(optim={"memory": 2})
+
+    def flat(model):
+        return torch.cat([v.reshape(-1).double() for v in model.values()])
+
+    thetas = []
+    for n in (1, 2):
+        run(Config(iterations=n, **kw), _ctx(tmp_path / f"plain{n}"))
+        thetas.append(torch.load(tmp_path / f"plain{n}" / "checkpoint.pt",
+                                 weights_only=False)["model"])
+    cfg = Config(iterations=2, **{**kw, "optim": {**kw["optim"], "average": beta}})
+    net = build_network(cfg, _ctx(tmp_path / "x"))
+    start = {k: v.detach().clone() for k, v in net.state_dict().items()}
+    m = run(cfg, _ctx(tmp_path / "avg"))
+    ck = torch.load(tmp_path / "avg" / "checkpoint.pt", weights_only=False)
+    assert torch.equal(flat(ck["model"]), flat(thetas[1]))  # the iterate, as without averaging
+    t0, t1, t2 = flat(start), flat(thetas[0]), flat(thetas[1])
+    assert float((t2 - t1).abs().max()) > 1e-3  # both steps moved
+    expect = beta**2 * t0 + beta * (1 - beta) * t1 + (1 - beta) * t2
+    assert torch.allclose(ck["state"]["average"], expect, rtol=0, atol=1e-12)
+    net.load_state_dict({k: expect[sl].reshape(v.shape).to(v.dtype) for (k, v), sl in zip(
+        start.items(), _slices(start), strict=True)})
+    u = _predict(build_pde("burgers", SMALL_GRIDS["burgers"]), net, torch.float64)
+    pred = np.load(tmp_path / "avg" / "prediction.npz")["u_pred"].reshape(-1)
+    assert np.allclose(pred, u.reshape(-1), rtol=0, atol=1e-12)
+    plain2 = run(Config(iterations=2, **kw), _ctx(tmp_path / "plain2b"))
+    assert m["rel_l2_iterate_last"] == pytest.approx(plain2["rel_l2"], rel=1e-12)
+    assert m["rel_l2"] != pytest.approx(m["rel_l2_iterate_last"], rel=1e-6)
+    assert "moving average of the iterates" in (tmp_path / "avg" / "report.md").read_text()
+
+
+def _slices(state):
+    out, start = [], 0
+    for v in state.values():
+        out.append(slice(start, start + v.numel()))
+        start += v.numel()
+    return out
 
 
 def test_clamp_phases_keeps_trained_phases_in_one_turn(tmp_path):
