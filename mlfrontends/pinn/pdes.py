@@ -76,6 +76,10 @@ class PDE(ABC):
         """Coordinates whose second derivatives the residual uses."""
         return (0,)
 
+    #: (coordinate, +1 or −1): the time coordinate and the direction information travels
+    #: from the initial (+1) or terminal (−1) condition; None for a steady problem
+    causal_axis: ClassVar[tuple[int, int] | None] = None
+
     @property
     @abstractmethod
     def bounds(self) -> np.ndarray:
@@ -159,6 +163,7 @@ class Burgers(PDE):
 
     name = "burgers"
     coord_names = ("x", "t")
+    causal_axis = (1, 1)  # from the initial condition at t = 0
 
     class Params(_Params):
         nu: float = pydantic.Field(0.01 / math.pi, gt=0)
@@ -227,6 +232,7 @@ class BlackScholes(PDE):
 
     name = "blackscholes"
     coord_names = ("s", "t")
+    causal_axis = (1, -1)  # from the terminal pay-off at t = T
 
     class Params(_Params):
         vol: float = pydantic.Field(0.2, gt=0)
@@ -313,6 +319,10 @@ class HJB(PDE):
     @property
     def coord_names(self):  # type: ignore[override]
         return tuple(f"x{i + 1}" for i in range(self.params.space_dim)) + ("t",)
+
+    @property
+    def causal_axis(self):  # type: ignore[override]
+        return (self.params.space_dim, -1)  # from the terminal condition at t = 1
 
     @property
     def bounds(self):

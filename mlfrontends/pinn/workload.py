@@ -143,6 +143,19 @@ class CollocationConfig(_Section):
     c: float = Field(1.0, ge=0, description="uniform floor of the density (rad)")
 
 
+class CausalConfig(_Section):
+    """Causal residual weights (Wang, Sankaran & Perdikaris 2024, "Respecting causality for
+    training physics-informed neural networks", CMAME 421, 116813): the time axis is cut
+    into ``bins`` equal slabs, ordered from the initial (or terminal) condition; slab i
+    weighs w_i = exp(−eps · Σ_{j<i} L_j) with L_j the current network's mean squared
+    residual in slab j, so a later slab counts only once the earlier ones are solved. The
+    weights come from one forward pass of the unperturbed network per iteration (counted
+    in forward_evals) and are constants of that iteration's step."""
+
+    eps: float = Field(1.0, gt=0, description="causality strength ε")
+    bins: int = Field(16, ge=2, description="time slabs")
+
+
 class Config(WorkloadConfig):
     kind: Literal["pinn"] = "pinn"
     pde: str = "burgers"
@@ -154,6 +167,8 @@ class Config(WorkloadConfig):
     time_limit_s: float | None = Field(None, gt=0, description="stop training after this")
     collocation_points: int = Field(1200, ge=1)
     collocation: CollocationConfig = CollocationConfig()
+    causal: CausalConfig | None = Field(None, description="causal residual weights "
+                                        "(time-dependent PDEs); None: all points weigh 1")
     eval_every: int = Field(50, ge=1)
     select: Literal["last", "min_residual"] = Field(
         "last", description="which parameters the run delivers: the last iterate, or "
@@ -175,6 +190,10 @@ class Config(WorkloadConfig):
                 "estimator.kind = 'autograd' needs back-propagation; with optim.method = "
                 f"{self.optim.method!r} use sg_stein, mc_stein or fd"
             )
+        if self.causal is not None:
+            if build_pde(self.pde, self.pde_params).causal_axis is None:
+                raise ValueError(f"causal: pde {self.pde!r} has no time axis; remove "
+                                 "'causal' (it weights residuals by time slab)")
         c = self.collocation
         if c.sampling == "rad" and c.pool < self.collocation_points:
             raise ValueError(f"collocation.pool = {c.pool} must be ≥ collocation_points = "
@@ -338,8 +357,39 @@ def _residuals(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator):
     return residual
 
 
-def _residual_loss(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator):
-    residual = _residuals(pde, estimator, z, gen)
+def _causal_weights(pde: PDE, z: torch.Tensor, r: torch.Tensor, c: CausalConfig
+                    ) -> torch.Tensor:
+    """√w per point (N,) for the residuals r (N,) of the unperturbed network (CausalConfig)."""
+    axis, direction = pde.causal_axis
+    lo, hi = pde.bounds[axis]
+    s = (z[:, axis].double() - lo) / (hi - lo)
+    if direction < 0:
+        s = 1.0 - s
+    slab = (s * c.bins).long().clamp(0, c.bins - 1)
+    sq = (r.double() ** 2)
+    total = torch.zeros(c.bins, dtype=torch.float64).index_add_(0, slab, sq)
+    count = torch.zeros(c.bins, dtype=torch.float64).index_add_(0, slab, torch.ones_like(sq))
+    mean = total / count.clamp_min(1.0)
+    before = torch.cumsum(mean, 0) - mean  # Σ_{j<i} L_j
+    w = torch.exp(-c.eps * before)
+    return w[slab].sqrt()
+
+
+def _weighted(residual, scale: torch.Tensor | None):
+    """``fwd -> r·scale`` (scale None: r unchanged)."""
+    if scale is None:
+        return residual
+
+    def weighted(fwd) -> torch.Tensor:
+        r = residual(fwd)
+        return r * scale.to(r.dtype)
+
+    return weighted
+
+
+def _residual_loss(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator,
+                   scale: torch.Tensor | None = None):
+    residual = _weighted(_residuals(pde, estimator, z, gen), scale)
 
     def loss(fwd) -> torch.Tensor:
         r = residual(fwd)
@@ -556,10 +606,14 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         if o.method == "subspace_lm":
             stepper.max_step = lr  # the trust radius follows the schedule
         z, scored = sampler.draw(it, pointwise_residual)
+        scale = None
+        if cfg.causal is not None:  # one unperturbed forward pass sets this step's weights
+            scale = _causal_weights(pde, z, pointwise_residual(z), cfg.causal)
+            scored += z.shape[0]
         if o.method == "subspace_lm":
-            info = stepper.step(_residuals(pde, estimator, z, gen_mc))
+            info = stepper.step(_weighted(_residuals(pde, estimator, z, gen_mc), scale))
         else:
-            info = stepper.step(_residual_loss(pde, estimator, z, gen_mc))
+            info = stepper.step(_residual_loss(pde, estimator, z, gen_mc, scale))
         if average is not None:
             average.mul_(o.average).add_(layout.flatten().to(torch.float64),
                                          alpha=1 - o.average)
@@ -807,6 +861,8 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
            f"RAD-sampled from a {cfg.collocation.pool}-point pool rescored every "
            f"{cfg.collocation.refresh_every} iterations (k = {cfg.collocation.k}, "
            f"c = {cfg.collocation.c})")
+        + (f"; causal residual weights (ε = {cfg.causal.eps}, {cfg.causal.bins} time slabs; "
+           "the loss curve is the weighted loss)" if cfg.causal is not None else "")
         + ({"tt": ". Photonic core: TT layers only; dense layers electronic.",
             "all_but_readout": ". Photonic core: every layer but the read-out, which is "
             "electronic (as in the published TONN)."}.get(cfg.model.chip_layers, ".")

@@ -266,6 +266,24 @@ def test_average_delivers_the_moving_average_of_the_iterates(tmp_path):
     assert "moving average of the iterates" in (tmp_path / "avg" / "report.md").read_text()
 
 
+def test_causal_weights_follow_the_slab_losses_before_each_slab():
+    """w_i = exp(−ε Σ_{j<i} L_j) per time slab, counted from t = 0 for Burgers and from
+    t = T for Black–Scholes (terminal condition); residuals scale by √w."""
+    from mlfrontends.pinn.workload import CausalConfig, _causal_weights
+
+    c = CausalConfig(eps=0.5, bins=4)
+    z = torch.tensor([[0.0, 0.1], [0.0, 0.3], [0.0, 0.6], [0.0, 0.9], [0.5, 0.95]])
+    r = torch.tensor([1.0, 2.0, 3.0, 4.0, 0.0])  # slab losses 1, 4, 9, (16 + 0)/2 = 8
+    w = _causal_weights(build_pde("burgers", SMALL_GRIDS["burgers"]), z, r, c) ** 2
+    expect = torch.exp(-0.5 * torch.tensor([0.0, 1.0, 5.0, 14.0, 14.0], dtype=torch.float64))
+    assert torch.allclose(w, expect, rtol=1e-12)
+    w = _causal_weights(build_pde("blackscholes", SMALL_GRIDS["blackscholes"]), z, r, c) ** 2
+    expect = torch.exp(-0.5 * torch.tensor([21.0, 17.0, 8.0, 0.0, 0.0], dtype=torch.float64))
+    assert torch.allclose(w, expect, rtol=1e-12)
+    with pytest.raises(ValidationError, match="causal: pde 'darcy' has no time axis"):
+        Config(pde="darcy", causal={"eps": 1.0})
+
+
 def _slices(state):
     out, start = [], 0
     for v in state.values():
