@@ -88,7 +88,8 @@ def test_shipped_configs_run_at_reduced_size(name, tmp_path):
     assert rel == pytest.approx(metrics["rel_l2"])
     sets = metrics["parameter_sets_per_step_mean"] * 2  # 2 iterations
     assert sets == int(sets) and metrics["parameter_sets_per_step"] >= sets / 2
-    scoring = (16 if rad else 0) + (3 * 8 if select else 0)
+    causal = w.get("causal") is not None  # one unperturbed pass over the 2 points per step
+    scoring = (16 if rad else 0) + (3 * 8 if select else 0) + (2 * 2 if causal else 0)
     assert metrics["forward_evals"] == (int(sets) * 2 + scoring) * metrics["evals_per_point"]
 
 
