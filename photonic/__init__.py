@@ -3,7 +3,14 @@
 The public API is exactly what this module re-exports.
 """
 
-from photonic.core import CoreCounts, Mesh, TensorCore, optical_matmul, program_tiles
+from photonic.core import (
+    CoreCounts,
+    Mesh,
+    TensorCore,
+    equal_rows,
+    optical_matmul,
+    program_tiles,
+)
 from photonic.cost import CostParams, CostReport, Stage, TrainingStep, estimate_cost
 from photonic.decompose import MeshPhases, decompose, reconstruct
 from photonic.devices import (
@@ -30,6 +37,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "MODES",
+    "equal_rows",
     "ConverterParams",
     "CoreCounts",
     "CostParams",

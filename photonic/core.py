@@ -44,10 +44,49 @@ __all__ = [
     "tile_matrices",
     "optical_matmul",
     "quantize_signed",
+    "equal_rows",
 ]
 
 Q_E = 1.602176634e-19  # C
 K_B = 1.380649e-23  # J/K
+
+
+_INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32,
+             torch.float16: torch.int16, torch.bfloat16: torch.int16}
+
+
+@lru_cache(maxsize=32)
+def _projection(n: int) -> torch.Tensor:
+    return torch.randn(n, generator=torch.Generator().manual_seed(n), dtype=torch.float64)
+
+
+def equal_rows(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Groups of bitwise-equal rows of a (P, D) float tensor: ``(first, inverse)`` with
+    ``first[g]`` the lowest row index of group g and ``inverse[p]`` the group of row p.
+
+    Rows are keyed by a fixed random projection (a sort of P numbers, not of P whole rows)
+    and equal keys are confirmed bitwise; if a key collision joined different rows, the
+    rows themselves are sorted instead (slower, same result).
+    """
+    P = flat.shape[0]
+    every = torch.arange(P)
+    bits = _INT_VIEW.get(flat.dtype)
+    if P == 1 or bits is None:
+        return every, every
+    flat = flat.detach().contiguous()
+    ints = flat.view(bits)
+    key = torch.nan_to_num(flat.to(torch.float64)) @ _projection(flat.shape[1])
+    _, inverse = torch.unique(key, return_inverse=True)
+    first = _first_of(inverse)
+    if not bool((ints == ints[first[inverse]]).all()):
+        _, inverse = torch.unique(ints, dim=0, return_inverse=True)
+        first = _first_of(inverse)
+    return first, inverse
+
+
+def _first_of(inverse: torch.Tensor) -> torch.Tensor:
+    first = torch.full((int(inverse.max()) + 1,), inverse.numel(), dtype=torch.long)
+    return first.scatter_reduce(0, inverse, torch.arange(inverse.numel()), "amin")
 
 
 def _generator(seed: int | torch.Generator | None) -> torch.Generator:

@@ -30,6 +30,7 @@ from photonic.core import (
     _pad_tiles,
     assemble_tiles,
     batched_matmul,
+    equal_rows,
     optical_matmul,
     program_tiles,
     realised_gain,
@@ -111,9 +112,8 @@ class PhotonicMatrix(nn.Module):
         kw = dict(device=self.device_params, noise=self.noise, errors=self.errors,
                   generator=self._gen)
         if self.mode == "phase":
-            tiles = tile_matrices(self._template, phases=self.phases, **kw)
-            return tiles, realised_gain(self.gain, self.tile, self.topology,
-                                        self.device_params, self.noise)
+            return self._phase_tiles(kw), realised_gain(self.gain, self.tile, self.topology,
+                                                        self.device_params, self.noise)
         w = self.weight.detach()
         if not self._mesh_noise:
             # Exact programming: the realised tile equals W_tile / σ_max (no decomposition
@@ -124,6 +124,24 @@ class PhotonicMatrix(nn.Module):
         prog: TileProgram = program_tiles(w, tile=self.tile, topology=self.topology)
         return tile_matrices(prog, **kw), realised_gain(prog.gain, self.tile, self.topology,
                                                         self.device_params, self.noise)
+
+    def _phase_tiles(self, kw) -> torch.Tensor:
+        """Tiles for the programmed phases (P.., R, C, S). Parameter sets whose phases are
+        bitwise equal (a zeroth-order step perturbs one block of one tensor, so every other
+        matrix repeats the unperturbed one) are built once and shared: the same device
+        state gives the same matrix when the chip has no dynamic noise. With phase noise,
+        or when autograd needs the phases, every set is built."""
+        ph = self.phases
+        lead = ph.shape[:-3]
+        if (not lead or self.noise.phase_noise
+                or (torch.is_grad_enabled() and ph.requires_grad)):
+            return tile_matrices(self._template, phases=ph, **kw)
+        first, inverse = equal_rows(ph.reshape(-1, ph.shape[-3:].numel()))
+        if first.numel() == inverse.numel():
+            return tile_matrices(self._template, phases=ph, **kw)
+        tiles = tile_matrices(self._template, phases=ph.reshape(-1, *ph.shape[-3:])[first],
+                              **kw)
+        return tiles[inverse].reshape(*lead, *tiles.shape[1:])
 
     def realised_matrix(self) -> torch.Tensor:
         """The real (M, N) matrix the chip realises now (in-phase part), P.. leading."""

@@ -25,6 +25,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from photonic import equal_rows
+
 __all__ = [
     "ACTIVATIONS",
     "DenseLinear",
@@ -179,12 +181,7 @@ def _set_groups(flat: torch.Tensor | None, P: int) -> list[int]:
     """Group id per parameter set: sets whose parameters are bitwise equal share an id."""
     if flat is None or P == 1:
         return [0] * P
-    bits = {torch.float64: torch.int64, torch.float32: torch.int32,
-            torch.float16: torch.int16, torch.bfloat16: torch.int16}.get(flat.dtype)
-    if bits is None:
-        return list(range(P))
-    _, inv = torch.unique(flat.contiguous().view(bits), dim=0, return_inverse=True)
-    return inv.tolist()
+    return equal_rows(flat)[1].tolist()
 
 
 def fused_mlp_forward(

@@ -1,3 +1,5 @@
+import math
+
 import torch
 from torch import nn
 from torch.func import functional_call
@@ -103,3 +105,57 @@ def test_tt_one_gemm_shortcut_equals_the_per_core_optical_chain():
         yc = functional_call(chain, params, (x,))
         assert yf.shape == (2, 6, 100)
         assert (yf - yc).abs().max() < 1e-7
+
+
+def test_equal_rows_groups_bitwise_equal_rows_only(monkeypatch):
+    import photonic.core as core
+    from photonic import equal_rows
+
+    a, b = torch.randn(2, 7, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    near = a.clone()
+    near[0] = torch.nextafter(a[0], torch.tensor(math.inf, dtype=torch.float64))  # one ulp
+    first, inverse = equal_rows(torch.stack([a, b, a, near, b, a]))
+    assert first[inverse].tolist() == [0, 1, 0, 3, 1, 0]
+    # a projection blind to every column but the first: rows that differ elsewhere collide
+    e0 = torch.zeros(7, dtype=torch.float64)
+    e0[0] = 1.0
+    monkeypatch.setattr(core, "_projection", lambda n: e0)
+    other = a.clone()
+    other[3] += 1.0
+    first, inverse = equal_rows(torch.stack([a, other, a]))
+    assert first[inverse].tolist() == [0, 1, 0]
+
+
+def test_phase_mode_shares_the_build_of_equal_parameter_sets():
+    """P sets of which most repeat the unperturbed phases give bitwise the same matrices as
+    building every set (the chip has no dynamic noise), and only the distinct sets are
+    built."""
+    import photonic.layers as layers
+
+    noise = NoiseConfig(phase_quantization=True, gamma_error=True, crosstalk=True)
+    lin = PhotonicLinear(12, 10, tile=4, mode="phase", noise=noise)
+    base = {k: v.detach() for k, v in lin.named_parameters()}
+    sets = {k: v.expand((6,) + v.shape).clone() for k, v in base.items()}
+    sets["core.phases"][2, 0, 1, :5] += 0.3
+    sets["core.phases"][4, 2, 0, 3:] -= 0.2
+    built = []
+    orig = layers.tile_matrices
+
+    def counting(prog, **kw):
+        built.append(kw["phases"].reshape(-1, *kw["phases"].shape[-3:]).shape[0])
+        return orig(prog, **kw)
+
+    layers.tile_matrices = counting
+    try:
+        with torch.no_grad():
+            with torch.nn.utils.stateless._reparametrize_module(lin, sets):
+                shared = lin.core.realised_matrix()
+    finally:
+        layers.tile_matrices = orig
+    assert built == [3]
+    with torch.no_grad():
+        for p in range(6):
+            with torch.nn.utils.stateless._reparametrize_module(
+                    lin, {k: v[p] for k, v in sets.items()}):
+                assert torch.equal(shared[p], lin.core.realised_matrix())
+    assert not torch.equal(shared[2], shared[0]) and torch.equal(shared[1], shared[0])
