@@ -153,7 +153,18 @@ class CausalConfig(_Section):
     in forward_evals) and are constants of that iteration's step."""
 
     eps: float = Field(1.0, gt=0, description="causality strength ε")
+    eps_final: float | None = Field(
+        None, ge=0, description="ε at the last iteration, reached by a cosine over the "
+        "run (0: the final steps weigh every slab equally, so late times the weights "
+        "discounted are fitted too); None: ε throughout")
     bins: int = Field(16, ge=2, description="time slabs")
+
+    def eps_at(self, it: int, total: int) -> float:
+        """ε at iteration ``it`` (0-based) of ``total``."""
+        if self.eps_final is None:
+            return self.eps
+        frac = min(it / max(total - 1, 1), 1.0)
+        return self.eps_final + (self.eps - self.eps_final) * 0.5 * (1 + math.cos(math.pi * frac))
 
 
 class Config(WorkloadConfig):
@@ -357,9 +368,10 @@ def _residuals(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator):
     return residual
 
 
-def _causal_weights(pde: PDE, z: torch.Tensor, r: torch.Tensor, c: CausalConfig
-                    ) -> torch.Tensor:
-    """√w per point (N,) for the residuals r (N,) of the unperturbed network (CausalConfig)."""
+def _causal_weights(pde: PDE, z: torch.Tensor, r: torch.Tensor, c: CausalConfig,
+                    eps: float | None = None) -> torch.Tensor:
+    """√w per point (N,) for the residuals r (N,) of the unperturbed network (CausalConfig;
+    ``eps`` overrides ``c.eps``, e.g. with its schedule)."""
     axis, direction = pde.causal_axis
     lo, hi = pde.bounds[axis]
     s = (z[:, axis].double() - lo) / (hi - lo)
@@ -371,7 +383,7 @@ def _causal_weights(pde: PDE, z: torch.Tensor, r: torch.Tensor, c: CausalConfig
     count = torch.zeros(c.bins, dtype=torch.float64).index_add_(0, slab, torch.ones_like(sq))
     mean = total / count.clamp_min(1.0)
     before = torch.cumsum(mean, 0) - mean  # Σ_{j<i} L_j
-    w = torch.exp(-c.eps * before)
+    w = torch.exp(-(c.eps if eps is None else eps) * before)
     return w[slab].sqrt()
 
 
@@ -608,7 +620,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         z, scored = sampler.draw(it, pointwise_residual)
         scale = None
         if cfg.causal is not None:  # one unperturbed forward pass sets this step's weights
-            scale = _causal_weights(pde, z, pointwise_residual(z), cfg.causal)
+            scale = _causal_weights(pde, z, pointwise_residual(z), cfg.causal,
+                                    cfg.causal.eps_at(it, cfg.iterations))
             scored += z.shape[0]
         if o.method == "subspace_lm":
             info = stepper.step(_weighted(_residuals(pde, estimator, z, gen_mc), scale))
@@ -861,7 +874,10 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
            f"RAD-sampled from a {cfg.collocation.pool}-point pool rescored every "
            f"{cfg.collocation.refresh_every} iterations (k = {cfg.collocation.k}, "
            f"c = {cfg.collocation.c})")
-        + (f"; causal residual weights (ε = {cfg.causal.eps}, {cfg.causal.bins} time slabs; "
+        + (f"; causal residual weights (ε = {cfg.causal.eps}"
+           + (f" → {cfg.causal.eps_final} by a cosine" if cfg.causal.eps_final is not None
+              else "")
+           + f", {cfg.causal.bins} time slabs; "
            "the loss curve is the weighted loss)" if cfg.causal is not None else "")
         + ({"tt": ". Photonic core: TT layers only; dense layers electronic.",
             "all_but_readout": ". Photonic core: every layer but the read-out, which is "

@@ -281,6 +281,11 @@ def test_causal_weights_follow_the_slab_losses_before_each_slab():
     w = _causal_weights(build_pde("blackscholes", SMALL_GRIDS["blackscholes"]), z, r, c) ** 2
     expect = torch.exp(-0.5 * torch.tensor([21.0, 17.0, 8.0, 0.0, 0.0], dtype=torch.float64))
     assert torch.allclose(w, expect, rtol=1e-12)
+    w = _causal_weights(build_pde("burgers", SMALL_GRIDS["burgers"]), z, r, c, eps=0.0)
+    assert torch.equal(w, torch.ones(5, dtype=torch.float64))  # ε = 0: every slab weighs 1
+    sched = CausalConfig(eps=2.0, eps_final=0.0)
+    assert [sched.eps_at(i, 5) for i in (0, 2, 4)] == pytest.approx([2.0, 1.0, 0.0])
+    assert CausalConfig(eps=2.0).eps_at(4, 5) == 2.0
     with pytest.raises(ValidationError, match="causal: pde 'darcy' has no time axis"):
         Config(pde="darcy", causal={"eps": 1.0})
 
