@@ -158,6 +158,8 @@ class CausalConfig(_Section):
         "run (0: the final steps weigh every slab equally, so late times the weights "
         "discounted are fitted too); None: ε throughout")
     bins: int = Field(16, ge=2, description="time slabs")
+    min_weight: float = Field(0.0, ge=0, le=1, description="floor of every slab's weight "
+                              "(keeps late times in view while earlier ones are unsolved)")
 
     def eps_at(self, it: int, total: int) -> float:
         """ε at iteration ``it`` (0-based) of ``total``."""
@@ -383,7 +385,7 @@ def _causal_weights(pde: PDE, z: torch.Tensor, r: torch.Tensor, c: CausalConfig,
     count = torch.zeros(c.bins, dtype=torch.float64).index_add_(0, slab, torch.ones_like(sq))
     mean = total / count.clamp_min(1.0)
     before = torch.cumsum(mean, 0) - mean  # Σ_{j<i} L_j
-    w = torch.exp(-(c.eps if eps is None else eps) * before)
+    w = torch.exp(-(c.eps if eps is None else eps) * before).clamp_min(c.min_weight)
     return w[slab].sqrt()
 
 
@@ -877,7 +879,9 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
         + (f"; causal residual weights (ε = {cfg.causal.eps}"
            + (f" → {cfg.causal.eps_final} by a cosine" if cfg.causal.eps_final is not None
               else "")
-           + f", {cfg.causal.bins} time slabs; "
+           + f", {cfg.causal.bins} time slabs"
+           + (f", weights ≥ {cfg.causal.min_weight}" if cfg.causal.min_weight else "")
+           + "; "
            "the loss curve is the weighted loss)" if cfg.causal is not None else "")
         + ({"tt": ". Photonic core: TT layers only; dense layers electronic.",
             "all_but_readout": ". Photonic core: every layer but the read-out, which is "

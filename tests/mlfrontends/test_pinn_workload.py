@@ -286,6 +286,10 @@ def test_causal_weights_follow_the_slab_losses_before_each_slab():
     sched = CausalConfig(eps=2.0, eps_final=0.0)
     assert [sched.eps_at(i, 5) for i in (0, 2, 4)] == pytest.approx([2.0, 1.0, 0.0])
     assert CausalConfig(eps=2.0).eps_at(4, 5) == 2.0
+    floor = CausalConfig(eps=0.5, bins=4, min_weight=0.01)
+    w = _causal_weights(build_pde("burgers", SMALL_GRIDS["burgers"]), z, r, floor) ** 2
+    assert torch.allclose(w, torch.tensor([1.0, math.exp(-0.5), math.exp(-2.5), 0.01, 0.01],
+                                          dtype=torch.float64), rtol=1e-12)
     with pytest.raises(ValidationError, match="causal: pde 'darcy' has no time axis"):
         Config(pde="darcy", causal={"eps": 1.0})
 
