@@ -221,6 +221,12 @@ class ParamLayout:
             for n, shape, sl in zip(self.names, self.shapes, self.slices, strict=True)
         }
 
+    def assign(self, flat: torch.Tensor) -> None:
+        """Copy the (D,) vector ``flat`` into the parameters (in place, no autograd)."""
+        with torch.no_grad():
+            for p, sl in zip(self.params, self.slices, strict=True):
+                p.copy_(flat[sl].reshape(p.shape))
+
     def batched_forward(self, flat: torch.Tensor) -> Callable[..., torch.Tensor]:
         """Forward of the module with the (P, D) parameter sets ``flat`` (one batched call;
         parameters not in the layout keep their values)."""
@@ -534,6 +540,5 @@ class SubspaceLMStepper:
                     break
             if accepted is not None:
                 self._remember(accepted.to(wide) - theta.to(wide))
-                for p, sl in zip(self.layout.params, self.layout.slices, strict=True):
-                    p.copy_(accepted[sl].reshape(p.shape))
+                self.layout.assign(accepted)
         return StepInfo(loss=loss0, num_sets=sets)

@@ -165,8 +165,7 @@ class CausalConfig(_Section):
         """ε at iteration ``it`` (0-based) of ``total``."""
         if self.eps_final is None:
             return self.eps
-        frac = min(it / max(total - 1, 1), 1.0)
-        return self.eps_final + (self.eps - self.eps_final) * 0.5 * (1 + math.cos(math.pi * frac))
+        return _cosine(self.eps, self.eps_final, min(it / max(total - 1, 1), 1.0))
 
 
 class Config(WorkloadConfig):
@@ -250,6 +249,11 @@ class Config(WorkloadConfig):
 
 
 # ------------------------------------------------------------------------------ schedules
+def _cosine(start: float, end: float, frac: float) -> float:
+    """Cosine from ``start`` (frac 0) to ``end`` (frac 1)."""
+    return end + 0.5 * (start - end) * (1 + math.cos(math.pi * frac))
+
+
 def lr_at(it: int, o: OptimConfig, total: int) -> float:
     """Learning rate at iteration ``it`` (0-based): linear warm-up, then the schedule."""
     if it < o.warmup_iters:
@@ -258,7 +262,7 @@ def lr_at(it: int, o: OptimConfig, total: int) -> float:
     if o.lr_schedule == "constant":
         return o.lr
     if o.lr_schedule == "cosine":
-        return o.lr_final + 0.5 * (o.lr - o.lr_final) * (1 + math.cos(math.pi * frac))
+        return _cosine(o.lr, o.lr_final, frac)
     return o.lr * (o.lr_final / o.lr) ** frac
 
 
@@ -441,17 +445,11 @@ def _loaded(layout: ParamLayout, flat: torch.Tensor | None) -> Iterator[None]:
         yield
         return
     saved = layout.flatten()
-    _assign(layout, flat)
+    layout.assign(flat)
     try:
         yield
     finally:
-        _assign(layout, saved)
-
-
-def _assign(layout: ParamLayout, flat: torch.Tensor) -> None:
-    with torch.no_grad():
-        for p, sl in zip(layout.params, layout.slices, strict=True):
-            p.copy_(flat[sl].reshape(p.shape).to(p.dtype))
+        layout.assign(saved)
 
 
 class _Collocation:
@@ -651,7 +649,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         evaluate()
     save()
     if average is not None:  # the checkpoint keeps the iterate; the average is delivered
-        _assign(layout, average)
+        layout.assign(average)
     u_pred = _predict(pde, net, dtype)
     last_rel = None
     if val_z is not None and state["selected"] is not None:
