@@ -80,6 +80,11 @@ class PDE(ABC):
     #: from the initial (+1) or terminal (−1) condition; None for a steady problem
     causal_axis: ClassVar[tuple[int, int] | None] = None
 
+    #: (coordinate, centre, parity): under the reflection z_c → 2·centre − z_c the exact
+    #: solution is even (+1) or odd (−1), and the ansatz u = g + h·NN inherits that parity
+    #: from NN (g of the same parity, h even); None: no such symmetry is declared
+    symmetry: ClassVar[tuple[int, float, int] | None] = None
+
     @property
     @abstractmethod
     def bounds(self) -> np.ndarray:
@@ -164,6 +169,10 @@ class Burgers(PDE):
     name = "burgers"
     coord_names = ("x", "t")
     causal_axis = (1, 1)  # from the initial condition at t = 0
+    # u is odd in x: the equation is invariant under (x, u) → (−x, −u), the initial
+    # condition −sin(πx) is odd and the boundary values are zero, so by uniqueness
+    # u(−x, t) = −u(x, t); g = −sin(πx) is odd and h = (1−x²)t even
+    symmetry = (0, 0.0, -1)
 
     class Params(_Params):
         nu: float = pydantic.Field(0.01 / math.pi, gt=0)

@@ -181,6 +181,11 @@ class Config(WorkloadConfig):
     collocation: CollocationConfig = CollocationConfig()
     causal: CausalConfig | None = Field(None, description="causal residual weights "
                                         "(time-dependent PDEs); None: all points weigh 1")
+    symmetric: bool = Field(
+        False, description="build the PDE's declared symmetry into the network: NN_s(z) = "
+        "½(NN(z) ± NN(Rz)) with R the reflection and ± its parity, so u has the exact "
+        "solution's parity whatever the parameters (each point costs two network "
+        "evaluations per stencil node, counted in forward_evals)")
     eval_every: int = Field(50, ge=1)
     select: Literal["last", "min_residual"] = Field(
         "last", description="which parameters the run delivers: the last iterate, or "
@@ -206,6 +211,9 @@ class Config(WorkloadConfig):
             if build_pde(self.pde, self.pde_params).causal_axis is None:
                 raise ValueError(f"causal: pde {self.pde!r} has no time axis; remove "
                                  "'causal' (it weights residuals by time slab)")
+        if self.symmetric and PDE_REGISTRY[self.pde].symmetry is None:
+            raise ValueError(f"symmetric = true: pde {self.pde!r} declares no symmetry "
+                             "(PDE.symmetry); set symmetric: false")
         c = self.collocation
         if c.sampling == "rad" and c.pool < self.collocation_points:
             raise ValueError(f"collocation.pool = {c.pool} must be ≥ collocation_points = "
@@ -365,10 +373,32 @@ def _generators(module: torch.nn.Module) -> list[torch.Generator]:
                                                            torch.Generator)]
 
 
-def _residuals(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator):
+def _symmetrised(pde: PDE, fwd, on: bool = True):
+    """``x -> ½(fwd(x) ± fwd(Rx))`` for the PDE's reflection R and parity ± (one batched
+    call on the stacked inputs); ``fwd`` itself when ``on`` is false. ``fwd`` maps inputs
+    (..., M, d) to outputs (..., M, 1), with or without leading parameter-set dims."""
+    if not on:
+        return fwd
+    axis, centre, parity = pde.symmetry
+
+    def symmetric(x: torch.Tensor) -> torch.Tensor:
+        sign = torch.ones(x.shape[-1], dtype=x.dtype)
+        sign[axis] = -1.0
+        shift = torch.zeros(x.shape[-1], dtype=x.dtype)
+        shift[axis] = 2.0 * centre
+        m = x.shape[-2]
+        y = fwd(torch.cat([x, x * sign + shift], -2))
+        return 0.5 * (y[..., :m, :] + parity * y[..., m:, :])
+
+    return symmetric
+
+
+def _residuals(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator,
+               symmetric: bool = False):
     """``fwd -> r``: the PDE residual at every collocation point, (N,) or (P, N)."""
     def residual(fwd) -> torch.Tensor:
-        jet = estimator.estimate(lambda x: fwd(x).squeeze(-1), z, generator=gen)
+        f = _symmetrised(pde, fwd, symmetric)
+        jet = estimator.estimate(lambda x: f(x).squeeze(-1), z, generator=gen)
         return pde.residual(z, pde.constrain(z, jet))
 
     return residual
@@ -406,8 +436,8 @@ def _weighted(residual, scale: torch.Tensor | None):
 
 
 def _residual_loss(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator,
-                   scale: torch.Tensor | None = None):
-    residual = _weighted(_residuals(pde, estimator, z, gen), scale)
+                   scale: torch.Tensor | None = None, symmetric: bool = False):
+    residual = _weighted(_residuals(pde, estimator, z, gen, symmetric), scale)
 
     def loss(fwd) -> torch.Tensor:
         r = residual(fwd)
@@ -486,11 +516,11 @@ class _Collocation:
         self.pool, self.prob = st["pool"], st["prob"]
 
 
-def _predict(pde: PDE, net: torch.nn.Module, dtype) -> np.ndarray:
+def _predict(pde: PDE, net: torch.nn.Module, dtype, symmetric: bool = False) -> np.ndarray:
     grid = pde.evaluation_grid()
     z = torch.as_tensor(grid.points, dtype=dtype)
     with torch.no_grad():
-        u = pde.constrain_value(z, net(z).squeeze(-1))
+        u = pde.constrain_value(z, _symmetrised(pde, net, symmetric)(z).squeeze(-1))
     return u.double().numpy()
 
 
@@ -514,7 +544,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
               "mc_stein": dict(sigma=spec["sigma"], num_samples=e.num_samples),
               "fd": dict(step=e.step)}[e.kind]
         estimator = build_estimator(e.kind, **kw)
-    evals_per_point = estimator.evals_for_dim(pde.dim)
+    evals_per_point = estimator.evals_for_dim(pde.dim) * (2 if cfg.symmetric else 1)
     o = cfg.optim
     opt = torch.optim.Adam(net.parameters(), lr=o.lr, betas=o.betas)
     gen_points = torch.Generator().manual_seed(ctx.seed + 1)
@@ -545,7 +575,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
     def pointwise_residual(z: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(isinstance(estimator, Autograd)):  # autograd: d/dz
-            jet = estimator.estimate(lambda x: net(x).squeeze(-1), z, generator=gen_mc)
+            f = _symmetrised(pde, net, cfg.symmetric)
+            jet = estimator.estimate(lambda x: f(x).squeeze(-1), z, generator=gen_mc)
             return pde.residual(z, pde.constrain(z, jet)).detach()
     state: dict[str, Any] = {"iteration": 0, "forward_evals": 0, "wall_s": 0.0, "sets_total": 0,
                              "history": [], "evals": [], "diverged": False}
@@ -587,7 +618,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     def evaluate():
         if average is not None:  # the iterate itself, for the record
             state.setdefault("evals_iterate", []).append(
-                (state["iteration"], _rel_l2(_predict(pde, net, dtype), grid.u_exact)))
+                (state["iteration"],
+                 _rel_l2(_predict(pde, net, dtype, cfg.symmetric), grid.u_exact)))
         with _loaded(layout, average):
             if val_z is not None:  # score the fixed validation set before the test grid
                 r = pointwise_residual(val_z).double()
@@ -598,7 +630,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                     state["selected"] = {"iteration": state["iteration"], "loss": loss,
                                          "model": {k: v.detach().clone()
                                                    for k, v in net.state_dict().items()}}
-            u = _predict(pde, net, dtype)
+            u = _predict(pde, net, dtype, cfg.symmetric)
         state["evals"].append((state["iteration"], state["forward_evals"], state["wall_s"],
                                _rel_l2(u, grid.u_exact)))
         return u
@@ -624,9 +656,11 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                                     cfg.causal.eps_at(it, cfg.iterations))
             scored += z.shape[0]
         if o.method == "subspace_lm":
-            info = stepper.step(_weighted(_residuals(pde, estimator, z, gen_mc), scale))
+            info = stepper.step(_weighted(_residuals(pde, estimator, z, gen_mc, cfg.symmetric),
+                                          scale))
         else:
-            info = stepper.step(_residual_loss(pde, estimator, z, gen_mc, scale))
+            info = stepper.step(_residual_loss(pde, estimator, z, gen_mc, scale,
+                                               cfg.symmetric))
         if average is not None:
             average.mul_(o.average).add_(layout.flatten().to(torch.float64),
                                          alpha=1 - o.average)
@@ -650,12 +684,12 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     save()
     if average is not None:  # the checkpoint keeps the iterate; the average is delivered
         layout.assign(average)
-    u_pred = _predict(pde, net, dtype)
+    u_pred = _predict(pde, net, dtype, cfg.symmetric)
     last_rel = None
     if val_z is not None and state["selected"] is not None:
         last_rel = _rel_l2(u_pred, grid.u_exact)
         net.load_state_dict(state["selected"]["model"])  # the checkpoint keeps the last
-        u_pred = _predict(pde, net, dtype)
+        u_pred = _predict(pde, net, dtype, cfg.symmetric)
     return _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel)
 
 
@@ -881,6 +915,10 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
            + (f", weights ≥ {cfg.causal.min_weight}" if cfg.causal.min_weight else "")
            + "; "
            "the loss curve is the weighted loss)" if cfg.causal is not None else "")
+        + ("; the network is symmetrised to the solution's parity under the reflection of "
+           f"{pde.coord_names[pde.symmetry[0]]} about {pde.symmetry[1]:g} "
+           f"(NN_s(z) = ½(NN(z) {'+' if pde.symmetry[2] > 0 else '−'} NN(Rz)), two network "
+           "evaluations per stencil node)" if cfg.symmetric else "")
         + ({"tt": ". Photonic core: TT layers only; dense layers electronic.",
             "all_but_readout": ". Photonic core: every layer but the read-out, which is "
             "electronic (as in the published TONN)."}.get(cfg.model.chip_layers, ".")

@@ -436,3 +436,46 @@ def test_dac_realise_puts_phases_on_the_dac_grid_and_leaves_gains(tmp_path):
     same = torch.remainder(out[:, is_phase] - q + 1, 2 * math.pi) - 1  # out ≡ q (mod 2π)
     assert same.abs().max() < 1e-12
     assert _dac_realise(net, layout, _ctx(tmp_path, noise=photonic.NoiseConfig.ideal())) is None
+
+
+def test_symmetric_network_has_the_solutions_parity_and_counts_both_evaluations(tmp_path):
+    """symmetric = true: u(−x, t) = −u(x, t) for Burgers whatever the parameters (the
+    ansatz's g is odd, h even, NN_s odd); every stencil node costs two evaluations."""
+    from mlfrontends.pinn.workload import _residuals, _symmetrised
+
+    pde = build_pde("burgers", SMALL_GRIDS["burgers"])
+    kw = dict(collocation_points=4, eval_every=1, checkpoint_every=1,
+              pde_params=SMALL_GRIDS["burgers"],
+              model={"widths": [2, 8, 8, 1], "tt_layers": {}},
+              optim={"method": "zo", "num_queries": 2, "lr": 1e-2})
+    cfg = Config(iterations=3, symmetric=True, **kw)
+    net = build_network(cfg, _ctx(tmp_path / "n"))
+    u = _predict(pde, net, torch.float64, symmetric=True).reshape(17, 5)
+    assert np.abs(u + u[::-1]).max() < 1e-12  # the grid is symmetric in x
+    assert np.abs(u).max() > 0.1
+    plain = _predict(pde, net, torch.float64).reshape(17, 5)
+    assert np.abs(plain + plain[::-1]).max() > 1e-3  # the bare network is not odd
+    # the odd part of the bare network, evaluated directly
+    z = torch.as_tensor(pde.evaluation_grid().points)
+    zr = z * torch.tensor([-1.0, 1.0])
+    with torch.no_grad():
+        nn_s = 0.5 * (net(z) - net(zr))
+        assert torch.allclose(_symmetrised(pde, net)(z), nn_s, rtol=0, atol=1e-15)
+    # the residual of an odd u is odd: r(−x, t) = −r(x, t), stencil by stencil
+    from mlfrontends.pinn.derivatives import SparseGridStein
+
+    est = SparseGridStein(sigma=1e-2, level=3)
+    pts = torch.tensor([[0.3, 0.2], [-0.3, 0.2], [0.7, 0.9], [-0.7, 0.9]], dtype=torch.float64)
+    with torch.no_grad():
+        r = _residuals(pde, est, pts, torch.Generator(), symmetric=True)(net).tolist()
+    assert r[0] == pytest.approx(-r[1], rel=1e-9) and r[2] == pytest.approx(-r[3], rel=1e-9)
+    assert abs(r[0]) > 1e-3
+    m = run(cfg, _ctx(tmp_path / "s"))
+    base = run(Config(iterations=3, **kw), _ctx(tmp_path / "b"))
+    assert m["evals_per_point"] == 2 * base["evals_per_point"] == 26
+    assert m["forward_evals"] == 2 * base["forward_evals"]
+    pred = np.load(tmp_path / "s" / "prediction.npz")["u_pred"].reshape(17, 5)
+    assert np.abs(pred + pred[::-1]).max() < 1e-12
+    assert "symmetrised to the solution's parity" in (tmp_path / "s" / "report.md").read_text()
+    with pytest.raises(ValidationError, match="symmetric = true: pde 'darcy' declares no"):
+        Config(pde="darcy", symmetric=True)
