@@ -407,8 +407,10 @@ class SubspaceLMStepper:
     accepted steps (each scaled to unit rms) to the drawn directions, so the subspace keeps
     the directions along which the loss has been falling (a subspace method with memory,
     as the previous-step direction in conjugate-gradient and L-BFGS): 2m more sets per
-    step. Every quantity is a forward evaluation or a k × k solve in the controller: no
-    back-propagation.
+    step. ``two_sided = False`` uses forward differences J v_s = [r(θ+μu_s) − r(θ)] / μ
+    (v_s = [realise(θ+μu_s) − realise(θ)] / μ): k + 1 sets instead of 2k + 1, at an O(μ)
+    curvature bias in each directional derivative instead of O(μ²). Every quantity is a
+    forward evaluation or a k × k solve in the controller: no back-propagation.
     """
 
     def __init__(
@@ -426,6 +428,7 @@ class SubspaceLMStepper:
         block_sizes: Mapping[str, int] | None = None,
         bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
         memory: int = 0,
+        two_sided: bool = True,
         generator: torch.Generator,
     ):
         if memory < 0:
@@ -463,6 +466,7 @@ class SubspaceLMStepper:
                 raise ValueError("bounds: every lower bound must be ≤ its upper bound")
         self.bounds = bounds
         self.memory = int(memory)
+        self.two_sided = bool(two_sided)
         self._past: list[torch.Tensor] = []  # last accepted steps, unit rms, float64
 
     LAM_MIN, LAM_MAX = 1e-12, 1e4
@@ -501,22 +505,27 @@ class SubspaceLMStepper:
         wide = torch.float64
         U = self.directions(theta)
         k, mu = U.shape[0], self.mu
-        plus, minus = self._clamp(theta + mu * U), self._clamp(theta - mu * U)
+        plus = self._clamp(theta + mu * U)
+        # forward differences: the base point θ takes the place of θ − μu_s
+        minus = self._clamp(theta - mu * U) if self.two_sided else theta[None]
+        span = 2 * mu if self.two_sided else mu
         with torch.no_grad():
-            fwd = self.layout.batched_forward(torch.cat([theta[None], plus, minus]))
+            fwd = self.layout.batched_forward(
+                torch.cat([theta[None], plus, minus if self.two_sided else minus[:0]]))
             R = residual(fwd).to(wide)
             if self.realise is not None:
-                V = (self.realise(plus) - self.realise(minus)) / (2 * mu)
+                V = (self.realise(plus) - self.realise(minus)) / span
             else:
-                V = U if self.bounds is None else (plus - minus) / (2 * mu)
+                V = U if self.bounds is None else (plus - minus) / span
             V = V.to(wide)
-            r0, JV = R[0], (R[1:k + 1] - R[k + 1:]) / (2 * mu)
+            r0 = R[0]
+            JV = (R[1:k + 1] - (R[k + 1:] if self.two_sided else r0)) / span
             n = r0.numel()
             G, g = JV @ JV.T / n, JV @ r0 / n
             loss0 = float(r0 @ r0 / n)
             diag = torch.diag(G).clamp_min(1e-30)
             jitter = 1e-14 * float(diag.mean()) * torch.eye(k, dtype=wide)
-            sets, accepted = 2 * k + 1, None
+            sets, accepted = (2 * k + 1 if self.two_sided else k + 1), None
             for _ in range(self.tries):
                 # solve, not lstsq: LAPACK's gelsy is not bit-reproducible run to run
                 alpha = -torch.linalg.solve(G + self.lam * torch.diag(diag) + jitter, g)

@@ -559,7 +559,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             block_size=o.block_size, damping=o.damping, max_step=o.lr,
             tries=o.lm_tries, generator=gen_zo,
             block_sizes=_readout_blocks(net, o.readout_block_size), bounds=bounds,
-            memory=o.memory)
+            memory=o.memory, two_sided=o.two_sided)
         if o.realised_directions:
             stepper.realise = _dac_realise(net, stepper.layout, ctx)
     else:
@@ -735,7 +735,7 @@ def _optim_text(o: OptimConfig) -> str:
               + (f", blocks ≤ {o.block_size}" if o.block_size else ""))
     if o.method == "subspace_lm":
         return (f"forward-only subspace Levenberg–Marquardt: {common}, per tensor, "
-                f"two-sided, initial λ {o.damping}, trust radius (largest change of a "
+                f"{'two' if o.two_sided else 'one'}-sided, initial λ {o.damping}, trust radius (largest change of a "
                 f"parameter per step) {o.lr} {o.lr_schedule} → {o.lr_final}, ≤ {o.lm_tries} "
                 f"candidates per step, {'realised' if o.realised_directions else 'drawn'} "
                 "directions"

@@ -265,6 +265,39 @@ def test_subspace_lm_solves_linear_least_squares_in_one_step_when_the_subspace_i
     assert info.loss == pytest.approx(float((b * b).mean()))
     assert torch.allclose(net.theta.detach(), best, atol=1e-7)
     assert st.lam == pytest.approx(1e-9 / 3)  # the model predicted the decrease: λ ÷ 3
+    # forward differences are exact on affine residuals too, at k + 1 sets instead of 2k + 1
+    net.theta.data.zero_()
+    calls.clear()
+    one = SubspaceLMStepper(net, mu=1e-2, block_size=1, damping=1e-9, max_step=100.0,
+                            two_sided=False, generator=torch.Generator().manual_seed(1))
+    info = one.step(residual)
+    assert calls[0] == (6 + 1, 40) and info.num_sets == 6 + 2
+    assert torch.allclose(net.theta.detach(), best, atol=1e-7)
+
+
+def test_subspace_lm_one_sided_differences_carry_the_curvature_bias():
+    """r(θ) = θ² (one coordinate): along a drawn u = ±1 the forward difference gives
+    J = 2θ + μu, the central one 2θ exactly, so from θ = 1 the one-sided Gauss–Newton step
+    lands at 1 − 1/(2 ± μ), the two-sided one at 0.5."""
+    class _Square(torch.nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.theta = torch.nn.Parameter(torch.ones(1, dtype=torch.float64))
+
+        def forward(self, _x):
+            return self.theta**2
+
+    for two_sided in (True, False):
+        net = _Square()
+        gen = torch.Generator().manual_seed(0)
+        st = SubspaceLMStepper(net, mu=0.5, block_size=1, damping=1e-12, max_step=10.0,
+                               two_sided=two_sided, generator=gen)
+        u = float(block_directions(1, st.blocks, 1, distribution="rademacher",
+                                   generator=torch.Generator().manual_seed(0),
+                                   dtype=torch.float64)[0, 0])
+        st.step(lambda fwd: fwd(None))
+        expect = 0.5 if two_sided else 1 - 1 / (2 + 0.5 * u)
+        assert float(net.theta) == pytest.approx(expect, rel=1e-9)
 
 
 def test_subspace_lm_random_subspace_descends_and_clips_the_step():
