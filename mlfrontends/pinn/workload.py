@@ -160,6 +160,12 @@ class CausalConfig(_Section):
     bins: int = Field(16, ge=2, description="time slabs")
     min_weight: float = Field(0.0, ge=0, le=1, description="floor of every slab's weight "
                               "(keeps late times in view while earlier ones are unsolved)")
+    unbiased: bool = Field(
+        False, description="with RAD collocation, estimate each slab's loss L_j for the "
+        "uniform measure (self-normalised importance weights 1/density of the drawn "
+        "points) instead of as the plain mean over the residual-biased points, which "
+        "overstates the slabs holding the largest residuals and so discounts every later "
+        "slab")
 
     def eps_at(self, it: int, total: int) -> float:
         """ε at iteration ``it`` (0-based) of ``total``."""
@@ -405,19 +411,22 @@ def _residuals(pde: PDE, estimator, z: torch.Tensor, gen: torch.Generator,
 
 
 def _causal_weights(pde: PDE, z: torch.Tensor, r: torch.Tensor, c: CausalConfig,
-                    eps: float | None = None) -> torch.Tensor:
+                    eps: float | None = None,
+                    density: torch.Tensor | None = None) -> torch.Tensor:
     """√w per point (N,) for the residuals r (N,) of the unperturbed network (CausalConfig;
-    ``eps`` overrides ``c.eps``, e.g. with its schedule)."""
+    ``eps`` overrides ``c.eps``, e.g. with its schedule). ``density`` (N,): the sampling
+    density of each point relative to uniform; the slab losses are then the
+    importance-weighted means Σ r²/d / Σ 1/d (the uniform-measure loss of the slab)."""
     axis, direction = pde.causal_axis
     lo, hi = pde.bounds[axis]
     s = (z[:, axis].double() - lo) / (hi - lo)
     if direction < 0:
         s = 1.0 - s
     slab = (s * c.bins).long().clamp(0, c.bins - 1)
-    sq = (r.double() ** 2)
-    total = torch.zeros(c.bins, dtype=torch.float64).index_add_(0, slab, sq)
-    count = torch.zeros(c.bins, dtype=torch.float64).index_add_(0, slab, torch.ones_like(sq))
-    mean = total / count.clamp_min(1.0)
+    iw = torch.ones_like(r, dtype=torch.float64) if density is None else 1.0 / density.double()
+    total = torch.zeros(c.bins, dtype=torch.float64).index_add_(0, slab, r.double() ** 2 * iw)
+    count = torch.zeros(c.bins, dtype=torch.float64).index_add_(0, slab, iw)
+    mean = torch.where(count > 0, total / torch.where(count > 0, count, 1.0), 0.0)
     before = torch.cumsum(mean, 0) - mean  # Σ_{j<i} L_j
     w = torch.exp(-(c.eps if eps is None else eps) * before).clamp_min(c.min_weight)
     return w[slab].sqrt()
@@ -491,6 +500,8 @@ class _Collocation:
                                                           generator, dtype)
         self.pool: torch.Tensor | None = None
         self.prob: torch.Tensor | None = None
+        #: sampling density of the last drawn points relative to uniform (None: uniform)
+        self.density: torch.Tensor | None = None
 
     def draw(self, it: int, residual) -> tuple[torch.Tensor, int]:
         """Points for iteration ``it`` and the network evaluations spent on scoring
@@ -507,6 +518,7 @@ class _Collocation:
             self.prob = prob
             spent = self.c.pool
         idx = torch.multinomial(self.prob, self.n, replacement=False, generator=self.gen)
+        self.density = self.prob[idx] / self.prob.mean()
         return self.pool[idx], spent
 
     def state(self) -> dict[str, Any]:
@@ -653,7 +665,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         scale = None
         if cfg.causal is not None:  # one unperturbed forward pass sets this step's weights
             scale = _causal_weights(pde, z, pointwise_residual(z), cfg.causal,
-                                    cfg.causal.eps_at(it, cfg.iterations))
+                                    cfg.causal.eps_at(it, cfg.iterations),
+                                    sampler.density if cfg.causal.unbiased else None)
             scored += z.shape[0]
         if o.method == "subspace_lm":
             info = stepper.step(_weighted(_residuals(pde, estimator, z, gen_mc, cfg.symmetric),
@@ -913,6 +926,8 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
               else "")
            + f", {cfg.causal.bins} time slabs"
            + (f", weights ≥ {cfg.causal.min_weight}" if cfg.causal.min_weight else "")
+           + (", slab losses importance-weighted to the uniform measure"
+              if cfg.causal.unbiased else "")
            + "; "
            "the loss curve is the weighted loss)" if cfg.causal is not None else "")
         + ("; the network is symmetrised to the solution's parity under the reflection of "

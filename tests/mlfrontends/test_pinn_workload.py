@@ -173,6 +173,13 @@ def test_rad_sampling_follows_the_residual_density():
         assert z.shape == (400, 2) and len(torch.unique(z, dim=0)) == 400
         fracs.append(float((z[:, 0].abs() < 0.1).double().mean()))
         spent.append(cost)
+        # density relative to uniform: prob = r/mean(r) + 1 has mean exactly 2, so a point
+        # outside the band has density 1/2, one inside (1/f + 1)/2 (f: the pool inside)
+        inside = z[:, 0].abs() < 0.1
+        f = float((s.pool[:, 0].abs() < 0.1).double().mean())
+        assert torch.allclose(s.density[~inside], torch.full_like(s.density[~inside], 0.5))
+        assert torch.allclose(s.density[inside],
+                              torch.full_like(s.density[inside], (1 / f + 1) / 2))
     assert spent == [8000, 0, 0, 8000] and calls == [8000, 8000]
     assert 0.48 < np.mean(fracs) < 0.62
     with pytest.raises(ValidationError, match="collocation.pool"):
@@ -290,6 +297,17 @@ def test_causal_weights_follow_the_slab_losses_before_each_slab():
     w = _causal_weights(build_pde("burgers", SMALL_GRIDS["burgers"]), z, r, floor) ** 2
     assert torch.allclose(w, torch.tensor([1.0, math.exp(-0.5), math.exp(-2.5), 0.01, 0.01],
                                           dtype=torch.float64), rtol=1e-12)
+    # unbiased: slab 0 holds r = 1 (density 1) and r = 3 (drawn 3× as often as uniform):
+    # L_0 = (1/1 + 9/3) / (1/1 + 1/3) = 3, not the plain mean 5
+    z2 = torch.tensor([[0.0, 0.1], [0.2, 0.2], [0.0, 0.9]])
+    r2 = torch.tensor([1.0, 3.0, 7.0])
+    c2 = CausalConfig(eps=0.5, bins=2, unbiased=True)
+    burgers = build_pde("burgers", SMALL_GRIDS["burgers"])
+    w = _causal_weights(burgers, z2, r2, c2, density=torch.tensor([1.0, 3.0, 0.5])) ** 2
+    assert torch.allclose(w, torch.tensor([1.0, 1.0, math.exp(-1.5)], dtype=torch.float64),
+                          rtol=1e-12)
+    w = _causal_weights(burgers, z2, r2, c2) ** 2
+    assert float(w[2]) == pytest.approx(math.exp(-2.5), rel=1e-12)
     with pytest.raises(ValidationError, match="causal: pde 'darcy' has no time axis"):
         Config(pde="darcy", causal={"eps": 1.0})
 
