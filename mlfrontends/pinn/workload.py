@@ -637,6 +637,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                 r = pointwise_residual(val_z).double()
                 loss = float((r * r).mean())
                 state["forward_evals"] += cfg.validation_points * evals_per_point
+                state.setdefault("validation", []).append((state["iteration"], loss))
                 best = state["selected"]
                 if math.isfinite(loss) and (best is None or loss < best["loss"]):
                     state["selected"] = {"iteration": state["iteration"], "loss": loss,
@@ -820,6 +821,11 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
     if len(hist):
         ax[0].semilogy(hist[:, 0], np.abs(hist[:, 1]), lw=0.6, label="loss")
         ax[1].semilogy(hist[:, 2], np.abs(hist[:, 1]), lw=0.6, label="loss")
+    val = np.array(state.get("validation", []), dtype=float).reshape(-1, 2)
+    if len(val) == len(evals):  # select = min_residual: the validation loss per evaluation
+        for a, col in ((ax[0], 0), (ax[1], 1)):
+            a.semilogy(evals[:, col], val[:, 1], "s", ms=2, alpha=0.7,
+                       label="validation loss (uniform points, unweighted)")
     for a, col in ((ax[0], 0), (ax[1], 1), (ax[2], 2)):
         a.semilogy(evals[:, col], evals[:, 3], "o-", ms=3,
                    label="rel. L2 error" + (" (parameter average)" if len(iterate) else ""))

@@ -139,6 +139,10 @@ def test_select_min_residual_delivers_the_lowest_validation_residual(tmp_path):
     state = torch.load(tmp_path / "sel" / "checkpoint.pt", weights_only=False)["state"]
     logged = {it: err for it, _, _, err in state["evals"]}
     assert m["selected_iteration"] == state["selected"]["iteration"]
+    val = dict(state["validation"])  # every evaluation's validation loss, logged
+    assert sorted(val) == sorted(logged) and len(val) == 7
+    assert min(val, key=val.get) == m["selected_iteration"]
+    assert val[m["selected_iteration"]] == m["selected_validation_loss"]
     assert m["rel_l2"] == pytest.approx(logged[m["selected_iteration"]], rel=1e-12)
     assert m["rel_l2_last"] == pytest.approx(plain["rel_l2"], rel=1e-12)  # same trajectory
     assert m["forward_evals"] - plain["forward_evals"] == 7 * 64 * m["evals_per_point"]
