@@ -409,8 +409,14 @@ class SubspaceLMStepper:
     as the previous-step direction in conjugate-gradient and L-BFGS): 2m more sets per
     step. ``two_sided = False`` uses forward differences J v_s = [r(θ+μu_s) − r(θ)] / μ
     (v_s = [realise(θ+μu_s) − realise(θ)] / μ): k + 1 sets instead of 2k + 1, at an O(μ)
-    curvature bias in each directional derivative instead of O(μ²). Every quantity is a
-    forward evaluation or a k × k solve in the controller: no back-propagation.
+    curvature bias in each directional derivative instead of O(μ²). ``step(residual,
+    check)`` with a second residual function ``check`` on independently drawn points judges
+    each candidate there instead (accepted if it lowers the loss on those points; ρ from
+    that decrease), as stochastic trust-region methods do (STORM, Chen, Menickelly &
+    Scheinberg 2018): on the points that built the model the decrease is biased upward,
+    so steps that only fit those points' noise pass. One more set per step (θ on the check
+    points). Every quantity is a forward evaluation or a k × k solve in the controller: no
+    back-propagation.
     """
 
     def __init__(
@@ -499,7 +505,7 @@ class SubspaceLMStepper:
             return
         self._past = [*self._past, step / rms][-self.memory:]
 
-    def step(self, residual: ModuleResidual) -> StepInfo:
+    def step(self, residual: ModuleResidual, check: ModuleResidual | None = None) -> StepInfo:
         theta = self.layout.flatten()
         dtype = theta.dtype
         wide = torch.float64
@@ -523,9 +529,15 @@ class SubspaceLMStepper:
             n = r0.numel()
             G, g = JV @ JV.T / n, JV @ r0 / n
             loss0 = float(r0 @ r0 / n)
+            judge, ref = residual, loss0
+            if check is not None:
+                judge = check
+                rq = check(self.layout.batched_forward(theta[None])).to(wide)[0]
+                ref = float(rq @ rq / rq.numel())
             diag = torch.diag(G).clamp_min(1e-30)
             jitter = 1e-14 * float(diag.mean()) * torch.eye(k, dtype=wide)
             sets, accepted = (2 * k + 1 if self.two_sided else k + 1), None
+            sets += check is not None
             for _ in range(self.tries):
                 # solve, not lstsq: LAPACK's gelsy is not bit-reproducible run to run
                 alpha = -torch.linalg.solve(G + self.lam * torch.diag(diag) + jitter, g)
@@ -535,16 +547,16 @@ class SubspaceLMStepper:
                     alpha, delta = alpha * (self.max_step / top), delta * (self.max_step / top)
                 predicted = float(-(2 * alpha @ g + alpha @ G @ alpha))
                 cand = self._clamp(theta + delta.to(dtype))  # the step the bounds allow
-                rc = residual(self.layout.batched_forward(cand[None]))
+                rc = judge(self.layout.batched_forward(cand[None]))
                 rc = rc.to(wide)[0]
                 sets += 1
-                loss_c = float(rc @ rc / n)
-                rho = (loss0 - loss_c) / predicted if predicted > 0 else -1.0
+                loss_c = float(rc @ rc / rc.numel())
+                rho = (ref - loss_c) / predicted if predicted > 0 else -1.0
                 if rho > 0.25:
                     self.lam = max(self.lam / 3, self.LAM_MIN)
                 elif rho < 0.05:
                     self.lam = min(self.lam * 4, self.LAM_MAX)
-                if loss_c < loss0:
+                if loss_c < ref:
                     accepted = cand
                     break
             if accepted is not None:

@@ -114,6 +114,12 @@ class OptimConfig(_Section):
         "neighbours)")
     memory: int = Field(0, ge=0, description="subspace_lm: also search along the last "
                         "this many accepted steps (2 more parameter sets per step each)")
+    fresh_check: bool = Field(
+        False, description="subspace_lm: judge each candidate step on a second, "
+        "independently drawn batch of collocation_points points (accept if it lowers the "
+        "loss there) instead of on the points that built the Gauss–Newton model (STORM-"
+        "style ratio test); one more parameter set per step, plus the causal-weight pass "
+        "on the second batch")
     average: float | None = Field(
         None, gt=0, lt=1, description="exponential moving average of the parameters with "
         "this decay per step (0.99: a window of ~100 steps); the average is what is "
@@ -245,6 +251,9 @@ class Config(WorkloadConfig):
             raise ValueError("optim.clamp_phases is for method 'subspace_lm' with "
                              "model.execution 'phase' (got "
                              f"{self.optim.method!r}, {self.model.execution!r})")
+        if self.optim.fresh_check and self.optim.method != "subspace_lm":
+            raise ValueError("optim.fresh_check = true is for method 'subspace_lm' (got "
+                             f"{self.optim.method!r})")
         if self.optim.memory and self.optim.method != "subspace_lm":
             raise ValueError(f"optim.memory = {self.optim.memory} is for method 'subspace_lm' "
                              f"(got {self.optim.method!r})")
@@ -503,13 +512,14 @@ class _Collocation:
         #: sampling density of the last drawn points relative to uniform (None: uniform)
         self.density: torch.Tensor | None = None
 
-    def draw(self, it: int, residual) -> tuple[torch.Tensor, int]:
+    def draw(self, it: int, residual, refresh: bool = True) -> tuple[torch.Tensor, int]:
         """Points for iteration ``it`` and the network evaluations spent on scoring
-        (``residual(z) -> (N,)`` evaluates the current, unperturbed network)."""
+        (``residual(z) -> (N,)`` evaluates the current, unperturbed network);
+        ``refresh = False``: another draw of the same iteration, from the current pool."""
         if self.c.sampling == "uniform":
             return self.pde.sample(self.n, self.gen, dtype=self.dtype), 0
         spent = 0
-        if self.pool is None or it % self.c.refresh_every == 0:
+        if self.pool is None or (refresh and it % self.c.refresh_every == 0):
             self.pool = self.pde.sample(self.c.pool, self.gen, dtype=self.dtype)
             r = residual(self.pool).abs().double() ** self.c.k
             prob = r / r.mean().clamp_min(1e-300) + self.c.c
@@ -664,14 +674,24 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             stepper.max_step = lr  # the trust radius follows the schedule
         z, scored = sampler.draw(it, pointwise_residual)
         scale = None
-        if cfg.causal is not None:  # one unperturbed forward pass sets this step's weights
-            scale = _causal_weights(pde, z, pointwise_residual(z), cfg.causal,
-                                    cfg.causal.eps_at(it, cfg.iterations),
-                                    sampler.density if cfg.causal.unbiased else None)
-            scored += z.shape[0]
+        def weights(z):  # one unperturbed forward pass sets the causal weights of z
+            if cfg.causal is None:
+                return None, 0
+            return _causal_weights(pde, z, pointwise_residual(z), cfg.causal,
+                                   cfg.causal.eps_at(it, cfg.iterations),
+                                   sampler.density if cfg.causal.unbiased else None), len(z)
+
+        scale, spent = weights(z)
+        scored += spent
+        check = None
+        if o.fresh_check:  # an independent batch on which each candidate is judged
+            zc, spent = sampler.draw(it, pointwise_residual, refresh=False)
+            scale_c, spent_c = weights(zc)
+            scored += spent + spent_c
+            check = _weighted(_residuals(pde, estimator, zc, gen_mc, cfg.symmetric), scale_c)
         if o.method == "subspace_lm":
             info = stepper.step(_weighted(_residuals(pde, estimator, z, gen_mc, cfg.symmetric),
-                                          scale))
+                                          scale), check)
         else:
             info = stepper.step(_residual_loss(pde, estimator, z, gen_mc, scale,
                                                cfg.symmetric))
@@ -753,7 +773,8 @@ def _optim_text(o: OptimConfig) -> str:
                 f"parameter per step) {o.lr} {o.lr_schedule} → {o.lr_final}, ≤ {o.lm_tries} "
                 f"candidates per step, {'realised' if o.realised_directions else 'drawn'} "
                 "directions"
-                + (f", plus the last {o.memory} accepted steps" if o.memory else ""))
+                + (f", plus the last {o.memory} accepted steps" if o.memory else "")
+                + (", candidates judged on an independent batch" if o.fresh_check else ""))
     return (f"lr {o.lr} {o.lr_schedule} → {o.lr_final}, {common}, "
             f"{'two' if o.two_sided else 'one'}-sided, "
             f"{'per tensor' if o.per_tensor else 'whole vector'}, clip {o.clip_norm}"

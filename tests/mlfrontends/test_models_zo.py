@@ -350,6 +350,34 @@ def test_subspace_lm_memory_keeps_descent_directions():
                           memory=-1, generator=torch.Generator())
 
 
+def test_subspace_lm_fresh_check_judges_candidates_on_the_other_points():
+    """Two least-squares problems share θ: the step is built on batch A (its optimum θ_A)
+    and judged on batch B. If B's optimum is θ_A too, the step is accepted as without a
+    check; if B's optimum is on the other side of θ, every candidate raises B's loss and
+    is rejected, λ grows 4× per try, and θ stays. Sets: 2k + 1, one for θ on B, one per
+    candidate."""
+    g = torch.Generator().manual_seed(0)
+    A = torch.randn(30, 4, generator=g, dtype=torch.float64)
+    target = torch.tensor([1.0, -2.0, 0.5, 3.0], dtype=torch.float64)
+    net = _Affine(A, A @ target, torch.zeros(4, dtype=torch.float64))
+    agree = lambda fwd: fwd(None)  # noqa: E731  (the same problem)
+    st = SubspaceLMStepper(net, mu=1e-3, block_size=1, damping=1e-9, max_step=100.0,
+                           generator=torch.Generator().manual_seed(1))
+    info = st.step(lambda fwd: fwd(None), check=agree)
+    assert torch.allclose(net.theta.detach(), target, atol=1e-6)
+    assert info.num_sets == 2 * 4 + 1 + 1 + 1
+    net.theta.data.zero_()
+    # B: residuals A θ + A target, optimum −target: any move towards target raises its loss
+    against = lambda fwd: fwd(None) + 2 * A @ target  # noqa: E731
+    st = SubspaceLMStepper(net, mu=1e-3, block_size=1, damping=1e-9, max_step=100.0,
+                           tries=3, generator=torch.Generator().manual_seed(1))
+    info = st.step(lambda fwd: fwd(None), check=against)
+    assert torch.equal(net.theta.detach(), torch.zeros(4, dtype=torch.float64))
+    assert info.num_sets == 2 * 4 + 1 + 1 + 3
+    assert st.lam == pytest.approx(1e-9 * 4**3)
+    assert info.loss == pytest.approx(float(((A @ target) ** 2).mean()))  # the model's batch
+
+
 def test_subspace_lm_realised_directions_follow_a_quantised_parameter():
     """θ = 0.04 on a 0.1 grid with μ = 0.03: θ ± μ land on 0.1 and 0.0, a realised move of
     0.1 where 0.06 was drawn. With the realised direction the Gauss–Newton model is the
