@@ -415,7 +415,7 @@ class SubspaceLMStepper:
     that decrease), as stochastic trust-region methods do (STORM, Chen, Menickelly &
     Scheinberg 2018): on the points that built the model the decrease is biased upward,
     so steps that only fit those points' noise pass. One more set per step (θ on the check
-    points). Every quantity is a forward evaluation or a k × k solve in the controller: no
+    points), or none when the caller already has that loss (``check_loss0``). Every quantity is a forward evaluation or a k × k solve in the controller: no
     back-propagation.
     """
 
@@ -505,7 +505,8 @@ class SubspaceLMStepper:
             return
         self._past = [*self._past, step / rms][-self.memory:]
 
-    def step(self, residual: ModuleResidual, check: ModuleResidual | None = None) -> StepInfo:
+    def step(self, residual: ModuleResidual, check: ModuleResidual | None = None,
+             check_loss0: float | None = None) -> StepInfo:
         theta = self.layout.flatten()
         dtype = theta.dtype
         wide = torch.float64
@@ -532,12 +533,15 @@ class SubspaceLMStepper:
             judge, ref = residual, loss0
             if check is not None:
                 judge = check
-                rq = check(self.layout.batched_forward(theta[None])).to(wide)[0]
-                ref = float(rq @ rq / rq.numel())
+                if check_loss0 is None:
+                    rq = check(self.layout.batched_forward(theta[None])).to(wide)[0]
+                    ref = float(rq @ rq / rq.numel())
+                else:
+                    ref = float(check_loss0)
             diag = torch.diag(G).clamp_min(1e-30)
             jitter = 1e-14 * float(diag.mean()) * torch.eye(k, dtype=wide)
             sets, accepted = (2 * k + 1 if self.two_sided else k + 1), None
-            sets += check is not None
+            sets += check is not None and check_loss0 is None
             for _ in range(self.tries):
                 # solve, not lstsq: LAPACK's gelsy is not bit-reproducible run to run
                 alpha = -torch.linalg.solve(G + self.lam * torch.diag(diag) + jitter, g)

@@ -118,8 +118,8 @@ class OptimConfig(_Section):
         False, description="subspace_lm: judge each candidate step on a second, "
         "independently drawn batch of collocation_points points (accept if it lowers the "
         "loss there) instead of on the points that built the Gauss–Newton model (STORM-"
-        "style ratio test); one more parameter set per step, plus the causal-weight pass "
-        "on the second batch")
+        "style ratio test); one unperturbed pass over the second batch per step gives its "
+        "reference loss and causal weights")
     average: float | None = Field(
         None, gt=0, lt=1, description="exponential moving average of the parameters with "
         "this decay per step (0.99: a window of ~100 steps); the average is what is "
@@ -674,24 +674,28 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             stepper.max_step = lr  # the trust radius follows the schedule
         z, scored = sampler.draw(it, pointwise_residual)
         scale = None
-        def weights(z):  # one unperturbed forward pass sets the causal weights of z
+        def weights(z, r=None):  # one unperturbed forward pass sets the causal weights of z
             if cfg.causal is None:
-                return None, 0
-            return _causal_weights(pde, z, pointwise_residual(z), cfg.causal,
-                                   cfg.causal.eps_at(it, cfg.iterations),
-                                   sampler.density if cfg.causal.unbiased else None), len(z)
+                return None
+            return _causal_weights(pde, z, pointwise_residual(z) if r is None else r,
+                                   cfg.causal, cfg.causal.eps_at(it, cfg.iterations),
+                                   sampler.density if cfg.causal.unbiased else None)
 
-        scale, spent = weights(z)
-        scored += spent
-        check = None
-        if o.fresh_check:  # an independent batch on which each candidate is judged
+        scale = weights(z)
+        scored += z.shape[0] if scale is not None else 0
+        check, check_loss0 = None, None
+        if o.fresh_check:  # an independent batch on which each candidate is judged; the
+            # unperturbed pass over it gives both its causal weights and the reference loss
             zc, spent = sampler.draw(it, pointwise_residual, refresh=False)
-            scale_c, spent_c = weights(zc)
-            scored += spent + spent_c
+            rc = pointwise_residual(zc)
+            scale_c = weights(zc, rc)
+            scored += spent + zc.shape[0]
             check = _weighted(_residuals(pde, estimator, zc, gen_mc, cfg.symmetric), scale_c)
+            rcw = rc.double() * (1.0 if scale_c is None else scale_c)
+            check_loss0 = float((rcw * rcw).mean())
         if o.method == "subspace_lm":
             info = stepper.step(_weighted(_residuals(pde, estimator, z, gen_mc, cfg.symmetric),
-                                          scale), check)
+                                          scale), check, check_loss0)
         else:
             info = stepper.step(_residual_loss(pde, estimator, z, gen_mc, scale,
                                                cfg.symmetric))

@@ -376,6 +376,14 @@ def test_subspace_lm_fresh_check_judges_candidates_on_the_other_points():
     assert info.num_sets == 2 * 4 + 1 + 1 + 3
     assert st.lam == pytest.approx(1e-9 * 4**3)
     assert info.loss == pytest.approx(float(((A @ target) ** 2).mean()))  # the model's batch
+    # the caller's reference loss on B replaces the θ set: a reference below every
+    # candidate's B-loss rejects them all, without that set
+    net.theta.data.zero_()
+    st = SubspaceLMStepper(net, mu=1e-3, block_size=1, damping=1e-9, max_step=100.0,
+                           tries=2, generator=torch.Generator().manual_seed(1))
+    info = st.step(lambda fwd: fwd(None), check=agree, check_loss0=0.0)
+    assert torch.equal(net.theta.detach(), torch.zeros(4, dtype=torch.float64))
+    assert info.num_sets == 2 * 4 + 1 + 2
 
 
 def test_subspace_lm_realised_directions_follow_a_quantised_parameter():
