@@ -415,7 +415,16 @@ class SubspaceLMStepper:
     that decrease), as stochastic trust-region methods do (STORM, Chen, Menickelly &
     Scheinberg 2018): on the points that built the model the decrease is biased upward,
     so steps that only fit those points' noise pass. One more set per step (θ on the check
-    points), or none when the caller already has that loss (``check_loss0``). Every quantity is a forward evaluation or a k × k solve in the controller: no
+    points), or none when the caller already has that loss (``check_loss0``).
+
+    ``grid`` {name: q} puts those tensors on a lattice of spacing q (e.g. the phase codes of
+    an 8-bit DAC): θ is snapped onto it, each perturbation is a whole number of steps
+    (μ rounded to a multiple of q, at least one), and each step coefficient α_s is rounded
+    to a multiple of q, so with Rademacher directions every evaluated point and every step
+    lies on the lattice and the Gauss–Newton model predicts the step the hardware really
+    takes. Without it a step smaller than q moves each coordinate either not at all or by a
+    whole q, at random according to where θ sits between codes, which the model does not
+    see. If rounding leaves no move, the largest |α_s| moves by one step. Every quantity is a forward evaluation or a k × k solve in the controller: no
     back-propagation.
     """
 
@@ -435,6 +444,7 @@ class SubspaceLMStepper:
         bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
         memory: int = 0,
         two_sided: bool = True,
+        grid: Mapping[str, float] | None = None,
         generator: torch.Generator,
     ):
         if memory < 0:
@@ -473,11 +483,37 @@ class SubspaceLMStepper:
         self.bounds = bounds
         self.memory = int(memory)
         self.two_sided = bool(two_sided)
+        grid = dict(grid or {})
+        unknown = sorted(set(grid) - set(self.layout.names))
+        if unknown:
+            raise ValueError(f"grid: no trainable parameter named {unknown[0]!r}")
+        if grid and (memory or distribution != "rademacher"):
+            raise ValueError("grid: needs distribution 'rademacher' and memory 0 (every "
+                             "direction must move each coordinate by ±1 lattice step)")
+        if any(not v > 0 for v in grid.values()):
+            raise ValueError(f"grid: every spacing must be > 0, got {grid}")
+        # spacing per coordinate (0: continuous) and per direction (block order, as drawn)
+        self._q = torch.zeros(self.layout.dim, dtype=torch.float64)
+        for name, sl in zip(self.layout.names, self.layout.slices, strict=True):
+            self._q[sl] = grid.get(name, 0.0)
+        self._q_dir = torch.stack([self._q[b.start] for b in self.blocks]).repeat_interleave(
+            num_queries) if self.blocks else torch.zeros(0, dtype=torch.float64)
+        self._lattice = bool((self._q > 0).any())
+        if self._lattice and self.bounds is not None:  # bounds onto the lattice, inside
+            lo, hi = self.bounds
+            on, q = self._q > 0, torch.where(self._q > 0, self._q, 1.0)
+            lo = torch.where(on & torch.isfinite(lo), torch.ceil(lo / q) * q, lo)
+            hi = torch.where(on & torch.isfinite(hi), torch.floor(hi / q) * q, hi)
+            self.bounds = (lo, hi)
         self._past: list[torch.Tensor] = []  # last accepted steps, unit rms, float64
 
     LAM_MIN, LAM_MAX = 1e-12, 1e4
 
     def _clamp(self, flat: torch.Tensor) -> torch.Tensor:
+        """Lattice coordinates snapped to their grid, then everything into the bounds
+        (whose lattice coordinates are lattice points, so the result stays on it)."""
+        if self._lattice:
+            flat = self._snap(flat)
         if self.bounds is None:
             return flat
         lo, hi = self.bounds
@@ -505,25 +541,41 @@ class SubspaceLMStepper:
             return
         self._past = [*self._past, step / rms][-self.memory:]
 
+    def _snap(self, flat: torch.Tensor) -> torch.Tensor:
+        """Lattice coordinates rounded to their grid (the others unchanged)."""
+        q = self._q.to(flat.dtype)
+        return torch.where(q > 0, torch.round(flat / torch.where(q > 0, q, 1.0)) * q, flat)
+
     def step(self, residual: ModuleResidual, check: ModuleResidual | None = None,
              check_loss0: float | None = None) -> StepInfo:
         theta = self.layout.flatten()
+        lattice = self._lattice
+        if lattice:  # programmed = realised codes (the realised network does not change)
+            theta = self._clamp(theta)
+            self.layout.assign(theta)
         dtype = theta.dtype
         wide = torch.float64
         U = self.directions(theta)
-        k, mu = U.shape[0], self.mu
+        k = U.shape[0]
+        qd = torch.zeros(k, dtype=wide)  # remembered steps (memory) are continuous
+        qd[:len(self._q_dir)] = self._q_dir
+        # μ per direction: a whole number (≥ 1) of lattice steps on a lattice tensor
+        mu64 = torch.where(qd > 0, qd * torch.clamp(torch.round(self.mu / torch.where(
+            qd > 0, qd, 1.0)), min=1.0), torch.full_like(qd, self.mu))[:, None]
+        mu = mu64.to(dtype)
         plus = self._clamp(theta + mu * U)
         # forward differences: the base point θ takes the place of θ − μu_s
         minus = self._clamp(theta - mu * U) if self.two_sided else theta[None]
-        span = 2 * mu if self.two_sided else mu
+        span = 2 * mu64 if self.two_sided else mu64
         with torch.no_grad():
             fwd = self.layout.batched_forward(
                 torch.cat([theta[None], plus, minus if self.two_sided else minus[:0]]))
             R = residual(fwd).to(wide)
             if self.realise is not None:
-                V = (self.realise(plus) - self.realise(minus)) / span
+                V = (self.realise(plus) - self.realise(minus)) / span.to(dtype)
             else:
-                V = U if self.bounds is None else (plus - minus) / span
+                V = U if (self.bounds is None and not lattice) else \
+                    (plus - minus) / span.to(dtype)
             V = V.to(wide)
             r0 = R[0]
             JV = (R[1:k + 1] - (R[k + 1:] if self.two_sided else r0)) / span
@@ -549,6 +601,16 @@ class SubspaceLMStepper:
                 top = float(delta.abs().max())
                 if top > self.max_step:
                     alpha, delta = alpha * (self.max_step / top), delta * (self.max_step / top)
+                if lattice:  # whole lattice steps; at least one move
+                    q = qd
+                    on = q > 0
+                    steps = torch.round(alpha / torch.where(on, q, 1.0))
+                    if not bool((steps[on] != 0).any()) and bool(on.any()):
+                        best = torch.argmax(torch.where(on, alpha.abs() / torch.where(
+                            on, q, 1.0), -1.0))
+                        steps[best] = torch.sign(alpha[best])
+                    alpha = torch.where(on, steps * q, alpha)
+                    delta = alpha @ V
                 predicted = float(-(2 * alpha @ g + alpha @ G @ alpha))
                 cand = self._clamp(theta + delta.to(dtype))  # the step the bounds allow
                 rc = judge(self.layout.batched_forward(cand[None]))

@@ -114,6 +114,11 @@ class OptimConfig(_Section):
         "neighbours)")
     memory: int = Field(0, ge=0, description="subspace_lm: also search along the last "
                         "this many accepted steps (2 more parameter sets per step each)")
+    on_grid: bool = Field(
+        False, description="subspace_lm on quantised phases: keep every programmed phase "
+        "on the phase-DAC's code grid, perturb by whole codes and round each step to whole "
+        "codes, so the Gauss–Newton model predicts the step the DAC really makes (needs "
+        "phase quantisation with phase_dac.grid 'phase', a uniform code grid)")
     fresh_check: bool = Field(
         False, description="subspace_lm: judge each candidate step on a second, "
         "independently drawn batch of collocation_points points (accept if it lowers the "
@@ -251,6 +256,14 @@ class Config(WorkloadConfig):
             raise ValueError("optim.clamp_phases is for method 'subspace_lm' with "
                              "model.execution 'phase' (got "
                              f"{self.optim.method!r}, {self.model.execution!r})")
+        if self.optim.on_grid and (self.optim.method != "subspace_lm"
+                                   or self.model.execution != "phase"
+                                   or self.optim.distribution != "rademacher"
+                                   or self.optim.memory):
+            raise ValueError("optim.on_grid = true is for method 'subspace_lm' with "
+                             "model.execution 'phase', distribution 'rademacher' and memory "
+                             f"0 (got {self.optim.method!r}, {self.model.execution!r}, "
+                             f"{self.optim.distribution!r}, memory {self.optim.memory})")
         if self.optim.fresh_check and self.optim.method != "subspace_lm":
             raise ValueError("optim.fresh_check = true is for method 'subspace_lm' (got "
                              f"{self.optim.method!r})")
@@ -369,6 +382,20 @@ def _phase_bounds(net: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
         raise ValueError("optim.clamp_phases: the network has no trainable phases "
                          "(model.execution must be 'phase')")
     return lo, hi
+
+
+def _phase_grid(net: torch.nn.Module, ctx: RunContext, on: bool) -> dict[str, float]:
+    """optim.on_grid: the phase-DAC code spacing for every trainable phase tensor."""
+    if not on:
+        return {}
+    dac = ctx.device.phase_dac
+    if not ctx.noise.phase_quantization or dac.grid != "phase":
+        raise ValueError(
+            "optim.on_grid = true needs quantised phases on a uniform code grid: "
+            f"chip.noise.phase_quantization = {ctx.noise.phase_quantization}, "
+            f"phase_dac.grid = {dac.grid!r} (need true and 'phase')")
+    step = 2 * math.pi / (2**dac.bits - 1)
+    return {n: step for n, _ in net.named_parameters() if n.endswith("phases")}
 
 
 def _readout_blocks(net: torch.nn.Module, size: int | None) -> dict[str, int]:
@@ -581,7 +608,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             block_size=o.block_size, damping=o.damping, max_step=o.lr,
             tries=o.lm_tries, generator=gen_zo,
             block_sizes=_readout_blocks(net, o.readout_block_size), bounds=bounds,
-            memory=o.memory, two_sided=o.two_sided)
+            memory=o.memory, two_sided=o.two_sided, grid=_phase_grid(net, ctx, o.on_grid))
         if o.realised_directions:
             stepper.realise = _dac_realise(net, stepper.layout, ctx)
     else:
@@ -778,7 +805,9 @@ def _optim_text(o: OptimConfig) -> str:
                 f"candidates per step, {'realised' if o.realised_directions else 'drawn'} "
                 "directions"
                 + (f", plus the last {o.memory} accepted steps" if o.memory else "")
-                + (", candidates judged on an independent batch" if o.fresh_check else ""))
+                + (", candidates judged on an independent batch" if o.fresh_check else "")
+                + (", phases kept on the DAC code grid (whole-code perturbations and steps)"
+                   if o.on_grid else ""))
     return (f"lr {o.lr} {o.lr_schedule} → {o.lr_final}, {common}, "
             f"{'two' if o.two_sided else 'one'}-sided, "
             f"{'per tensor' if o.per_tensor else 'whole vector'}, clip {o.clip_norm}"

@@ -386,6 +386,50 @@ def test_subspace_lm_fresh_check_judges_candidates_on_the_other_points():
     assert info.num_sets == 2 * 4 + 1 + 2
 
 
+def test_subspace_lm_grid_keeps_every_point_and_step_on_the_lattice():
+    """grid {theta: 0.1}: θ = 0.04 is snapped to 0.0, the perturbation μ = 0.03 becomes one
+    lattice step, the Gauss–Newton step to the target 0.33 is rounded to 0.3; a trust
+    radius below half a step still moves one step; bounds are pulled onto the lattice."""
+    one = torch.ones(1, 1, dtype=torch.float64)
+    target = torch.tensor([0.33], dtype=torch.float64)
+    seen = []
+
+    def residual(fwd):
+        r = fwd(None)
+        return r
+
+    net = _Affine(one, target, torch.tensor([0.04], dtype=torch.float64))
+    orig = net.forward
+
+    def spy(x):
+        seen.append(net.theta.detach().clone())
+        return orig(x)
+
+    st = SubspaceLMStepper(net, mu=0.03, block_size=1, damping=1e-12, max_step=1.0,
+                           grid={"theta": 0.1}, generator=torch.Generator().manual_seed(0))
+    st.step(residual)
+    assert float(net.theta) == pytest.approx(0.3, abs=1e-15)
+    assert float(net.theta) / 0.1 == pytest.approx(round(float(net.theta) / 0.1), abs=1e-12)
+    net2 = _Affine(one, target, torch.tensor([0.0], dtype=torch.float64))
+    small = SubspaceLMStepper(net2, mu=0.03, block_size=1, damping=1e-12, max_step=0.04,
+                              grid={"theta": 0.1}, generator=torch.Generator().manual_seed(0))
+    small.step(residual)
+    assert float(net2.theta) == pytest.approx(0.1, abs=1e-15)  # one whole step
+    net3 = _Affine(one, target, torch.tensor([0.0], dtype=torch.float64))
+    boxed = SubspaceLMStepper(
+        net3, mu=0.03, block_size=1, damping=1e-12, max_step=1.0, grid={"theta": 0.1},
+        bounds=(torch.tensor([-0.05], dtype=torch.float64),
+                torch.tensor([0.25], dtype=torch.float64)),
+        generator=torch.Generator().manual_seed(0))
+    boxed.step(residual)
+    assert float(net3.theta) == pytest.approx(0.2, abs=1e-15)  # the last lattice point in
+    with pytest.raises(ValueError, match="grid: needs distribution 'rademacher'"):
+        SubspaceLMStepper(net3, mu=0.03, grid={"theta": 0.1}, distribution="gaussian",
+                          generator=torch.Generator())
+    with pytest.raises(ValueError, match="grid: no trainable parameter named 'phi'"):
+        SubspaceLMStepper(net3, mu=0.03, grid={"phi": 0.1}, generator=torch.Generator())
+
+
 def test_subspace_lm_realised_directions_follow_a_quantised_parameter():
     """θ = 0.04 on a 0.1 grid with μ = 0.03: θ ± μ land on 0.1 and 0.0, a realised move of
     0.1 where 0.06 was drawn. With the realised direction the Gauss–Newton model is the

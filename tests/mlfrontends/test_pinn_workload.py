@@ -521,3 +521,31 @@ def test_fresh_check_draws_a_second_batch_and_counts_it(tmp_path):
     extra = 3 * 5 * m["evals_per_point"]  # per step: the unperturbed pass over 5 points
     assert m["forward_evals"] - base["forward_evals"] == extra
     assert "judged on an independent batch" in (tmp_path / "c" / "report.md").read_text()
+
+
+def test_on_grid_keeps_every_trained_phase_on_the_dac_codes(tmp_path):
+    """optim.on_grid: after training every programmed phase is a whole DAC code in
+    [0, 254] (code 255 = 2π would be a wrap), and the phases did move; without phase
+    quantisation, or on the voltage grid, the run is refused before training."""
+    import calibration
+
+    with pytest.raises(ValidationError, match="on_grid = true is for method 'subspace_lm'"):
+        Config(model={"execution": "phase"}, optim={"method": "zo", "on_grid": True})
+    cfg = Config(iterations=3, collocation_points=3, pde_params=SMALL_GRIDS["burgers"],
+                 model={"execution": "phase", "widths": [2, 8, 1], "tt_layers": {}},
+                 optim={"method": "subspace_lm", "mu": 0.025, "lr": 0.1,
+                        "clamp_phases": True, "on_grid": True})
+    device = calibration.load_preset("bpfree_pinn_sim")
+    noise = photonic.NoiseConfig.from_spec({"phase_quantization": True})
+    start = torch.cat([p.detach().reshape(-1) for k, p in build_network(
+        cfg, _ctx(tmp_path / "s", device=device, noise=noise)).named_parameters()
+        if k.endswith("phases")])
+    run(cfg, _ctx(tmp_path / "g", device=device, noise=noise))
+    model = torch.load(tmp_path / "g" / "checkpoint.pt", weights_only=False)["model"]
+    phases = torch.cat([v.reshape(-1) for k, v in model.items() if k.endswith("phases")])
+    codes = phases.double() / (2 * math.pi / 255)
+    assert torch.allclose(codes, codes.round(), rtol=0, atol=1e-4)
+    assert int(codes.round().min()) >= 0 and int(codes.round().max()) <= 254
+    assert float((phases.double() - start.double()).abs().max()) > 0.02  # whole codes moved
+    with pytest.raises(ValueError, match="phase_quantization = False"):
+        run(cfg, _ctx(tmp_path / "n", device=device, noise=photonic.NoiseConfig.ideal()))
