@@ -424,7 +424,12 @@ class SubspaceLMStepper:
     lies on the lattice and the Gauss–Newton model predicts the step the hardware really
     takes. Without it a step smaller than q moves each coordinate either not at all or by a
     whole q, at random according to where θ sits between codes, which the model does not
-    see. If rounding leaves no move, the largest |α_s| moves by one step. Every quantity is a forward evaluation or a k × k solve in the controller: no
+    see. If rounding leaves no move, the largest |α_s| moves by one step.
+
+    ``density`` < 1 makes each drawn direction sparse: every coordinate of its block is
+    kept with that probability (a direction that would keep none keeps its whole block).
+    On a lattice the smallest move is one step on every coordinate of a direction, so
+    sparser directions give a finer smallest move at the same number of directions. Every quantity is a forward evaluation or a k × k solve in the controller: no
     back-propagation.
     """
 
@@ -445,8 +450,12 @@ class SubspaceLMStepper:
         memory: int = 0,
         two_sided: bool = True,
         grid: Mapping[str, float] | None = None,
+        density: float = 1.0,
         generator: torch.Generator,
     ):
+        if not 0 < density <= 1:
+            raise ValueError(f"density must be in (0, 1], got {density}")
+        self.density = float(density)
         if memory < 0:
             raise ValueError(f"memory must be ≥ 0, got {memory}")
         if mu <= 0:
@@ -531,6 +540,12 @@ class SubspaceLMStepper:
         U = block_directions(self.num_queries, self.blocks, self.layout.dim,
                              distribution=self.distribution, generator=self.generator,
                              dtype=theta.dtype)
+        if self.density < 1:
+            keep = torch.rand(U.shape, generator=self.generator, dtype=torch.float64) \
+                < self.density
+            sparse = U * keep.to(U.dtype)
+            empty = ~(sparse != 0).any(dim=1)
+            U = torch.where(empty[:, None], U, sparse)
         if not self._past:
             return U
         return torch.cat([U, torch.stack(self._past).to(theta.dtype)])

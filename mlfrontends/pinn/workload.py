@@ -114,6 +114,10 @@ class OptimConfig(_Section):
         "neighbours)")
     memory: int = Field(0, ge=0, description="subspace_lm: also search along the last "
                         "this many accepted steps (2 more parameter sets per step each)")
+    direction_density: float = Field(
+        1.0, gt=0, le=1, description="subspace_lm: fraction of its block's coordinates each "
+        "random direction moves (the rest stay); with on_grid the smallest step moves "
+        "every coordinate of one direction by one code, so sparser directions refine it")
     on_grid: bool = Field(
         False, description="subspace_lm on quantised phases: keep every programmed phase "
         "on the phase-DAC's code grid, perturb by whole codes and round each step to whole "
@@ -264,6 +268,9 @@ class Config(WorkloadConfig):
                              "model.execution 'phase', distribution 'rademacher' and memory "
                              f"0 (got {self.optim.method!r}, {self.model.execution!r}, "
                              f"{self.optim.distribution!r}, memory {self.optim.memory})")
+        if self.optim.direction_density < 1 and self.optim.method != "subspace_lm":
+            raise ValueError(f"optim.direction_density = {self.optim.direction_density} is "
+                             f"for method 'subspace_lm' (got {self.optim.method!r})")
         if self.optim.fresh_check and self.optim.method != "subspace_lm":
             raise ValueError("optim.fresh_check = true is for method 'subspace_lm' (got "
                              f"{self.optim.method!r})")
@@ -608,7 +615,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             block_size=o.block_size, damping=o.damping, max_step=o.lr,
             tries=o.lm_tries, generator=gen_zo,
             block_sizes=_readout_blocks(net, o.readout_block_size), bounds=bounds,
-            memory=o.memory, two_sided=o.two_sided, grid=_phase_grid(net, ctx, o.on_grid))
+            memory=o.memory, two_sided=o.two_sided, grid=_phase_grid(net, ctx, o.on_grid),
+            density=o.direction_density)
         if o.realised_directions:
             stepper.realise = _dac_realise(net, stepper.layout, ctx)
     else:
@@ -807,7 +815,9 @@ def _optim_text(o: OptimConfig) -> str:
                 + (f", plus the last {o.memory} accepted steps" if o.memory else "")
                 + (", candidates judged on an independent batch" if o.fresh_check else "")
                 + (", phases kept on the DAC code grid (whole-code perturbations and steps)"
-                   if o.on_grid else ""))
+                   if o.on_grid else "")
+                + (f", directions keep {o.direction_density:g} of their block's coordinates"
+                   if o.direction_density < 1 else ""))
     return (f"lr {o.lr} {o.lr_schedule} → {o.lr_final}, {common}, "
             f"{'two' if o.two_sided else 'one'}-sided, "
             f"{'per tensor' if o.per_tensor else 'whole vector'}, clip {o.clip_norm}"

@@ -430,6 +430,23 @@ def test_subspace_lm_grid_keeps_every_point_and_step_on_the_lattice():
         SubspaceLMStepper(net3, mu=0.03, grid={"phi": 0.1}, generator=torch.Generator())
 
 
+def test_subspace_lm_sparse_directions_keep_the_density_and_never_vanish():
+    """density 0.25: a quarter of each block's coordinates move (±1, the rest 0); a
+    one-coordinate block, which would often keep nothing, keeps its coordinate."""
+    net = _Affine(torch.ones(3, 4001, dtype=torch.float64), torch.zeros(3, dtype=torch.float64),
+                  torch.zeros(4001, dtype=torch.float64))
+    st = SubspaceLMStepper(net, mu=1e-3, block_size=4000, density=0.25,
+                           generator=torch.Generator().manual_seed(0))
+    U = torch.cat([st.directions(torch.zeros(4001, dtype=torch.float64)) for _ in range(20)])
+    assert U.shape == (40, 4001)
+    big = U[:, :4000]
+    assert set(big.unique().tolist()) == {-1.0, 0.0, 1.0}
+    assert float((big[::2] != 0).double().mean()) == pytest.approx(0.25, abs=0.01)
+    assert bool((U[1::2, 4000] != 0).all())  # the one-coordinate block, every time
+    with pytest.raises(ValueError, match="density must be in"):
+        SubspaceLMStepper(net, mu=1e-3, density=0.0, generator=torch.Generator())
+
+
 def test_subspace_lm_realised_directions_follow_a_quantised_parameter():
     """θ = 0.04 on a 0.1 grid with μ = 0.03: θ ± μ land on 0.1 and 0.0, a realised move of
     0.1 where 0.06 was drawn. With the realised direction the Gauss–Newton model is the
