@@ -429,7 +429,9 @@ class SubspaceLMStepper:
     ``density`` < 1 makes each drawn direction sparse: every coordinate of its block is
     kept with that probability (a direction that would keep none keeps its whole block).
     On a lattice the smallest move is one step on every coordinate of a direction, so
-    sparser directions give a finer smallest move at the same number of directions. Every quantity is a forward evaluation or a k × k solve in the controller: no
+    sparser directions give a finer smallest move at the same number of directions.
+
+    Every quantity is a forward evaluation or a k × k solve in the controller: no
     back-propagation.
     """
 
@@ -617,14 +619,13 @@ class SubspaceLMStepper:
                 if top > self.max_step:
                     alpha, delta = alpha * (self.max_step / top), delta * (self.max_step / top)
                 if lattice:  # whole lattice steps; at least one move
-                    q = qd
-                    on = q > 0
-                    steps = torch.round(alpha / torch.where(on, q, 1.0))
+                    on = qd > 0
+                    units = alpha / torch.where(on, qd, 1.0)
+                    steps = torch.round(units)
                     if not bool((steps[on] != 0).any()) and bool(on.any()):
-                        best = torch.argmax(torch.where(on, alpha.abs() / torch.where(
-                            on, q, 1.0), -1.0))
+                        best = torch.argmax(torch.where(on, units.abs(), -1.0))
                         steps[best] = torch.sign(alpha[best])
-                    alpha = torch.where(on, steps * q, alpha)
+                    alpha = torch.where(on, steps * qd, alpha)
                     delta = alpha @ V
                 predicted = float(-(2 * alpha @ g + alpha @ G @ alpha))
                 cand = self._clamp(theta + delta.to(dtype))  # the step the bounds allow

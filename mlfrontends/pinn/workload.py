@@ -693,6 +693,15 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                                _rel_l2(u, grid.u_exact)))
         return u
 
+    def causal_scale(z: torch.Tensor, it: int, r: torch.Tensor | None = None):
+        """√w of the points z just drawn (None without causal weights); one unperturbed
+        pass over z unless its residuals r are given."""
+        if cfg.causal is None:
+            return None
+        return _causal_weights(pde, z, pointwise_residual(z) if r is None else r,
+                               cfg.causal, cfg.causal.eps_at(it, cfg.iterations),
+                               sampler.density if cfg.causal.unbiased else None)
+
     if not state["evals"]:
         evaluate()
     bar = ctx.progress(cfg.iterations, f"pinn {cfg.pde} ({o.method})",
@@ -708,22 +717,14 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         if o.method == "subspace_lm":
             stepper.max_step = lr  # the trust radius follows the schedule
         z, scored = sampler.draw(it, pointwise_residual)
-        scale = None
-        def weights(z, r=None):  # one unperturbed forward pass sets the causal weights of z
-            if cfg.causal is None:
-                return None
-            return _causal_weights(pde, z, pointwise_residual(z) if r is None else r,
-                                   cfg.causal, cfg.causal.eps_at(it, cfg.iterations),
-                                   sampler.density if cfg.causal.unbiased else None)
-
-        scale = weights(z)
+        scale = causal_scale(z, it)
         scored += z.shape[0] if scale is not None else 0
         check, check_loss0 = None, None
         if o.fresh_check:  # an independent batch on which each candidate is judged; the
             # unperturbed pass over it gives both its causal weights and the reference loss
             zc, spent = sampler.draw(it, pointwise_residual, refresh=False)
             rc = pointwise_residual(zc)
-            scale_c = weights(zc, rc)
+            scale_c = causal_scale(zc, it, rc)
             scored += spent + zc.shape[0]
             check = _weighted(_residuals(pde, estimator, zc, gen_mc, cfg.symmetric), scale_c)
             rcw = rc.double() * (1.0 if scale_c is None else scale_c)
@@ -808,8 +809,9 @@ def _optim_text(o: OptimConfig) -> str:
               + (f", blocks ≤ {o.block_size}" if o.block_size else ""))
     if o.method == "subspace_lm":
         return (f"forward-only subspace Levenberg–Marquardt: {common}, per tensor, "
-                f"{'two' if o.two_sided else 'one'}-sided, initial λ {o.damping}, trust radius (largest change of a "
-                f"parameter per step) {o.lr} {o.lr_schedule} → {o.lr_final}, ≤ {o.lm_tries} "
+                f"{'two' if o.two_sided else 'one'}-sided, initial λ {o.damping}, trust "
+                f"radius (largest change of a parameter per step) {o.lr} {o.lr_schedule} → "
+                f"{o.lr_final}, ≤ {o.lm_tries} "
                 f"candidates per step, {'realised' if o.realised_directions else 'drawn'} "
                 "directions"
                 + (f", plus the last {o.memory} accepted steps" if o.memory else "")
