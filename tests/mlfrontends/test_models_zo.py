@@ -408,8 +408,9 @@ def test_subspace_lm_grid_keeps_every_point_and_step_on_the_lattice():
     st = SubspaceLMStepper(net, mu=0.03, block_size=1, damping=1e-12, max_step=1.0,
                            grid={"theta": 0.1}, generator=torch.Generator().manual_seed(0))
     st.step(residual)
-    assert float(net.theta.detach()) == pytest.approx(0.3, abs=1e-15)
-    assert float(net.theta.detach()) / 0.1 == pytest.approx(round(float(net.theta.detach()) / 0.1), abs=1e-12)
+    theta = float(net.theta.detach())
+    assert theta == pytest.approx(0.3, abs=1e-15)
+    assert theta / 0.1 == pytest.approx(round(theta / 0.1), abs=1e-12)
     net2 = _Affine(one, target, torch.tensor([0.0], dtype=torch.float64))
     small = SubspaceLMStepper(net2, mu=0.03, block_size=1, damping=1e-12, max_step=0.04,
                               grid={"theta": 0.1}, generator=torch.Generator().manual_seed(0))
@@ -422,7 +423,7 @@ def test_subspace_lm_grid_keeps_every_point_and_step_on_the_lattice():
                 torch.tensor([0.25], dtype=torch.float64)),
         generator=torch.Generator().manual_seed(0))
     boxed.step(residual)
-    assert float(net3.theta.detach()) == pytest.approx(0.2, abs=1e-15)  # the last lattice point in
+    assert float(net3.theta.detach()) == pytest.approx(0.2, abs=1e-15)  # last lattice point
     with pytest.raises(ValueError, match="grid: needs distribution 'rademacher'"):
         SubspaceLMStepper(net3, mu=0.03, grid={"theta": 0.1}, distribution="gaussian",
                           generator=torch.Generator())
