@@ -543,15 +543,15 @@ class _Collocation:
                                                           generator, dtype)
         self.pool: torch.Tensor | None = None
         self.prob: torch.Tensor | None = None
-        #: sampling density of the last drawn points relative to uniform (None: uniform)
-        self.density: torch.Tensor | None = None
 
-    def draw(self, it: int, residual, refresh: bool = True) -> tuple[torch.Tensor, int]:
-        """Points for iteration ``it`` and the network evaluations spent on scoring
-        (``residual(z) -> (N,)`` evaluates the current, unperturbed network);
+    def draw(self, it: int, residual, refresh: bool = True
+             ) -> tuple[torch.Tensor, int, torch.Tensor | None]:
+        """Points for iteration ``it``, the network evaluations spent on scoring
+        (``residual(z) -> (N,)`` evaluates the current, unperturbed network) and the
+        points' sampling density relative to uniform (None: uniform);
         ``refresh = False``: another draw of the same iteration, from the current pool."""
         if self.c.sampling == "uniform":
-            return self.pde.sample(self.n, self.gen, dtype=self.dtype), 0
+            return self.pde.sample(self.n, self.gen, dtype=self.dtype), 0, None
         spent = 0
         if self.pool is None or (refresh and it % self.c.refresh_every == 0):
             self.pool = self.pde.sample(self.c.pool, self.gen, dtype=self.dtype)
@@ -562,8 +562,7 @@ class _Collocation:
             self.prob = prob
             spent = self.c.pool
         idx = torch.multinomial(self.prob, self.n, replacement=False, generator=self.gen)
-        self.density = self.prob[idx] / self.prob.mean()
-        return self.pool[idx], spent
+        return self.pool[idx], spent, self.prob[idx] / self.prob.mean()
 
     def state(self) -> dict[str, Any]:
         return {"pool": self.pool, "prob": self.prob}
@@ -572,11 +571,12 @@ class _Collocation:
         self.pool, self.prob = st["pool"], st["prob"]
 
 
-def _predict(pde: PDE, net: torch.nn.Module, dtype, symmetric: bool = False) -> np.ndarray:
+def _predict(pde: PDE, model, dtype) -> np.ndarray:
+    """u on the PDE's test grid; ``model``: the network, or its symmetrised call."""
     grid = pde.evaluation_grid()
     z = torch.as_tensor(grid.points, dtype=dtype)
     with torch.no_grad():
-        u = pde.constrain_value(z, _symmetrised(pde, net, symmetric)(z).squeeze(-1))
+        u = pde.constrain_value(z, model(z).squeeze(-1))
     return u.double().numpy()
 
 
@@ -630,10 +630,11 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     gens = {"points": gen_points, "zo": gen_zo, "mc": gen_mc}
     sampler = _Collocation(cfg, pde, gen_points, dtype)
 
+    model = _symmetrised(pde, net, cfg.symmetric)  # every unperturbed evaluation
+
     def pointwise_residual(z: torch.Tensor) -> torch.Tensor:
         with torch.set_grad_enabled(isinstance(estimator, Autograd)):  # autograd: d/dz
-            f = _symmetrised(pde, net, cfg.symmetric)
-            jet = estimator.estimate(lambda x: f(x).squeeze(-1), z, generator=gen_mc)
+            jet = estimator.estimate(lambda x: model(x).squeeze(-1), z, generator=gen_mc)
             return pde.residual(z, pde.constrain(z, jet)).detach()
     state: dict[str, Any] = {"iteration": 0, "forward_evals": 0, "wall_s": 0.0, "sets_total": 0,
                              "history": [], "evals": [], "diverged": False}
@@ -676,7 +677,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         if average is not None:  # the iterate itself, for the record
             state.setdefault("evals_iterate", []).append(
                 (state["iteration"],
-                 _rel_l2(_predict(pde, net, dtype, cfg.symmetric), grid.u_exact)))
+                 _rel_l2(_predict(pde, model, dtype), grid.u_exact)))
         with _loaded(layout, average):
             if val_z is not None:  # score the fixed validation set before the test grid
                 r = pointwise_residual(val_z).double()
@@ -688,19 +689,19 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                     state["selected"] = {"iteration": state["iteration"], "loss": loss,
                                          "model": {k: v.detach().clone()
                                                    for k, v in net.state_dict().items()}}
-            u = _predict(pde, net, dtype, cfg.symmetric)
+            u = _predict(pde, model, dtype)
         state["evals"].append((state["iteration"], state["forward_evals"], state["wall_s"],
                                _rel_l2(u, grid.u_exact)))
         return u
 
-    def causal_scale(z: torch.Tensor, it: int, r: torch.Tensor | None = None):
-        """√w of the points z just drawn (None without causal weights); one unperturbed
-        pass over z unless its residuals r are given."""
+    def causal_scale(z: torch.Tensor, density, it: int, r: torch.Tensor | None = None):
+        """√w of the points z drawn with ``density`` (None without causal weights); one
+        unperturbed pass over z unless its residuals r are given."""
         if cfg.causal is None:
             return None
         return _causal_weights(pde, z, pointwise_residual(z) if r is None else r,
                                cfg.causal, cfg.causal.eps_at(it, cfg.iterations),
-                               sampler.density if cfg.causal.unbiased else None)
+                               density if cfg.causal.unbiased else None)
 
     if not state["evals"]:
         evaluate()
@@ -716,15 +717,15 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             group["lr"] = lr
         if o.method == "subspace_lm":
             stepper.max_step = lr  # the trust radius follows the schedule
-        z, scored = sampler.draw(it, pointwise_residual)
-        scale = causal_scale(z, it)
+        z, scored, density = sampler.draw(it, pointwise_residual)
+        scale = causal_scale(z, density, it)
         scored += z.shape[0] if scale is not None else 0
         check, check_loss0 = None, None
         if o.fresh_check:  # an independent batch on which each candidate is judged; the
             # unperturbed pass over it gives both its causal weights and the reference loss
-            zc, spent = sampler.draw(it, pointwise_residual, refresh=False)
+            zc, spent, density_c = sampler.draw(it, pointwise_residual, refresh=False)
             rc = pointwise_residual(zc)
-            scale_c = causal_scale(zc, it, rc)
+            scale_c = causal_scale(zc, density_c, it, rc)
             scored += spent + zc.shape[0]
             check = _weighted(_residuals(pde, estimator, zc, gen_mc, cfg.symmetric), scale_c)
             rcw = rc.double() * (1.0 if scale_c is None else scale_c)
@@ -758,12 +759,12 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     save()
     if average is not None:  # the checkpoint keeps the iterate; the average is delivered
         layout.assign(average)
-    u_pred = _predict(pde, net, dtype, cfg.symmetric)
+    u_pred = _predict(pde, model, dtype)
     last_rel = None
     if val_z is not None and state["selected"] is not None:
         last_rel = _rel_l2(u_pred, grid.u_exact)
         net.load_state_dict(state["selected"]["model"])  # the checkpoint keeps the last
-        u_pred = _predict(pde, net, dtype, cfg.symmetric)
+        u_pred = _predict(pde, model, dtype)
     return _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel)
 
 
