@@ -431,6 +431,9 @@ class SubspaceLMStepper:
     On a lattice the smallest move is one step on every coordinate of a direction, so
     sparser directions give a finer smallest move at the same number of directions.
 
+    ``exclude`` names parameters the stepper leaves alone (held at their values, e.g. the
+    phases of a chip whose electronic gains and biases alone are being tuned).
+
     Every quantity is a forward evaluation or a k × k solve in the controller: no
     back-propagation.
     """
@@ -453,8 +456,13 @@ class SubspaceLMStepper:
         two_sided: bool = True,
         grid: Mapping[str, float] | None = None,
         density: float = 1.0,
+        exclude: Sequence[str] = (),
         generator: torch.Generator,
     ):
+        names = {n for n, p in module.named_parameters() if p.requires_grad}
+        missing = sorted(set(exclude) - names)
+        if missing:
+            raise ValueError(f"exclude: no trainable parameter named {missing[0]!r}")
         if not 0 < density <= 1:
             raise ValueError(f"density must be in (0, 1], got {density}")
         self.density = float(density)
@@ -471,7 +479,9 @@ class SubspaceLMStepper:
         if num_queries < 1:
             raise ValueError(f"num_queries must be ≥ 1, got {num_queries}")
         _lookup_distribution(distribution)
-        self.layout = ParamLayout(module)
+        self.layout = ParamLayout(module, exclude=tuple(exclude))
+        if self.layout.dim == 0:
+            raise ValueError("exclude: no trainable parameter is left to step")
         self.mu, self.num_queries, self.distribution = mu, num_queries, distribution
         self.max_step, self.tries = max_step, tries
         self.realise, self.generator = realise, generator

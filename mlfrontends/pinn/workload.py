@@ -189,6 +189,30 @@ class CausalConfig(_Section):
         return _cosine(self.eps, self.eps_final, min(it / max(total - 1, 1), 1.0))
 
 
+class FinishConfig(_Section):
+    """Electronic finish: after the phase stage, ``iterations`` more forward-only
+    Levenberg–Marquardt steps on the continuous electronic parameters alone (every tile's
+    gain and every bias; SubspaceLMStepper with ``exclude`` = the phases), the MZI phases
+    held at the DAC codes the phase stage left. With 8-bit phase DACs a phase moves only in
+    whole codes (0.0246 rad), so the phase stage ends on a lattice it cannot refine; the
+    gains and biases are set digitally after detection, continuously, and with one
+    direction per parameter (``block_size`` 1) each step is a damped Gauss–Newton step
+    with the full Jacobian of the residuals in them (2 × #parameters + 1 parameter sets)."""
+
+    iterations: int = Field(..., ge=1, description="finish steps after the phase stage")
+    time_limit_s: float | None = Field(None, gt=0, description="stop the finish after this "
+                                       "much training time (the phase stage has its own)")
+    lr: float = Field(0.05, gt=0, description="trust radius: the largest change of a gain "
+                      "or bias in one step")
+    lr_final: float | None = Field(None, gt=0, description="trust radius at the last finish "
+                                   "step, reached by a cosine; None: lr throughout")
+    mu: float = Field(1e-3, gt=0, description="perturbation of a gain or bias")
+    block_size: int = Field(1, ge=1, description="parameters per random direction "
+                            "(1: one direction per parameter, the full Jacobian)")
+    eval_every: int = Field(10, ge=1, description="finish steps between evaluations "
+                            "(and checkpoints)")
+
+
 class Config(WorkloadConfig):
     kind: Literal["pinn"] = "pinn"
     pde: str = "burgers"
@@ -202,6 +226,9 @@ class Config(WorkloadConfig):
     collocation: CollocationConfig = CollocationConfig()
     causal: CausalConfig | None = Field(None, description="causal residual weights "
                                         "(time-dependent PDEs); None: all points weigh 1")
+    finish: FinishConfig | None = Field(
+        None, description="electronic finish after the phase stage (model.execution "
+        "'phase', a forward-only method); None: none")
     symmetric: bool = Field(
         False, description="build the PDE's declared symmetry into the network: NN_s(z) = "
         "½(NN(z) ± NN(Rz)) with R the reflection and ± its parity, so u has the exact "
@@ -285,6 +312,12 @@ class Config(WorkloadConfig):
                 raise ValueError(
                     "optim.readout_block_size needs an electronic read-out layer: set "
                     "model.chip_layers = 'all_but_readout' or 'tt' (got 'all')")
+        if self.finish is not None and (self.model.execution != "phase"
+                                        or self.optim.method == "first_order"):
+            raise ValueError("finish is for forward-only training in the phase domain "
+                             "(model.execution 'phase', optim.method zo, coordinate or "
+                             f"subspace_lm; got {self.model.execution!r}, "
+                             f"{self.optim.method!r})")
         if self.optim.method == "first_order" and self.model.execution == "phase":
             raise ValueError("optim.method = 'first_order' with model.execution = 'phase' is "
                              "not a BP-free recipe; use zo or coordinate")
@@ -626,6 +659,17 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             per_tensor=o.per_tensor, clip_norm=o.clip_norm, block_size=o.block_size,
             local=_readout_names(net) if o.local_readout else (), generator=gen_zo,
         )
+    f = cfg.finish
+    finisher = None
+    if f is not None:  # built now, so a network without electronic parameters fails early
+        phases = [n for n, _ in net.named_parameters() if n.endswith("phases")]
+        try:
+            finisher = SubspaceLMStepper(
+                net, mu=f.mu, block_size=f.block_size, damping=o.damping, max_step=f.lr,
+                tries=o.lm_tries, generator=gen_zo, exclude=phases)
+        except ValueError as err:
+            raise ValueError(f"finish: the network has no electronic parameters to tune "
+                             f"({err})") from None
     grid = pde.evaluation_grid()
     gens = {"points": gen_points, "zo": gen_zo, "mc": gen_mc}
     sampler = _Collocation(cfg, pde, gen_points, dtype)
@@ -650,6 +694,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         sampler.load(ckpt["sampler"])
         if hasattr(stepper, "load_state_dict"):
             stepper.load_state_dict(ckpt["stepper"])
+        if finisher is not None and ckpt.get("finisher") is not None:
+            finisher.load_state_dict(ckpt["finisher"])
     # Polyak averaging: the average of the iterates is the model that is evaluated and
     # delivered (float64, so a decay near 1 loses nothing to rounding)
     layout = ParamLayout(net)
@@ -665,6 +711,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             "state": state, "config": cfg.model_dump(mode="json"),
             "sampler": sampler.state(),
             "stepper": stepper.state_dict() if hasattr(stepper, "state_dict") else None,
+            "finisher": finisher.state_dict() if finisher is not None else None,
         })
 
     val_z = None
@@ -705,12 +752,50 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
 
     if not state["evals"]:
         evaluate()
-    bar = ctx.progress(cfg.iterations, f"pinn {cfg.pde} ({o.method})",
-                       initial=state["iteration"])
-    while state["iteration"] < cfg.iterations and not state["diverged"]:
-        if cfg.time_limit_s is not None and state["wall_s"] >= cfg.time_limit_s:
-            break
+    bar = ctx.progress(cfg.iterations + (f.iterations if f else 0),
+                       f"pinn {cfg.pde} ({o.method})", initial=state["iteration"])
+    while not state["diverged"]:
         it = state["iteration"]
+        if state.get("finish") is None and (it >= cfg.iterations or (
+                cfg.time_limit_s is not None and state["wall_s"] >= cfg.time_limit_s)):
+            if f is None:
+                break
+            if state["evals"][-1][0] != it:  # the phase stage's last iterate, on record
+                evaluate()
+            state["finish"] = {"start": it, "iterations": 0, "wall_s": 0.0, "sets": 0}
+        fin = state.get("finish")
+        if fin is not None:
+            if fin["iterations"] >= f.iterations or (
+                    f.time_limit_s is not None and fin["wall_s"] >= f.time_limit_s):
+                break
+            t0 = time.perf_counter()
+            frac = fin["iterations"] / max(f.iterations - 1, 1)
+            finisher.max_step = f.lr if f.lr_final is None else _cosine(f.lr, f.lr_final,
+                                                                        frac)
+            z, scored, density = sampler.draw(it, pointwise_residual)
+            scale = causal_scale(z, density, it)
+            scored += z.shape[0] if scale is not None else 0
+            info = finisher.step(_weighted(_residuals(pde, estimator, z, gen_mc,
+                                                      cfg.symmetric), scale))
+            dt = time.perf_counter() - t0
+            fin["iterations"] += 1
+            fin["wall_s"] += dt
+            fin["sets"] += info.num_sets
+            state["wall_s"] += dt
+            state["iteration"] = it + 1
+            state["forward_evals"] += (info.num_sets * cfg.collocation_points + scored) * \
+                evals_per_point
+            state["history"].append((it + 1, info.loss, state["forward_evals"],
+                                     state["wall_s"]))
+            if not math.isfinite(info.loss):
+                state["diverged"] = True
+            if fin["iterations"] % f.eval_every == 0:
+                evaluate()
+                bar.set_postfix(loss=f"{info.loss:.3g}",
+                                rel_l2=f"{state['evals'][-1][3]:.3g}")
+                save()
+            bar.update(1)
+            continue
         t0 = time.perf_counter()
         lr = lr_at(it, o, cfg.iterations)
         for group in opt.param_groups:
@@ -845,7 +930,10 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
     # parameter sets per step as the stepper reported them: constant for zo / first order,
     # varying for subspace_lm (candidate retries); the chip estimate counts whole phase
     # settings per step, so the mean rounded up
-    mean_sets = state["sets_total"] / max(1, state["iteration"])
+    fin = state.get("finish")
+    phase_its = fin["start"] if fin is not None else state["iteration"]
+    phase_wall = state["wall_s"] - (fin["wall_s"] if fin is not None else 0.0)
+    mean_sets = state["sets_total"] / max(1, phase_its)
     num_sets = math.ceil(mean_sets)
     rows = cfg.collocation_points * evals_per_point
     metrics: dict[str, Any] = {
@@ -862,8 +950,20 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
         "parameter_sets_per_step": num_sets,
         "parameter_sets_per_step_mean": mean_sets,
         "evals_per_point": evals_per_point,
-        "s_per_iteration": float(state["wall_s"] / max(1, state["iteration"])),
+        "s_per_iteration": float(phase_wall / max(1, phase_its)),
     }
+    if fin is not None:  # the electronic finish (FinishConfig)
+        start = [e for e in state["evals"] if e[0] == fin["start"]]
+        metrics["finish"] = {
+            "iterations": int(fin["iterations"]),
+            "start_iteration": int(fin["start"]),
+            "wall_s": float(fin["wall_s"]),
+            "s_per_iteration": float(fin["wall_s"] / max(1, fin["iterations"])),
+            "parameter_sets_per_step_mean": fin["sets"] / max(1, fin["iterations"]),
+            "params": sum(p.numel() for n, p in net.named_parameters()
+                          if p.requires_grad and not n.endswith("phases")),
+            "rel_l2_start": float(start[-1][3]) if start else None,
+        }
     selected = state.get("selected")
     if last_rel is not None:
         metrics.update(rel_l2_last=last_rel,
@@ -873,7 +973,15 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
     if len(iterate):  # optim.average: the evaluations above are of the average
         metrics["rel_l2_iterate_last"] = float(iterate[-1, 1])
     try:
-        metrics["chip"] = _chip_cost(cfg, ctx, spec, num_sets, rows, state["iteration"])
+        metrics["chip"] = _chip_cost(cfg, ctx, spec, num_sets, rows, phase_its)
+        if fin is not None and fin["iterations"]:
+            c = _chip_cost(cfg, ctx, spec, math.ceil(metrics["finish"][
+                "parameter_sets_per_step_mean"]), rows, fin["iterations"])
+            metrics["chip"].update(
+                finish_energy_pj_per_step=c["energy_pj_per_step"],
+                finish_latency_ns_per_step=c["latency_ns_per_step"],
+                energy_pj_total=metrics["chip"]["energy_pj_total"] + c["energy_pj_total"],
+                latency_ns_total=metrics["chip"]["latency_ns_total"] + c["latency_ns_total"])
     except Exception as err:  # the estimate is an add-on; report why it is missing
         metrics["chip_cost_error"] = f"{type(err).__name__}: {err}"
 
@@ -900,6 +1008,9 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
             a.semilogy(evals[:, col], iterate[:, 1], ".", ms=2, alpha=0.6,
                        label="rel. L2 error of the iterate")
         a.grid(True, which="both", alpha=0.3)
+    if fin is not None:  # where the phase stage ends and the electronic finish begins
+        ax[0].axvline(fin["start"], color="k", ls=":", lw=0.8, label="electronic finish")
+    for a in ax:
         a.legend()
     ax[0].set_xlabel("iteration")
     ax[1].set_xlabel("forward evaluations (network inputs)")
@@ -950,6 +1061,15 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
            f"the iterates (decay {cfg.optim.average} per step); the last iterate itself "
            f"has error {metrics['rel_l2_iterate_last']:.4g}."]
           if "rel_l2_iterate_last" in metrics else []),
+        *([f"Electronic finish: {metrics['finish']['iterations']} Levenberg–Marquardt steps "
+           f"on the {metrics['finish']['params']} electronic gains and biases (phases held) "
+           f"after iteration {metrics['finish']['start_iteration']}, whose error was "
+           f"{metrics['finish']['rel_l2_start']:.4g}; {metrics['finish']['wall_s']:.1f} s, "
+           f"{metrics['finish']['s_per_iteration']:.3f} s and "
+           f"{metrics['finish']['parameter_sets_per_step_mean']:.1f} parameter sets per "
+           "step (iterations, time and forward evaluations below include it; s per "
+           "iteration and parameter sets per step are the phase stage's)."]
+          if "finish" in metrics and metrics["finish"]["rel_l2_start"] is not None else []),
         "",
         "| quantity | value |", "|---|---|",
         f"| iterations | {metrics['iterations']} |",
@@ -974,9 +1094,19 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
             f"| MZIs | {c['num_mzis']} |",
             f"| energy per step [µJ] | {(c['energy_pj_per_step'] or 0) / 1e6:.4g} |",
             f"| latency per step [ms] | {(c['latency_ns_per_step'] or 0) / 1e6:.4g} |",
+            *([f"| energy per finish step [µJ] | "
+               f"{(c['finish_energy_pj_per_step'] or 0) / 1e6:.4g} |",
+               f"| latency per finish step [ms] | "
+               f"{(c['finish_latency_ns_per_step'] or 0) / 1e6:.4g} |"]
+              if "finish_energy_pj_per_step" in c else []),
             f"| energy, whole training [J] | {c['energy_pj_total'] / 1e12:.4g} |",
             f"| latency, whole training [s] | {c['latency_ns_total'] / 1e9:.4g} |",
         ]
+        if "finish_energy_pj_per_step" in c:
+            lines += ["", "A finish step is costed as a phase-stage step with its parameter "
+                      "sets; it changes only electronic gains and biases between sets, so "
+                      "the phase-reprogramming share of its energy and latency is an upper "
+                      "bound."]
         if c["electronic_macs_per_evaluation"]:
             lines += ["", f"The dense input and read-out layers run in electronics "
                       f"({c['electronic_macs_per_evaluation']} MACs per network evaluation, "
@@ -1010,7 +1140,15 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
         + ({"tt": ". Photonic core: TT layers only; dense layers electronic.",
             "all_but_readout": ". Photonic core: every layer but the read-out, which is "
             "electronic (as in the published TONN)."}.get(cfg.model.chip_layers, ".")
-           if cfg.model.execution != "digital" else "."),
+           if cfg.model.execution != "digital" else ".")
+        + (f" Electronic finish: up to {cfg.finish.iterations} forward-only "
+           f"Levenberg–Marquardt steps on the gains and biases (μ = {cfg.finish.mu}, "
+           + ("one direction per parameter" if cfg.finish.block_size == 1
+              else f"blocks ≤ {cfg.finish.block_size}")
+           + f", trust radius {cfg.finish.lr}"
+           + (f" → {cfg.finish.lr_final} by a cosine" if cfg.finish.lr_final else "")
+           + (f", ≤ {cfg.finish.time_limit_s:g} s" if cfg.finish.time_limit_s else "")
+           + "), the phases held at their codes." if cfg.finish is not None else ""),
         "", "Forward evaluations count every input row through the whole network "
         "(parameter sets × collocation points × stencil points); the reference solution "
         "and its provenance are described in mlfrontends/pinn/pdes.py. "

@@ -535,3 +535,41 @@ def test_subspace_lm_bounds_keep_every_evaluated_point_in_the_box():
     assert torch.equal(net.theta.detach(), torch.tensor([1.0, 0.0], dtype=torch.float64))
     with pytest.raises(ValueError, match="bounds: need two"):
         SubspaceLMStepper(net, mu=0.1, bounds=(lo[:1], hi), generator=torch.Generator())
+
+
+def test_subspace_lm_exclude_holds_the_named_parameters():
+    """r = Aθ + Bc − b with c excluded: the directions span θ only (2·6 + 1 sets), the step is
+    the least-squares θ for the held c, and c does not move."""
+    g = torch.Generator().manual_seed(3)
+    A = torch.randn(30, 6, generator=g, dtype=torch.float64)
+    B = torch.randn(30, 2, generator=g, dtype=torch.float64)
+    b = torch.randn(30, generator=g, dtype=torch.float64)
+
+    class Held(_Affine):
+        def __init__(self):
+            super().__init__(A, b, torch.zeros(6, dtype=torch.float64))
+            self.c = torch.nn.Parameter(torch.tensor([0.7, -1.3], dtype=torch.float64))
+
+        def forward(self, _x):
+            return super().forward(_x) + self.c @ B.T
+
+    net = Held()
+    shapes = []
+
+    def residual(fwd):
+        r = fwd(None)
+        shapes.append(tuple(r.shape))
+        return r
+
+    st = SubspaceLMStepper(net, mu=1e-2, block_size=1, damping=1e-9, max_step=100.0,
+                           exclude=["c"], generator=torch.Generator().manual_seed(0))
+    st.step(residual)
+    c = torch.tensor([0.7, -1.3], dtype=torch.float64)
+    best = torch.linalg.lstsq(A, (b - B @ c)[:, None]).solution[:, 0]
+    assert shapes[0] == (2 * 6 + 1, 30)
+    assert torch.equal(net.c.detach(), c)
+    assert torch.allclose(net.theta.detach(), best, atol=1e-7)
+    with pytest.raises(ValueError, match="exclude: no trainable parameter named 'd'"):
+        SubspaceLMStepper(net, mu=1e-2, exclude=["d"], generator=torch.Generator())
+    with pytest.raises(ValueError, match="no trainable parameter is left"):
+        SubspaceLMStepper(net, mu=1e-2, exclude=["theta", "c"], generator=torch.Generator())

@@ -70,6 +70,9 @@ def test_shipped_configs_run_at_reduced_size(name, tmp_path):
     select = w.get("select") == "min_residual"
     if select:  # a small validation set, scored at each of the 3 evaluations
         w["validation_points"] = 8
+    finish = w.get("finish") is not None
+    if finish:  # one finish step, evaluated
+        w["finish"] = {**w["finish"], "iterations": 1, "eval_every": 1}
     if w["pde"] == "hjb":  # 512-wide layers: shrink, keeping the TT structure
         w["model"] = {**w["model"], "widths": [21, 64, 64, 1],
                       "tt_layers": {0: [[1, 3, 7], [4, 4, 4]], 1: [[4, 4, 4], [4, 4, 4]]}}
@@ -79,7 +82,7 @@ def test_shipped_configs_run_at_reduced_size(name, tmp_path):
     noise = photonic.NoiseConfig.from_spec(raw["chip"]["noise"])
     metrics = run(cfg, _ctx(tmp_path, device=calibration.load_preset(raw["chip"]["preset"]),
                             noise=noise))
-    assert metrics["iterations"] == 2 and math.isfinite(metrics["rel_l2"])
+    assert metrics["iterations"] == 2 + finish and math.isfinite(metrics["rel_l2"])
     for f in ("report.md", "curves.png", "prediction.npz", "checkpoint.pt"):
         assert (tmp_path / f).exists()
     pred = np.load(tmp_path / "prediction.npz")
@@ -90,6 +93,10 @@ def test_shipped_configs_run_at_reduced_size(name, tmp_path):
     assert sets == int(sets) and metrics["parameter_sets_per_step"] >= sets / 2
     causal = w.get("causal") is not None  # one unperturbed pass over the 2 points per step
     scoring = (16 if rad else 0) + (3 * 8 if select else 0) + (2 * 2 if causal else 0)
+    if finish:  # its sets and causal pass over the 2 points, one more validation scoring
+        f = metrics["finish"]
+        assert f["iterations"] == 1 and f["parameter_sets_per_step_mean"] >= 2 * f["params"]
+        scoring += int(f["parameter_sets_per_step_mean"]) * 2 + 2 * causal + 8 * select
     assert metrics["forward_evals"] == (int(sets) * 2 + scoring) * metrics["evals_per_point"]
 
 
@@ -549,3 +556,41 @@ def test_on_grid_keeps_every_trained_phase_on_the_dac_codes(tmp_path):
     assert float((phases.double() - start.double()).abs().max()) > 0.02  # whole codes moved
     with pytest.raises(ValueError, match="phase_quantization = False"):
         run(cfg, _ctx(tmp_path / "n", device=device, noise=photonic.NoiseConfig.ideal()))
+
+
+def test_finish_tunes_only_the_electronic_parameters_and_resumes(tmp_path):
+    """workload.finish: after the phase stage the phases stay exactly where the phase stage
+    left them (the same run without a finish ends there), the gains and biases move, each
+    finish step costs 2·#electronic + 1 sets plus its candidates, and a run killed in the
+    finish resumes to the same metrics."""
+    with pytest.raises(ValidationError, match="finish is for forward-only training in the "
+                       "phase domain"):
+        Config(finish={"iterations": 2})
+    base = dict(iterations=3, collocation_points=3, pde_params=SMALL_GRIDS["burgers"],
+                eval_every=1, checkpoint_every=1,
+                model={"execution": "phase", "widths": [2, 8, 1], "tt_layers": {}},
+                optim={"method": "subspace_lm", "mu": 0.05, "lr": 0.2, "clamp_phases": True},
+                collocation={"sampling": "rad", "pool": 16, "refresh_every": 2})
+    fin = {"iterations": 4, "eval_every": 2, "lr": 0.05, "lr_final": 0.01}
+    plain = run(Config(**base), _ctx(tmp_path / "plain"))
+    full = run(Config(**base, finish=fin), _ctx(tmp_path / "full"))
+    a = torch.load(tmp_path / "plain" / "checkpoint.pt", weights_only=False)["model"]
+    b = torch.load(tmp_path / "full" / "checkpoint.pt", weights_only=False)["model"]
+    phases = [k for k in a if k.endswith("phases")]
+    electronic = [k for k in a if k.endswith(("gain", "bias"))]
+    assert phases and electronic
+    assert all(torch.equal(a[k], b[k]) for k in phases)
+    assert all(not torch.equal(a[k], b[k]) for k in electronic)
+    n = sum(a[k].numel() for k in electronic)
+    f = full["finish"]
+    assert (f["iterations"], f["start_iteration"], full["iterations"]) == (4, 3, 7)
+    assert f["params"] == n and f["rel_l2_start"] == plain["rel_l2"]
+    assert 2 * n + 2 <= f["parameter_sets_per_step_mean"] <= 2 * n + 1 + 4
+    assert full["forward_evals"] > plain["forward_evals"] + 4 * (2 * n + 2) * 3 * 13
+    with pytest.raises(KeyboardInterrupt):  # killed after the finish's first checkpoint
+        run(Config(**base, finish=fin),
+            _KilledAfter(tmp_path / "cut", show_progress=False, kill_after=4))
+    resumed = run(Config(**base, finish=fin), _ctx(tmp_path / "cut", resume=True))
+    for key in ("rel_l2", "iterations", "forward_evals", "final_loss"):
+        assert resumed[key] == full[key], key
+    assert resumed["finish"]["iterations"] == 4
