@@ -15,7 +15,8 @@ Table 2: seconds per training iteration of every shipped pinn config (median of 
 after one warm-up step), plus the phase-domain reference recipe (1,200 points, per-tensor
 ZO; target ≤ 0.8 s; issue 8 quotes 8.4 s for the public reference implementation here)
 in float64 and in float32 (the shipped pinn_burgers.yaml's precision); the precision
-column says which.
+column says which. A config with an electronic finish gets a second row: its seconds per
+finish step (891 parameter sets for pinn_burgers).
 Timings depend on machine load: the load average is printed with the tables.
 """
 
@@ -85,12 +86,18 @@ def throughput(dtype: torch.dtype, repeats: int, points: int = 1200, *,
     return loss_rate, (rows / _timeit(plain_forward, repeats) if plain else float("nan"))
 
 
-def seconds_per_iteration(name: str, overrides: dict, steps: int) -> float:
+def seconds_per_iteration(name: str, overrides: dict, steps: int
+                          ) -> tuple[float, float | None]:
+    """Median seconds per phase-stage step and per electronic-finish step (None: the
+    config has no finish)."""
     raw = yaml.safe_load((CONFIGS / f"{name}.yaml").read_text()) if name else {}
     w = dict(raw.get("workload", {"kind": "pinn"}))
     w.update(overrides)
     w.update(iterations=steps + 1, eval_every=10**6, checkpoint_every=10**6,
              time_limit_s=None)
+    if w.get("finish") is not None:
+        w["finish"] = {**w["finish"], "iterations": steps + 1, "eval_every": 10**6,
+                       "time_limit_s": None}
     import calibration
     import photonic
 
@@ -108,7 +115,9 @@ def seconds_per_iteration(name: str, overrides: dict, steps: int) -> float:
     runner()
     ckpt = torch.load(ctx.out / "checkpoint.pt", weights_only=False)["state"]["history"]
     walls = [b[3] - a[3] for a, b in zip(ckpt[:-1], ckpt[1:], strict=True)]
-    return statistics.median(walls)
+    n = steps + 1  # walls[:n - 1]: the phase stage's steps 2…n; walls[n:]: finish steps 2…
+    return (statistics.median(walls[:n - 1]),
+            statistics.median(walls[n:]) if w.get("finish") is not None else None)
 
 
 def main() -> None:
@@ -150,8 +159,11 @@ def main() -> None:
     for name, over in rows:
         label = name + (" [phase, 1200 pts: reference recipe]" if over else "")
         precision = over.get("model", {}).get("precision") or _config_precision(name)
-        print(f"{label:52s} {precision:>9s} {seconds_per_iteration(name, over, args.steps):12.3f}",
-              flush=True)
+        step, finish = seconds_per_iteration(name, over, args.steps)
+        print(f"{label:52s} {precision:>9s} {step:12.3f}", flush=True)
+        if finish is not None:
+            print(f"{name + ' [electronic finish step]':52s} {precision:>9s} {finish:12.3f}",
+                  flush=True)
     print(f"load average={os.getloadavg()}")
 
 

@@ -318,6 +318,11 @@ class Config(WorkloadConfig):
                              "(model.execution 'phase', optim.method zo, coordinate or "
                              f"subspace_lm; got {self.model.execution!r}, "
                              f"{self.optim.method!r})")
+        if self.finish is not None and self.select != "last":
+            raise ValueError(
+                f"select = {self.select!r} with a finish: use 'last' (the run delivers the "
+                "finish's last iterate; during the finish the uniform validation residual "
+                "rose while the test error fell, so it cannot choose among its iterates)")
         if self.optim.method == "first_order" and self.model.execution == "phase":
             raise ValueError("optim.method = 'first_order' with model.execution = 'phase' is "
                              "not a BP-free recipe; use zo or coordinate")

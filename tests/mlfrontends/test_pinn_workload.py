@@ -566,6 +566,9 @@ def test_finish_tunes_only_the_electronic_parameters_and_resumes(tmp_path):
     with pytest.raises(ValidationError, match="finish is for forward-only training in the "
                        "phase domain"):
         Config(finish={"iterations": 2})
+    with pytest.raises(ValidationError, match="select = 'min_residual' with a finish"):
+        Config(model={"execution": "phase"}, optim={"method": "subspace_lm"},
+               finish={"iterations": 2}, select="min_residual")
     base = dict(iterations=3, collocation_points=3, pde_params=SMALL_GRIDS["burgers"],
                 eval_every=1, checkpoint_every=1,
                 model={"execution": "phase", "widths": [2, 8, 1], "tt_layers": {}},
