@@ -318,6 +318,10 @@ class Config(WorkloadConfig):
                              "(model.execution 'phase', optim.method zo, coordinate or "
                              f"subspace_lm; got {self.model.execution!r}, "
                              f"{self.optim.method!r})")
+        if self.finish is not None and self.optim.average is not None:
+            raise ValueError("optim.average with a finish: the run delivers the finish's "
+                             "last iterate, not an average of the phase stage's iterates; "
+                             "remove optim.average")
         if self.finish is not None and self.select != "last":
             raise ValueError(
                 f"select = {self.select!r} with a finish: use 'last' (the run delivers the "
@@ -769,50 +773,26 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
                 evaluate()
             state["finish"] = {"start": it, "iterations": 0, "wall_s": 0.0, "sets": 0}
         fin = state.get("finish")
-        if fin is not None:
-            if fin["iterations"] >= f.iterations or (
-                    f.time_limit_s is not None and fin["wall_s"] >= f.time_limit_s):
-                break
-            t0 = time.perf_counter()
-            frac = fin["iterations"] / max(f.iterations - 1, 1)
-            finisher.max_step = f.lr if f.lr_final is None else _cosine(f.lr, f.lr_final,
-                                                                        frac)
-            z, scored, density = sampler.draw(it, pointwise_residual)
-            scale = causal_scale(z, density, it)
-            scored += z.shape[0] if scale is not None else 0
-            info = finisher.step(_weighted(_residuals(pde, estimator, z, gen_mc,
-                                                      cfg.symmetric), scale))
-            dt = time.perf_counter() - t0
-            fin["iterations"] += 1
-            fin["wall_s"] += dt
-            fin["sets"] += info.num_sets
-            state["wall_s"] += dt
-            state["iteration"] = it + 1
-            state["forward_evals"] += (info.num_sets * cfg.collocation_points + scored) * \
-                evals_per_point
-            state["history"].append((it + 1, info.loss, state["forward_evals"],
-                                     state["wall_s"]))
-            if not math.isfinite(info.loss):
-                state["diverged"] = True
-            if fin["iterations"] % f.eval_every == 0:
-                evaluate()
-                bar.set_postfix(loss=f"{info.loss:.3g}",
-                                rel_l2=f"{state['evals'][-1][3]:.3g}")
-                save()
-            bar.update(1)
-            continue
+        if fin is not None and (fin["iterations"] >= f.iterations or (
+                f.time_limit_s is not None and fin["wall_s"] >= f.time_limit_s)):
+            break
         t0 = time.perf_counter()
-        lr = lr_at(it, o, cfg.iterations)
-        for group in opt.param_groups:
-            group["lr"] = lr
-        if o.method == "subspace_lm":
-            stepper.max_step = lr  # the trust radius follows the schedule
+        if fin is None:
+            lr = lr_at(it, o, cfg.iterations)
+            for group in opt.param_groups:
+                group["lr"] = lr
+            if o.method == "subspace_lm":
+                stepper.max_step = lr  # the trust radius follows the schedule
+        else:  # the finish's trust radius: its own cosine over its steps
+            finisher.max_step = f.lr if f.lr_final is None else _cosine(
+                f.lr, f.lr_final, fin["iterations"] / max(f.iterations - 1, 1))
         z, scored, density = sampler.draw(it, pointwise_residual)
         scale = causal_scale(z, density, it)
         scored += z.shape[0] if scale is not None else 0
         check, check_loss0 = None, None
-        if o.fresh_check:  # an independent batch on which each candidate is judged; the
-            # unperturbed pass over it gives both its causal weights and the reference loss
+        if o.fresh_check and fin is None:  # an independent batch on which each candidate
+            # is judged; the unperturbed pass over it gives its causal weights and the
+            # reference loss
             zc, spent, density_c = sampler.draw(it, pointwise_residual, refresh=False)
             rc = pointwise_residual(zc)
             scale_c = causal_scale(zc, density_c, it, rc)
@@ -820,7 +800,10 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             check = _weighted(_residuals(pde, estimator, zc, gen_mc, cfg.symmetric), scale_c)
             rcw = rc.double() * (1.0 if scale_c is None else scale_c)
             check_loss0 = float((rcw * rcw).mean())
-        if o.method == "subspace_lm":
+        if fin is not None:
+            info = finisher.step(_weighted(_residuals(pde, estimator, z, gen_mc,
+                                                      cfg.symmetric), scale))
+        elif o.method == "subspace_lm":
             info = stepper.step(_weighted(_residuals(pde, estimator, z, gen_mc, cfg.symmetric),
                                           scale), check, check_loss0)
         else:
@@ -829,18 +812,27 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         if average is not None:
             average.mul_(o.average).add_(layout.flatten().to(torch.float64),
                                          alpha=1 - o.average)
-        state["wall_s"] += time.perf_counter() - t0
+        dt = time.perf_counter() - t0
+        state["wall_s"] += dt
         state["iteration"] = it + 1
-        state["sets_total"] += info.num_sets
+        if fin is None:
+            state["sets_total"] += info.num_sets
+        else:
+            fin["iterations"] += 1
+            fin["wall_s"] += dt
+            fin["sets"] += info.num_sets
         state["forward_evals"] += (info.num_sets * cfg.collocation_points + scored) * \
             evals_per_point
         state["history"].append((it + 1, info.loss, state["forward_evals"], state["wall_s"]))
         if not math.isfinite(info.loss):
             state["diverged"] = True
-        if state["iteration"] % cfg.eval_every == 0:
+        # the finish is evaluated and checkpointed every f.eval_every of its own steps
+        count, every = ((fin["iterations"], f.eval_every) if fin is not None else
+                        (state["iteration"], cfg.eval_every))
+        if count % every == 0:
             evaluate()
             bar.set_postfix(loss=f"{info.loss:.3g}", rel_l2=f"{state['evals'][-1][3]:.3g}")
-        if state["iteration"] % cfg.checkpoint_every == 0:
+        if count % (f.eval_every if fin is not None else cfg.checkpoint_every) == 0:
             save()
         bar.update(1)
     bar.close()

@@ -566,6 +566,9 @@ def test_finish_tunes_only_the_electronic_parameters_and_resumes(tmp_path):
     with pytest.raises(ValidationError, match="finish is for forward-only training in the "
                        "phase domain"):
         Config(finish={"iterations": 2})
+    with pytest.raises(ValidationError, match="optim.average with a finish"):
+        Config(model={"execution": "phase"}, optim={"method": "subspace_lm", "average": 0.9},
+               finish={"iterations": 2})
     with pytest.raises(ValidationError, match="select = 'min_residual' with a finish"):
         Config(model={"execution": "phase"}, optim={"method": "subspace_lm"},
                finish={"iterations": 2}, select="min_residual")
