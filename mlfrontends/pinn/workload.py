@@ -209,6 +209,8 @@ class FinishConfig(_Section):
     mu: float = Field(1e-3, gt=0, description="perturbation of a gain or bias")
     block_size: int = Field(1, ge=1, description="parameters per random direction "
                             "(1: one direction per parameter, the full Jacobian)")
+    two_sided: bool = Field(True, description="central differences (2k + 1 parameter sets "
+                            "per step); false: forward differences (k + 1)")
     eval_every: int = Field(10, ge=1, description="finish steps between evaluations "
                             "(and checkpoints)")
 
@@ -675,7 +677,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         try:
             finisher = SubspaceLMStepper(
                 net, mu=f.mu, block_size=f.block_size, damping=o.damping, max_step=f.lr,
-                tries=o.lm_tries, generator=gen_zo, exclude=phases)
+                tries=o.lm_tries, two_sided=f.two_sided, generator=gen_zo, exclude=phases)
         except ValueError as err:
             raise ValueError(f"finish: the network has no electronic parameters to tune "
                              f"({err})") from None
@@ -1142,6 +1144,7 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
            f"Levenberg–Marquardt steps on the gains and biases (μ = {cfg.finish.mu}, "
            + ("one direction per parameter" if cfg.finish.block_size == 1
               else f"blocks ≤ {cfg.finish.block_size}")
+           + ("" if cfg.finish.two_sided else ", forward differences")
            + f", trust radius {cfg.finish.lr}"
            + (f" → {cfg.finish.lr_final} by a cosine" if cfg.finish.lr_final else "")
            + (f", ≤ {cfg.finish.time_limit_s:g} s" if cfg.finish.time_limit_s else "")

@@ -593,6 +593,8 @@ def test_finish_tunes_only_the_electronic_parameters_and_resumes(tmp_path):
     assert f["params"] == n and f["rel_l2_start"] == plain["rel_l2"]
     assert 2 * n + 2 <= f["parameter_sets_per_step_mean"] <= 2 * n + 1 + 4
     assert full["forward_evals"] > plain["forward_evals"] + 4 * (2 * n + 2) * 3 * 13
+    one = run(Config(**base, finish={**fin, "two_sided": False}), _ctx(tmp_path / "one"))
+    assert n + 2 <= one["finish"]["parameter_sets_per_step_mean"] <= n + 1 + 4
     with pytest.raises(KeyboardInterrupt):  # killed after the finish's first checkpoint
         run(Config(**base, finish=fin),
             _KilledAfter(tmp_path / "cut", show_progress=False, kill_after=4))
