@@ -424,6 +424,7 @@ def test_metrics_json_keys_via_cli(tmp_path):
         "--set", "workload.pde_params={grid_x: 9, grid_t: 3}",
         "--set", "workload.model.execution=digital",
         "--set", "workload.optim.clamp_phases=false",  # a digital net has no phases
+        "--set", "workload.finish=null",  # (nor an electronic finish)
     ])
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "metrics.json").read_text())
