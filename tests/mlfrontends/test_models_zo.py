@@ -243,6 +243,16 @@ class _Affine(torch.nn.Module):
         return t @ self.A.T - self.b
 
 
+def _recording(shapes: list):
+    """The residual of a batched forward, recording each call's (P, N) shape."""
+    def residual(fwd):
+        r = fwd(None)
+        shapes.append(tuple(r.shape))
+        return r
+
+    return residual
+
+
 def test_subspace_lm_solves_linear_least_squares_in_one_step_when_the_subspace_is_full():
     """Blocks of one coordinate give k = D directions that span R^D: a Gauss–Newton step on
     affine residuals is then the least-squares solution, exact up to the damping."""
@@ -251,12 +261,7 @@ def test_subspace_lm_solves_linear_least_squares_in_one_step_when_the_subspace_i
     b = torch.randn(40, generator=g, dtype=torch.float64)
     net = _Affine(A, b, torch.zeros(6, dtype=torch.float64))
     calls = []
-
-    def residual(fwd):
-        r = fwd(None)
-        calls.append(tuple(r.shape))
-        return r
-
+    residual = _recording(calls)
     st = SubspaceLMStepper(net, mu=1e-2, block_size=1, damping=1e-9, max_step=100.0,
                            generator=torch.Generator().manual_seed(1))
     info = st.step(residual)
@@ -555,15 +560,9 @@ def test_subspace_lm_exclude_holds_the_named_parameters():
 
     net = Held()
     shapes = []
-
-    def residual(fwd):
-        r = fwd(None)
-        shapes.append(tuple(r.shape))
-        return r
-
     st = SubspaceLMStepper(net, mu=1e-2, block_size=1, damping=1e-9, max_step=100.0,
                            exclude=["c"], generator=torch.Generator().manual_seed(0))
-    st.step(residual)
+    st.step(_recording(shapes))
     c = torch.tensor([0.7, -1.3], dtype=torch.float64)
     best = torch.linalg.lstsq(A, (b - B @ c)[:, None]).solution[:, 0]
     assert shapes[0] == (2 * 6 + 1, 30)
