@@ -197,7 +197,8 @@ class FinishConfig(_Section):
     whole codes (0.0246 rad), so the phase stage ends on a lattice it cannot refine; the
     gains and biases are set digitally after detection, continuously, and with one
     direction per parameter (``block_size`` 1) each step is a damped Gauss–Newton step
-    with the full Jacobian of the residuals in them (2 × #parameters + 1 parameter sets)."""
+    with the full Jacobian of the residuals in them (2 × #parameters + 1 parameter sets
+    with central differences)."""
 
     iterations: int = Field(..., ge=1, description="finish steps after the phase stage")
     time_limit_s: float | None = Field(None, gt=0, description="stop the finish after this "
@@ -329,8 +330,8 @@ class Config(WorkloadConfig):
         if self.finish is not None and self.select != "last":
             raise ValueError(
                 f"select = {self.select!r} with a finish: use 'last' (the run delivers the "
-                "finish's last iterate; during the finish the uniform validation residual "
-                "rose while the test error fell, so it cannot choose among its iterates)")
+                "finish's last iterate; in a measured finish the uniform validation residual "
+                "rose while the test error fell, so it cannot be trusted to choose)")
         if self.optim.method == "first_order" and self.model.execution == "phase":
             raise ValueError("optim.method = 'first_order' with model.execution = 'phase' is "
                              "not a BP-free recipe; use zo or coordinate")
@@ -419,6 +420,12 @@ def _readout_names(net: torch.nn.Module) -> tuple[str, ...]:
     return tuple(f"layers.{last}.{n}" for n, _ in net.layers[last].named_parameters())
 
 
+def _is_phase(name: str) -> bool:
+    """Whether a parameter name is a photonic mesh's MZI phases (PhotonicMatrix.phases);
+    every other trainable parameter (gains, biases, electronic weights) is continuous."""
+    return name.endswith("phases")
+
+
 def _phase_bounds(net: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     """Bounds over the trainable parameters: [0, 2π) for every phase (just below 2π, which
     the DAC wraps to 0), none for gains, biases and electronic weights. A phase that starts
@@ -427,7 +434,7 @@ def _phase_bounds(net: torch.nn.Module) -> tuple[torch.Tensor, torch.Tensor]:
     lo = torch.full((layout.dim,), -math.inf, dtype=torch.float64)
     hi = torch.full((layout.dim,), math.inf, dtype=torch.float64)
     for name, p, sl in zip(layout.names, layout.params, layout.slices, strict=True):
-        if name.endswith("phases"):
+        if _is_phase(name):
             lo[sl], hi[sl] = 0.0, 2 * math.pi * (1 - 1e-6)
             with torch.no_grad():
                 p.masked_fill_(p >= hi[sl].reshape(p.shape).to(p.dtype), 0.0)
@@ -448,7 +455,7 @@ def _phase_grid(net: torch.nn.Module, ctx: RunContext, on: bool) -> dict[str, fl
             f"chip.noise.phase_quantization = {ctx.noise.phase_quantization}, "
             f"phase_dac.grid = {dac.grid!r} (need true and 'phase')")
     step = 2 * math.pi / (2**dac.bits - 1)
-    return {n: step for n, _ in net.named_parameters() if n.endswith("phases")}
+    return {n: step for n, _ in net.named_parameters() if _is_phase(n)}
 
 
 def _readout_blocks(net: torch.nn.Module, size: int | None) -> dict[str, int]:
@@ -548,13 +555,13 @@ def _dac_realise(net: torch.nn.Module, layout, ctx: RunContext):
     """(P, D) programmed parameter vectors → what the chip sets: every ``phases`` entry on
     the phase-DAC grid (photonic.quantize_phase), expressed within ±π of the programmed
     value; electronic gains and biases unchanged. None when phases are not quantised."""
-    if not ctx.noise.phase_quantization or not any(n.endswith("phases") for n in layout.names):
+    if not ctx.noise.phase_quantization or not any(map(_is_phase, layout.names)):
         return None
     from photonic import quantize_phase
 
     mask = torch.zeros(layout.dim, dtype=torch.bool)
     for name, sl in zip(layout.names, layout.slices, strict=True):
-        if name.endswith("phases"):
+        if _is_phase(name):
             mask[sl] = True
     shifter, dac = ctx.device.shifter, ctx.device.phase_dac
 
@@ -675,7 +682,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     f = cfg.finish
     finisher = None
     if f is not None:  # built now, so a network without electronic parameters fails early
-        phases = [n for n, _ in net.named_parameters() if n.endswith("phases")]
+        phases = [n for n, _ in net.named_parameters() if _is_phase(n)]
         try:
             finisher = SubspaceLMStepper(
                 net, mu=f.mu, block_size=f.block_size, damping=o.damping, max_step=f.lr,
@@ -693,6 +700,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
         with torch.set_grad_enabled(isinstance(estimator, Autograd)):  # autograd: d/dz
             jet = estimator.estimate(lambda x: model(x).squeeze(-1), z, generator=gen_mc)
             return pde.residual(z, pde.constrain(z, jet)).detach()
+    # sets_total: the phase stage's parameter sets (a finish counts its own in state["finish"])
     state: dict[str, Any] = {"iteration": 0, "forward_evals": 0, "wall_s": 0.0, "sets_total": 0,
                              "history": [], "evals": [], "diverged": False}
     ckpt = ctx.load_checkpoint()
@@ -954,7 +962,6 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
         "s_per_iteration": float(phase_wall / max(1, phase_its)),
     }
     if fin is not None:  # the electronic finish (FinishConfig)
-        start = [e for e in state["evals"] if e[0] == fin["start"]]
         metrics["finish"] = {
             "iterations": int(fin["iterations"]),
             "start_iteration": int(fin["start"]),
@@ -962,8 +969,9 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
             "s_per_iteration": float(fin["wall_s"] / max(1, fin["iterations"])),
             "parameter_sets_per_step_mean": fin["sets"] / max(1, fin["iterations"]),
             "params": sum(p.numel() for n, p in net.named_parameters()
-                          if p.requires_grad and not n.endswith("phases")),
-            "rel_l2_start": float(start[-1][3]) if start else None,
+                          if p.requires_grad and not _is_phase(n)),
+            # the stage transition evaluates, so the phase stage's last iterate is on record
+            "rel_l2_start": next(float(e[3]) for e in state["evals"] if e[0] == fin["start"]),
         }
     selected = state.get("selected")
     if last_rel is not None:
@@ -1070,7 +1078,7 @@ def _report(cfg, ctx, pde, net, spec, state, u_pred, evals_per_point, last_rel=N
            f"{metrics['finish']['parameter_sets_per_step_mean']:.1f} parameter sets per "
            "step (iterations, time and forward evaluations below include it; s per "
            "iteration and parameter sets per step are the phase stage's)."]
-          if "finish" in metrics and metrics["finish"]["rel_l2_start"] is not None else []),
+          if "finish" in metrics else []),
         "",
         "| quantity | value |", "|---|---|",
         f"| iterations | {metrics['iterations']} |",
