@@ -24,7 +24,17 @@ from pydantic import BaseModel, ConfigDict
 from photonic.devices import DeviceParams
 from photonic.noise import NoiseConfig
 
-__all__ = ["WorkloadConfig", "RunContext", "atomic_write_bytes", "flatten_metrics"]
+__all__ = [
+    "WorkloadConfig", "RunContext", "Interrupted", "atomic_write_bytes", "flatten_metrics",
+]
+
+
+class Interrupted(Exception):
+    """Raised by a workload that stopped at a safe point because a stop was requested.
+
+    The workload has written its checkpoint before raising; ``args[0]`` says where it stopped
+    (e.g. ``"iteration 120"``). The CLI turns it into exit code 130 and a resume hint.
+    """
 
 
 class WorkloadConfig(BaseModel):
@@ -92,6 +102,9 @@ class RunContext:
     provenance: dict[str, Any] = field(default_factory=dict)
     presets: dict[str, DeviceParams] = field(default_factory=dict)
     show_progress: bool = True
+    # Set (by the CLI's SIGINT/SIGTERM handler) when the user asks the run to stop. Training
+    # loops check it at iteration boundaries, save their checkpoint and raise Interrupted.
+    stop_requested: bool = False
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
