@@ -26,6 +26,7 @@ from photonic.noise import NoiseConfig
 
 __all__ = [
     "WorkloadConfig", "RunContext", "Interrupted", "atomic_write_bytes", "flatten_metrics",
+    "new_figure",
 ]
 
 
@@ -60,6 +61,18 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def new_figure(**kwargs):
+    """A matplotlib ``Figure`` not registered with pyplot (no GUI backend is ever selected).
+
+    Every report figure is made here and written with :meth:`RunContext.savefig`, so no
+    module needs ``matplotlib.use("Agg")``; ``kwargs`` go to ``Figure`` (e.g. ``figsize``),
+    and axes come from ``fig.subplots(...)``.
+    """
+    from matplotlib.figure import Figure
+
+    return Figure(**kwargs)
 
 
 def _jsonable(v: Any) -> Any:
