@@ -81,6 +81,15 @@ def test_readme_is_a_user_guide():
                    "```"]
 
 
+@pytest.mark.parametrize("name", ["README.md", "CONTRIBUTING.md"])
+def test_repository_pages_link_to_existing_files(name):
+    text = (REPO / name).read_text()
+    targets = [t for t in re.findall(r"\]\(([^)\s]+)\)", text)
+               if not t.startswith(("http://", "https://", "#"))]
+    broken = [t for t in targets if not (REPO / t.split("#")[0]).exists()]
+    assert not broken, f"{name} links to missing files: {broken}"
+
+
 @pytest.mark.parametrize("path", [REPO / "README.md", REPO / "CONTRIBUTING.md", *_pages()],
                          ids=lambda p: str(p.relative_to(REPO)))
 def test_no_history_words_and_no_paths_outside(path):
