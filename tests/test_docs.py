@@ -97,3 +97,17 @@ def test_no_history_words_and_no_paths_outside(path):
     hits = [m.group(0) for m in HISTORY.finditer(text)]
     assert not hits, f"{path.name}: words about how the project was made: {hits}"
     assert "../shared" not in text, f"{path.name} references a path outside the repository"
+
+
+def test_every_shipped_config_is_listed():
+    listed = (DOCS / "cli.md").read_text()
+    missing = sorted(p.name for p in (REPO / "configs").glob("*.yaml") if p.name not in listed)
+    assert not missing, f"docs/cli.md 'Shipped configs' lacks {missing}"
+
+
+def test_every_workload_has_a_page():
+    from photonic.cli import WORKLOADS
+
+    pages = "".join(p.read_text() for p in (DOCS / "workloads").glob("*.md"))
+    missing = sorted(kind for kind in WORKLOADS if f"(`kind: {kind}`)" not in pages)
+    assert not missing, f"no docs/workloads page is titled with kind {missing}"
