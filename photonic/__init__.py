@@ -34,6 +34,7 @@ from photonic.mzi import mzi_matrix
 from photonic.noise import MeshErrors, NoiseConfig, quantize_phase, sample_mesh_errors
 
 __version__ = "0.1.0"
+"""Package version, written into every run's ``config.resolved.yaml``."""
 
 __all__ = [
     "MODES",

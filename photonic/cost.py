@@ -118,8 +118,8 @@ def svd_mzis(
     rows: int, cols: int, topology: str = "clements", *, isometry: bool = False
 ) -> int:
     """MZIs of one rows × cols SVD block W = U Σ V†: U (rows modes) + V† (cols modes) +
-    min(rows, cols) attenuating MZIs for Σ (brief 'Arbitrary real W'; Shen et al.,
-    Nat. Photon. 11, 441 (2017)). For a k×k tile: k(k − 1) + k = k².
+    min(rows, cols) attenuating MZIs for Σ (Shen et al., Nat. Photon. 11, 441 (2017)).
+    For a k×k tile: k(k − 1) + k = k².
 
     ``isometry=True``: a rectangular block only needs the first r = min(rows, cols) columns
     of U and rows of V†, i.e. r·n − r(r + 1)/2 MZIs per n-mode mesh (Reck nulling stopped
@@ -183,7 +183,7 @@ def laser_power_mw(
     """Optical laser power for ``fan_out`` channels each losing ``path_loss_db`` before a
     detector that needs ``sensitivity_dbm``:
 
-        P_laser,dBm = IL_path,dB + S_PD,dBm + 10 log10(fan-out)      (brief; SimPhony / LT)
+        P_laser,dBm = IL_path,dB + S_PD,dBm + 10 log10(fan-out)      (SimPhony / LT)
 
     returned in mW (10^(P/10)); divide by the wall-plug efficiency for electrical power.
     """
@@ -338,7 +338,7 @@ def estimate_cost(
     ``phases``, e.g. ``core.program.phase_vector()``) or ``stages`` (a multi-stage design,
     e.g. from :func:`photonic.tonn.network_stages`).
 
-    Area (device counts × footprints, brief table; Lightening-Transformer / SimPhony style):
+    Area (device counts × footprints; Lightening-Transformer / SimPhony style):
       meshes: each block's U and V† meshes occupy their bounding grid, depth columns of
       ``mzi.length_um`` × n/2 MZI rows of ``mzi.height_um`` (an MZI spans two modes);
       Σ: min(rows, cols) attenuator MZIs × ``mzi.length_um · mzi.height_um``;
@@ -346,7 +346,7 @@ def estimate_cost(
       DAC per shifter (``phase_dac.area_um2``), lasers, SRAM; routing overhead
       = ``layout.routing_overhead`` × photonic area (meshes, Σ, modulators, detectors).
     Energy per inference (batch-amortised):
-      laser: P_opt = Σ_stages n_mod · S_PD · 10^(IL_path/10) (brief formula per stage,
+      laser: P_opt = Σ_stages n_mod · S_PD · 10^(IL_path/10) (:func:`laser_power_mw` per stage,
       IL_path = modulator IL + path MZIs × MZI IL), electrical P_opt/η_WPE, on while
       vectors stream; DAC + modulator (fJ/bit × bits) per input sample; ADC per output
       sample; TIA power × streaming time per detector; shifter hold power P_π·φ/π × the

@@ -88,6 +88,9 @@ class MziParams(_Params):
 
 
 class DetectorParams(_Params):
+    """Photodetector of the coherent receiver: responsivity, dark current, thermal noise of
+    the load, bandwidth, and the optical power it needs (sets the laser power)."""
+
     responsivity_a_per_w: float = Field(1.0, gt=0)
     dark_current_na: float = Field(0.1, ge=0)
     load_resistance_ohm: float = Field(166.0, gt=0)
@@ -121,11 +124,16 @@ class PhaseDacParams(ConverterParams):
 
 
 class TiaParams(_Params):
+    """Transimpedance amplifier after each detector: power and footprint."""
+
     power_mw: float = Field(0.0, ge=0)
     area_um2: float = Field(0.0, ge=0)
 
 
 class ModulatorParams(_Params):
+    """Input modulator that encodes each input value on a mode: energy per bit, footprint,
+    insertion loss."""
+
     energy_fj_per_bit: float = Field(0.0, ge=0)
     length_um: float = Field(1600.0, gt=0)
     width_um: float = Field(460.0, gt=0)
@@ -133,6 +141,8 @@ class ModulatorParams(_Params):
 
 
 class LaserParams(_Params):
+    """Laser source: wavelength, wall-plug efficiency and optical power per input mode."""
+
     wavelength_um: float = Field(1.55, gt=0)
     wall_plug_efficiency: float = Field(0.2, gt=0, le=1)
     power_per_channel_mw: float = Field(1.0, gt=0, description="optical power per input mode")

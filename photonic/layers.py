@@ -43,6 +43,8 @@ from photonic.noise import NoiseConfig
 __all__ = ["PhotonicMatrix", "PhotonicLinear", "TTPhotonicLinear", "convert_linear", "MODES"]
 
 MODES = ("digital", "weight", "phase")
+"""Execution modes of the torch layers: exact ``digital``, trainable ``weight`` s mapped onto
+SVD tiles at every forward, or trainable ``phase`` s (and electronic gains) of the tiles."""
 Mode = Literal["digital", "weight", "phase"]
 
 _MESH_FLAGS = (

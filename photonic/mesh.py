@@ -69,6 +69,9 @@ TOPOLOGIES: dict[str, Callable[[int], list[int]]] = {
     "clements": _clements_sequence,
     "reck": _reck_sequence,
 }
+"""Registry of mesh topologies: name → function giving, for ``n`` modes, the top mode of every
+MZI in light order (Clements et al. 2016: rectangular, balanced; Reck et al. 1994:
+triangular). Unknown names are refused with the valid choices."""
 
 # Topologies whose edge positions carry loss-matching dummies, so that every path crosses
 # the same number of elements (Clements et al. 2016: balanced loss).

@@ -1,6 +1,6 @@
 """The physical Mach–Zehnder interferometer as a complex 2×2 transfer matrix.
 
-Convention (DESIGN.md, pinned by tests): ``T[out, in]`` and
+Convention (docs/concepts.md, pinned by tests): ``T[out, in]`` and
 
     M(θ, φ) = B(β) · diag(e^{iθ}, 1) · B(α) · diag(e^{iφ}, 1),
     B(κ)    = [[cos κ, i sin κ], [i sin κ, cos κ]],  κ = π/4 + coupler error,

@@ -50,7 +50,8 @@ class DenseLayer:
 @dataclass(frozen=True)
 class TTLayer:
     """TT-matrix layer: input modes n_k (∏ = in_features), output modes m_k, ranks r_1…r_{d−1}
-    (r_0 = r_d = 1 are implied). Written "TT [n_1, …, n_d] → [m_1, …, m_d]" in the brief."""
+    (r_0 = r_d = 1 are implied). Written "TT [n_1, …, n_d] → [m_1, …, m_d]" in the notation
+    of Zhao et al. (arXiv 2502.12384)."""
 
     in_modes: tuple[int, ...]
     out_modes: tuple[int, ...]
@@ -78,7 +79,8 @@ Layer = DenseLayer | TTLayer
 
 
 def tt_core_shapes(layer: TTLayer) -> list[tuple[int, int]]:
-    """(rows, cols) = (r_{k−1} m_k, n_k r_k) of every core's unfolding (brief §4)."""
+    """(rows, cols) = (r_{k−1} m_k, n_k r_k) of every core's unfolding (TONN: Zhao et al.,
+    arXiv 2401.00413)."""
     r = layer.full_ranks
     return [(r[k] * m, n * r[k + 1])
             for k, (m, n) in enumerate(zip(layer.out_modes, layer.in_modes, strict=True))]
