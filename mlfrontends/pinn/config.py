@@ -110,17 +110,21 @@ class _Optim(_Section):
 
     @model_validator(mode="before")
     @classmethod
-    def _other_methods_keys(cls, data: Any) -> Any:
-        """A key that belongs to another method is named with the methods that take it."""
+    def _unknown_keys(cls, data: Any) -> Any:
+        """An unknown key is named with the methods that take it, or with this method's
+        keys and the closest one."""
         if not isinstance(data, dict):
             return data
+        method = data.get("method", "zo")
         for key in data:
             if key in cls.model_fields or key in cls.RETIRED:
                 continue
             owners = [m for m, c in OPTIMISERS.items() if key in c.model_fields]
             if owners:
                 raise ValueError(f"{cls.PATH}.{key} is for method {' or '.join(owners)}, "
-                                 f"not {data.get('method', 'zo')!r}")
+                                 f"not {method!r}")
+            raise ValueError(f"{cls.PATH}.{key}: unknown key for method {method!r} (valid: "
+                             f"{', '.join(cls.model_fields)}){did_you_mean(key, cls.model_fields)}")
         return data
 
 

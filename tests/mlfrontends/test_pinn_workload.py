@@ -37,8 +37,9 @@ def test_config_errors_name_field_value_and_rule():
         Config(pde="burger")
     with pytest.raises(ValidationError, match="needs back-propagation"):
         Config(estimator={"kind": "autograd"})
-    with pytest.raises(ValidationError, match="extra"):
-        Config(optim={"learning_rate": 1e-3})
+    with pytest.raises(ValidationError, match="optim.lr_schedul: unknown key for method "
+                       "'zo' .*; did you mean 'lr_schedule'"):
+        Config(optim={"lr_schedul": "cosine"})
     with pytest.raises(ValidationError, match="grid_q"):
         Config(pde_params={"grid_q": 1})
 
