@@ -96,17 +96,19 @@ def test_shipped_configs_run_at_reduced_size(name, tmp_path):
 
 
 class _KilledAfter(RunContext):
-    """A run killed right after its n-th checkpoint write (as by Ctrl-C or SIGKILL)."""
+    """A run killed right after its n-th checkpoint write (as by Ctrl-C or SIGKILL), or
+    (``stop_after``) whose user asks it to stop from its n-th write on."""
 
-    def __init__(self, *args, kill_after: int, **kw):
+    def __init__(self, *args, kill_after: int = 0, stop_after: int = 0, **kw):
         super().__init__(*args, **kw)
-        self.kill_after, self.writes = kill_after, 0
+        self.kill_after, self.stop_after, self.writes = kill_after, stop_after, 0
 
     def save_checkpoint(self, state, name="checkpoint.pt"):
         path = super().save_checkpoint(state, name)
         self.writes += 1
         if self.writes == self.kill_after:
             raise KeyboardInterrupt
+        self.stop_requested = 0 < self.stop_after <= self.writes
         return path
 
 
@@ -474,20 +476,6 @@ def test_optimiser_config_is_one_type_per_method():
         Config(optim={"damping": 1e-2})
 
 
-class _StopAfter(RunContext):
-    """A run whose user asks it to stop right after its n-th checkpoint write."""
-
-    def __init__(self, *args, stop_after: int, **kw):
-        super().__init__(*args, **kw)
-        self.stop_after, self.writes = stop_after, 0
-
-    def save_checkpoint(self, state, name="checkpoint.pt"):
-        path = super().save_checkpoint(state, name)
-        self.writes += 1
-        self.stop_requested = self.writes >= self.stop_after
-        return path
-
-
 def test_stop_request_checkpoints_then_resume_gives_identical_metrics(tmp_path):
     """ctx.stop_requested set after iteration 3: the loop saves at the next iteration
     boundary and raises Interrupted naming it; the resumed run ends where an uninterrupted
@@ -504,7 +492,7 @@ def test_stop_request_checkpoints_then_resume_gives_identical_metrics(tmp_path):
     try:
         full = run(cfg, _ctx(tmp_path / "full"))
         assert torch.get_num_threads() == 2
-        ctx = _StopAfter(tmp_path / "cut", show_progress=False, stop_after=3)
+        ctx = _KilledAfter(tmp_path / "cut", show_progress=False, stop_after=3)
         with pytest.raises(Interrupted, match="iteration 3"):
             run(cfg, ctx)
         assert torch.get_num_threads() == 2 and ctx.writes == 4  # 3 + the one on stopping
@@ -533,7 +521,7 @@ def _burgers_20_2(tmp_path, name, stop_after=None):
     kw = dict(resume=True, show_progress=False,
               device=calibration.load_preset(raw["chip"]["preset"]),
               noise=photonic.NoiseConfig.from_spec(raw["chip"]["noise"]))
-    ctx = RunContext(out, **kw) if stop_after is None else _StopAfter(
+    ctx = RunContext(out, **kw) if stop_after is None else _KilledAfter(
         out, stop_after=stop_after, **kw)
     return cfg, ctx
 
