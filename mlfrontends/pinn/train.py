@@ -217,10 +217,11 @@ def build(cfg: Config, ctx: RunContext) -> Trainer:
     if cfg.select == "min_residual":
         val_z = pde.sample(cfg.validation_points, torch.Generator().manual_seed(ctx.seed + 4),
                            dtype)
-    t = Trainer(cfg, ctx, pde, net, estimator, estimator.evals_for_dim(pde.dim), stepper,
-                optimizer, finisher, Collocation(cfg.collocation, cfg.collocation_points,
-                                                 pde, gens["points"], dtype),
-                gens, TrainState(), val_z, dtype)
+    sampler = Collocation(cfg.collocation, cfg.collocation_points, pde, gens["points"], dtype)
+    t = Trainer(cfg=cfg, ctx=ctx, pde=pde, net=net, estimator=estimator,
+                evals_per_point=estimator.evals_for_dim(pde.dim), stepper=stepper,
+                optimizer=optimizer, finisher=finisher, sampler=sampler, generators=gens,
+                state=TrainState(), validation_z=val_z, dtype=dtype)
     ck = ctx.load_checkpoint()
     if ck is not None:
         t.restore(ck)
@@ -251,6 +252,7 @@ def train(t: Trainer) -> TrainState:
             break
         if t.ctx.stop_requested:
             t.save()
+            bar.close()
             raise Interrupted(f"iteration {it}")
         t0 = time.perf_counter()
         if fin is None:
@@ -276,8 +278,9 @@ def train(t: Trainer) -> TrainState:
         st.history.append(StepRecord(it + 1, info.loss, st.forward_evals, st.wall_s))
         st.diverged = not math.isfinite(info.loss)
         # the finish is evaluated and checkpointed every f.eval_every of its own steps
-        count, every, save_every = ((fin.iterations, f.eval_every, f.eval_every) if fin
-                                    else (st.iteration, cfg.eval_every, cfg.checkpoint_every))
+        count, every, save_every = (
+            (fin.iterations, f.eval_every, f.eval_every) if fin is not None
+            else (st.iteration, cfg.eval_every, cfg.checkpoint_every))
         if count % every == 0:
             t.evaluate()
             bar.set_postfix(loss=f"{info.loss:.3g}", rel_l2=f"{st.evals[-1].rel_l2:.3g}")
