@@ -162,7 +162,8 @@ def _curves(cfg: Config, ctx: RunContext, st: TrainState) -> None:
         a.semilogy(evals[:, col], evals[:, 3], "o-", ms=3, label="rel. L2 error (test grid)")
         a.grid(True, which="both", alpha=0.3)
         a.set_xlabel(xlabel)
-        a.set_ylabel("loss, rel. L2 error (dimensionless)")
+        a.set_ylabel("loss, rel. L2 error (dimensionless)" if col < 2
+                     else "rel. L2 error (dimensionless)")
     if st.finish is not None:  # where the phase stage ends and the electronic finish begins
         ax[0].axvline(st.finish.start, color="k", ls=":", lw=0.8, label="electronic finish")
     for a in ax:
