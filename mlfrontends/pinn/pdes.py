@@ -11,7 +11,6 @@ Coordinates are the columns of z, in the order of ``coord_names``.
 
 from __future__ import annotations
 
-import difflib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 from scipy.special import ndtr, roots_hermite
+
+from photonic.textutil import did_you_mean
 
 from .jet import Jet, affine_ansatz
 
@@ -130,10 +131,9 @@ def _register(cls: type[PDE]) -> type[PDE]:
 def build_pde(name: str, params: dict | None = None) -> PDE:
     """Look up a PDE by its ``pde:`` name and validate its parameters."""
     if name not in PDE_REGISTRY:
-        close = difflib.get_close_matches(name, PDE_REGISTRY, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"pde: unknown PDE {name!r}{hint} Valid choices: {sorted(PDE_REGISTRY)}"
+            f"pde: unknown PDE {name!r}{did_you_mean(name, PDE_REGISTRY)} Valid choices: "
+            f"{sorted(PDE_REGISTRY)}"
         )
     cls = PDE_REGISTRY[name]
     return cls(cls.Params(**(params or {})))
