@@ -35,8 +35,6 @@ e_i and ĝ_i = [L(θ+μe_i) − L(θ−μe_i)] / (2μ).
 
 from __future__ import annotations
 
-import difflib
-import math
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,6 +42,8 @@ from typing import Any, Literal
 import torch
 from torch import nn
 from torch.func import functional_call
+
+from photonic.textutil import did_you_mean
 
 __all__ = [
     "DIRECTIONS",
@@ -180,10 +180,9 @@ def zo_gradient(
 
 def _lookup_distribution(name: str):
     if name not in DIRECTIONS:
-        close = difflib.get_close_matches(name, DIRECTIONS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"distribution: unknown direction distribution {name!r}{hint} "
+            f"distribution: unknown direction distribution {name!r}"
+            f"{did_you_mean(name, DIRECTIONS)} "
             f"Valid choices: {sorted(DIRECTIONS)}"
         )
     return DIRECTIONS[name]
@@ -296,9 +295,8 @@ class ZOStepper:
         named = dict(module.named_parameters())
         unknown = [n for n in local if n not in named]
         if unknown:
-            close = difflib.get_close_matches(unknown[0], list(named), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
-            raise ValueError(f"local: no parameter named {unknown[0]!r}{hint}")
+            raise ValueError(f"local: no parameter named {unknown[0]!r}"
+                             f"{did_you_mean(unknown[0], named)}")
         self.local = [named[n] for n in local]
         self.layout = ParamLayout(module, exclude=local)
         self.mu, self.estimator, self.num_queries = mu, estimator, num_queries
@@ -403,33 +401,7 @@ class SubspaceLMStepper:
     overrides ``block_size`` per parameter name (e.g. 1 for an electronic read-out layer:
     one direction per weight, i.e. its exact Jacobian columns when the residual is at most
     quadratic in it). ``bounds`` (lo, hi) keeps θ inside a box: perturbations and steps
-    are clamped, and the directions are the clamped moves. ``memory`` = m adds the last m
-    accepted steps (each scaled to unit rms) to the drawn directions, so the subspace keeps
-    the directions along which the loss has been falling (a subspace method with memory,
-    as the previous-step direction in conjugate-gradient and L-BFGS): 2m more sets per
-    step. ``two_sided = False`` uses forward differences J v_s = [r(θ+μu_s) − r(θ)] / μ
-    (v_s = [realise(θ+μu_s) − realise(θ)] / μ): k + 1 sets instead of 2k + 1, at an O(μ)
-    curvature bias in each directional derivative instead of O(μ²). ``step(residual,
-    check)`` with a second residual function ``check`` on independently drawn points judges
-    each candidate there instead (accepted if it lowers the loss on those points; ρ from
-    that decrease), as stochastic trust-region methods do (STORM, Chen, Menickelly &
-    Scheinberg 2018): on the points that built the model the decrease is biased upward,
-    so steps that only fit those points' noise pass. One more set per step (θ on the check
-    points), or none when the caller already has that loss (``check_loss0``).
-
-    ``grid`` {name: q} puts those tensors on a lattice of spacing q (e.g. the phase codes of
-    an 8-bit DAC): θ is snapped onto it, each perturbation is a whole number of steps
-    (μ rounded to a multiple of q, at least one), and each step coefficient α_s is rounded
-    to a multiple of q, so with Rademacher directions every evaluated point and every step
-    lies on the lattice and the Gauss–Newton model predicts the step the hardware really
-    takes. Without it a step smaller than q moves each coordinate either not at all or by a
-    whole q, at random according to where θ sits between codes, which the model does not
-    see. If rounding leaves no move, the largest |α_s| moves by one step.
-
-    ``density`` < 1 makes each drawn direction sparse: every coordinate of its block is
-    kept with that probability (a direction that would keep none keeps its whole block).
-    On a lattice the smallest move is one step on every coordinate of a direction, so
-    sparser directions give a finer smallest move at the same number of directions.
+    are clamped, and the directions are the clamped moves.
 
     ``exclude`` names parameters the stepper leaves alone (held at their values, e.g. the
     phases of a chip whose electronic gains and biases alone are being tuned).
@@ -437,6 +409,8 @@ class SubspaceLMStepper:
     Every quantity is a forward evaluation or a k × k solve in the controller: no
     back-propagation.
     """
+
+    LAM_MIN, LAM_MAX = 1e-12, 1e4
 
     def __init__(
         self,
@@ -452,10 +426,6 @@ class SubspaceLMStepper:
         realise: Realise | None = None,
         block_sizes: Mapping[str, int] | None = None,
         bounds: tuple[torch.Tensor, torch.Tensor] | None = None,
-        memory: int = 0,
-        two_sided: bool = True,
-        grid: Mapping[str, float] | None = None,
-        density: float = 1.0,
         exclude: Sequence[str] = (),
         generator: torch.Generator,
     ):
@@ -463,21 +433,12 @@ class SubspaceLMStepper:
         missing = sorted(set(exclude) - names)
         if missing:
             raise ValueError(f"exclude: no trainable parameter named {missing[0]!r}")
-        if not 0 < density <= 1:
-            raise ValueError(f"density must be in (0, 1], got {density}")
-        self.density = float(density)
-        if memory < 0:
-            raise ValueError(f"memory must be ≥ 0, got {memory}")
-        if mu <= 0:
-            raise ValueError(f"mu must be > 0, got {mu}")
-        if damping <= 0:
-            raise ValueError(f"damping must be > 0, got {damping}")
-        if max_step <= 0:
-            raise ValueError(f"max_step must be > 0, got {max_step}")
-        if tries < 1:
-            raise ValueError(f"tries must be ≥ 1, got {tries}")
-        if num_queries < 1:
-            raise ValueError(f"num_queries must be ≥ 1, got {num_queries}")
+        for name, value in (("mu", mu), ("damping", damping), ("max_step", max_step)):
+            if not value > 0:
+                raise ValueError(f"{name} must be > 0, got {value}")
+        for name, value in (("tries", tries), ("num_queries", num_queries)):
+            if value < 1:
+                raise ValueError(f"{name} must be ≥ 1, got {value}")
         _lookup_distribution(distribution)
         self.layout = ParamLayout(module, exclude=tuple(exclude))
         if self.layout.dim == 0:
@@ -502,156 +463,83 @@ class SubspaceLMStepper:
             if bool((lo > hi).any()):
                 raise ValueError("bounds: every lower bound must be ≤ its upper bound")
         self.bounds = bounds
-        self.memory = int(memory)
-        self.two_sided = bool(two_sided)
-        grid = dict(grid or {})
-        unknown = sorted(set(grid) - set(self.layout.names))
-        if unknown:
-            raise ValueError(f"grid: no trainable parameter named {unknown[0]!r}")
-        if grid and (memory or distribution != "rademacher"):
-            raise ValueError("grid: needs distribution 'rademacher' and memory 0 (every "
-                             "direction must move each coordinate by ±1 lattice step)")
-        if any(not v > 0 for v in grid.values()):
-            raise ValueError(f"grid: every spacing must be > 0, got {grid}")
-        # spacing per coordinate (0: continuous) and per direction (block order, as drawn)
-        self._q = torch.zeros(self.layout.dim, dtype=torch.float64)
-        for name, sl in zip(self.layout.names, self.layout.slices, strict=True):
-            self._q[sl] = grid.get(name, 0.0)
-        self._q_dir = torch.stack([self._q[b.start] for b in self.blocks]).repeat_interleave(
-            num_queries) if self.blocks else torch.zeros(0, dtype=torch.float64)
-        self._lattice = bool((self._q > 0).any())
-        if self._lattice and self.bounds is not None:  # bounds onto the lattice, inside
-            lo, hi = self.bounds
-            on, q = self._q > 0, torch.where(self._q > 0, self._q, 1.0)
-            lo = torch.where(on & torch.isfinite(lo), torch.ceil(lo / q) * q, lo)
-            hi = torch.where(on & torch.isfinite(hi), torch.floor(hi / q) * q, hi)
-            self.bounds = (lo, hi)
-        self._past: list[torch.Tensor] = []  # last accepted steps, unit rms, float64
-
-    LAM_MIN, LAM_MAX = 1e-12, 1e4
 
     def _clamp(self, flat: torch.Tensor) -> torch.Tensor:
-        """Lattice coordinates snapped to their grid, then everything into the bounds
-        (whose lattice coordinates are lattice points, so the result stays on it)."""
-        if self._lattice:
-            flat = self._snap(flat)
+        """``flat`` inside the bounds (unchanged without them)."""
         if self.bounds is None:
             return flat
         lo, hi = self.bounds
         return torch.clamp(flat, lo.to(flat.dtype), hi.to(flat.dtype))
 
     def state_dict(self) -> dict[str, Any]:
-        return {"lam": self.lam, "past": [t.clone() for t in self._past]}
+        return {"lam": self.lam}
 
     def load_state_dict(self, state: Mapping[str, Any]) -> None:
+        if state.get("past"):
+            raise ValueError("stepper state holds remembered steps (the removed 'memory' "
+                             "option); it cannot be continued")
         self.lam = float(state["lam"])
-        self._past = [t.clone() for t in state.get("past", [])]
 
     def directions(self, theta: torch.Tensor) -> torch.Tensor:
-        """(k, D) directions: the drawn u_s (per-tensor blocks), then the remembered steps."""
-        U = block_directions(self.num_queries, self.blocks, self.layout.dim,
-                             distribution=self.distribution, generator=self.generator,
-                             dtype=theta.dtype)
-        if self.density < 1:
-            keep = torch.rand(U.shape, generator=self.generator, dtype=torch.float64) \
-                < self.density
-            sparse = U * keep.to(U.dtype)
-            empty = ~(sparse != 0).any(dim=1)
-            U = torch.where(empty[:, None], U, sparse)
-        if not self._past:
+        """(k, D) drawn directions u_s (per-tensor blocks)."""
+        return block_directions(self.num_queries, self.blocks, self.layout.dim,
+                                distribution=self.distribution, generator=self.generator,
+                                dtype=theta.dtype)
+
+    def _moves(self, U: torch.Tensor, plus: torch.Tensor, minus: torch.Tensor,
+               span: torch.Tensor) -> torch.Tensor:
+        """The directions v_s the evaluated points really moved along (module docstring)."""
+        if self.realise is not None:
+            return (self.realise(plus) - self.realise(minus)) / span.to(U.dtype)
+        if self.bounds is None:
             return U
-        return torch.cat([U, torch.stack(self._past).to(theta.dtype)])
+        return (plus - minus) / span.to(U.dtype)
 
-    def _remember(self, step: torch.Tensor) -> None:
-        rms = float(step.pow(2).mean().sqrt())
-        if self.memory == 0 or not math.isfinite(rms) or rms == 0.0:
-            return
-        self._past = [*self._past, step / rms][-self.memory:]
-
-    def _snap(self, flat: torch.Tensor) -> torch.Tensor:
-        """Lattice coordinates rounded to their grid (the others unchanged)."""
-        q = self._q.to(flat.dtype)
-        return torch.where(q > 0, torch.round(flat / torch.where(q > 0, q, 1.0)) * q, flat)
-
-    def step(self, residual: ModuleResidual, check: ModuleResidual | None = None,
-             check_loss0: float | None = None) -> StepInfo:
+    def step(self, residual: ModuleResidual) -> StepInfo:
         theta = self.layout.flatten()
-        lattice = self._lattice
-        if lattice:  # programmed = realised codes (the realised network does not change)
-            theta = self._clamp(theta)
-            self.layout.assign(theta)
-        dtype = theta.dtype
-        wide = torch.float64
+        dtype, wide = theta.dtype, torch.float64
         U = self.directions(theta)
         k = U.shape[0]
-        qd = torch.zeros(k, dtype=wide)  # remembered steps (memory) are continuous
-        qd[:len(self._q_dir)] = self._q_dir
-        # μ per direction: a whole number (≥ 1) of lattice steps on a lattice tensor
-        mu64 = torch.where(qd > 0, qd * torch.clamp(torch.round(self.mu / torch.where(
-            qd > 0, qd, 1.0)), min=1.0), torch.full_like(qd, self.mu))[:, None]
-        mu = mu64.to(dtype)
-        plus = self._clamp(theta + mu * U)
-        # forward differences: the base point θ takes the place of θ − μu_s
-        minus = self._clamp(theta - mu * U) if self.two_sided else theta[None]
-        span = 2 * mu64 if self.two_sided else mu64
+        mu64 = torch.full((k, 1), self.mu, dtype=wide)
+        span = 2 * mu64
+        plus = self._clamp(theta + mu64.to(dtype) * U)
+        minus = self._clamp(theta - mu64.to(dtype) * U)
         with torch.no_grad():
-            fwd = self.layout.batched_forward(
-                torch.cat([theta[None], plus, minus if self.two_sided else minus[:0]]))
-            R = residual(fwd).to(wide)
-            if self.realise is not None:
-                V = (self.realise(plus) - self.realise(minus)) / span.to(dtype)
-            else:
-                V = U if (self.bounds is None and not lattice) else \
-                    (plus - minus) / span.to(dtype)
-            V = V.to(wide)
+            R = residual(self.layout.batched_forward(
+                torch.cat([theta[None], plus, minus]))).to(wide)
+            V = self._moves(U, plus, minus, span).to(wide)
             r0 = R[0]
-            JV = (R[1:k + 1] - (R[k + 1:] if self.two_sided else r0)) / span
+            JV = (R[1:k + 1] - R[k + 1:]) / span
             n = r0.numel()
             G, g = JV @ JV.T / n, JV @ r0 / n
             loss0 = float(r0 @ r0 / n)
-            judge, ref = residual, loss0
-            if check is not None:
-                judge = check
-                if check_loss0 is None:
-                    rq = check(self.layout.batched_forward(theta[None])).to(wide)[0]
-                    ref = float(rq @ rq / rq.numel())
-                else:
-                    ref = float(check_loss0)
-            diag = torch.diag(G).clamp_min(1e-30)
-            jitter = 1e-14 * float(diag.mean()) * torch.eye(k, dtype=wide)
-            sets, accepted = (2 * k + 1 if self.two_sided else k + 1), None
-            sets += check is not None and check_loss0 is None
-            for _ in range(self.tries):
-                # solve, not lstsq: LAPACK's gelsy is not bit-reproducible run to run
-                alpha = -torch.linalg.solve(G + self.lam * torch.diag(diag) + jitter, g)
-                delta = alpha @ V
-                top = float(delta.abs().max())
-                if top > self.max_step:
-                    alpha, delta = alpha * (self.max_step / top), delta * (self.max_step / top)
-                if lattice:  # whole lattice steps; at least one move
-                    on = qd > 0
-                    units = alpha / torch.where(on, qd, 1.0)
-                    steps = torch.round(units)
-                    if not bool((steps[on] != 0).any()) and bool(on.any()):
-                        best = torch.argmax(torch.where(on, units.abs(), -1.0))
-                        steps[best] = torch.sign(alpha[best])
-                    alpha = torch.where(on, steps * qd, alpha)
-                    delta = alpha @ V
-                predicted = float(-(2 * alpha @ g + alpha @ G @ alpha))
-                cand = self._clamp(theta + delta.to(dtype))  # the step the bounds allow
-                rc = judge(self.layout.batched_forward(cand[None]))
-                rc = rc.to(wide)[0]
-                sets += 1
-                loss_c = float(rc @ rc / rc.numel())
-                rho = (ref - loss_c) / predicted if predicted > 0 else -1.0
-                if rho > 0.25:
-                    self.lam = max(self.lam / 3, self.LAM_MIN)
-                elif rho < 0.05:
-                    self.lam = min(self.lam * 4, self.LAM_MAX)
-                if loss_c < ref:
-                    accepted = cand
-                    break
-            if accepted is not None:
-                self._remember(accepted.to(wide) - theta.to(wide))
-                self.layout.assign(accepted)
-        return StepInfo(loss=loss0, num_sets=sets)
+            tried = self._damped_step(residual, theta, G, g, V, loss0)
+        return StepInfo(loss=loss0, num_sets=2 * k + 1 + tried)
+
+    def _damped_step(self, residual: ModuleResidual, theta: torch.Tensor, G: torch.Tensor,
+                     g: torch.Tensor, V: torch.Tensor, loss0: float) -> int:
+        """Try up to ``tries`` candidates θ + Δθ with growing λ, keep the first that lowers
+        the loss; returns the number of candidates evaluated (one parameter set each)."""
+        wide, k = torch.float64, G.shape[0]
+        diag = torch.diag(G).clamp_min(1e-30)
+        jitter = 1e-14 * float(diag.mean()) * torch.eye(k, dtype=wide)
+        for tried in range(1, self.tries + 1):
+            # solve, not lstsq: LAPACK's gelsy is not bit-reproducible run to run
+            alpha = -torch.linalg.solve(G + self.lam * torch.diag(diag) + jitter, g)
+            delta = alpha @ V
+            top = float(delta.abs().max())
+            if top > self.max_step:
+                alpha, delta = alpha * (self.max_step / top), delta * (self.max_step / top)
+            predicted = float(-(2 * alpha @ g + alpha @ G @ alpha))
+            cand = self._clamp(theta + delta.to(theta.dtype))  # the step the bounds allow
+            rc = residual(self.layout.batched_forward(cand[None])).to(wide)[0]
+            loss_c = float(rc @ rc / rc.numel())
+            rho = (loss0 - loss_c) / predicted if predicted > 0 else -1.0
+            if rho > 0.25:
+                self.lam = max(self.lam / 3, self.LAM_MIN)
+            elif rho < 0.05:
+                self.lam = min(self.lam * 4, self.LAM_MAX)
+            if loss_c < loss0:
+                self.layout.assign(cand)
+                return tried
+        return self.tries

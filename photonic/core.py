@@ -45,6 +45,7 @@ __all__ = [
     "optical_matmul",
     "quantize_signed",
     "equal_rows",
+    "batched_linear",
 ]
 
 Q_E = 1.602176634e-19  # C
@@ -343,15 +344,35 @@ def assemble_tiles(t: torch.Tensor) -> torch.Tensor:
     return t.transpose(-3, -2).reshape(t.shape[:-4] + (r * k, c * k))
 
 
-def batched_matmul(x: torch.Tensor, w: torch.Tensor) -> torch.Tensor:
-    """x (P.., ..., N) or (..., N) times w (P.., M, N)ᵀ → (P.., ..., M)."""
-    if w.ndim == 2:
-        return x @ w.T
-    p = w.shape[:-2]
-    if tuple(x.shape[: len(p)]) != tuple(p):
-        x = x.expand(p + x.shape)
-    flat = x.reshape(p + (-1, x.shape[-1]))
-    return (flat @ w.transpose(-1, -2)).reshape(x.shape[:-1] + (w.shape[-2],))
+def batched_linear(x: torch.Tensor, weight: torch.Tensor,
+                   bias: torch.Tensor | None = None) -> torch.Tensor:
+    """``y = x Wᵀ + b`` for one weight or a batch of parameter sets.
+
+    ``weight`` is (out, in) or (P.., out, in) with batch dims P.. (e.g. P perturbed
+    parameter sets); ``bias`` is None, (out,) or (P.., out).
+
+    Shape rule: ``x`` is *per set* when it has at least as many dims as ``weight`` and its
+    leading dims equal P..: x (P.., ..., in) → y (P.., ..., out), set p's rows through set
+    p's weight. Any other x (..., in) is *shared* by every set: y (P.., ..., out). So a
+    (P, in) input to a (P, out, in) weight is P shared rows, y (P, P, out); one row per set
+    is written (P, 1, in).
+    """
+    if weight.ndim == 2:
+        return torch.nn.functional.linear(x, weight, bias)
+    p = weight.shape[:-2]
+    out_f, in_f = weight.shape[-2:]
+    per_set = x.ndim >= weight.ndim and tuple(x.shape[: len(p)]) == tuple(p)
+    lead = x.shape[len(p):-1] if per_set else x.shape[:-1]
+    sets = math.prod(p)
+    rows = x.reshape(sets, -1, in_f) if per_set else \
+        x.reshape(1, -1, in_f).expand(sets, -1, -1)
+    w_t = weight.reshape(sets, out_f, in_f).transpose(1, 2)
+    if bias is None:
+        y = torch.bmm(rows, w_t)
+    else:
+        b = bias.reshape(-1, 1, out_f) if bias.ndim > 1 else bias.reshape(1, 1, out_f)
+        y = torch.baddbmm(b.expand(sets, 1, out_f), rows, w_t)
+    return y.reshape(*p, *lead, out_f)
 
 
 def quantize_signed(x: torch.Tensor, bits: int | None, full_scale: torch.Tensor | float):
@@ -395,7 +416,7 @@ def optical_matmul(
         # Ideal detection is linear: Re(T x) = Re(T) x for real x, so the tiles collapse into
         # one real matrix and a single (batched) GEMM does the work.
         w = assemble_tiles(tiles.real.to(real) * gain.to(real)[..., None, None])[..., :m, :n]
-        return batched_matmul(xn, w) * scale
+        return batched_linear(xn, w) * scale
     xp = torch.nn.functional.pad(xn, (0, c * k - n)).reshape(x.shape[:-1] + (c, k))
     # (..., B, C, k) x (.., R, C, k, k): out[..., B, R, C, k] = Σ_j T[R,C,i,j] x[B,C,j]
     t = tiles.to(torch.complex128 if real == torch.float64 else torch.complex64)

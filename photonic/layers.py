@@ -29,7 +29,7 @@ from photonic.core import (
     TileProgram,
     _pad_tiles,
     assemble_tiles,
-    batched_matmul,
+    batched_linear,
     equal_rows,
     optical_matmul,
     program_tiles,
@@ -158,12 +158,12 @@ class PhotonicMatrix(nn.Module):
             raise ValueError(f"input has {x.shape[-1]} features; the matrix expects "
                              f"{self.shape[1]}")
         if self.mode == "digital":
-            return batched_matmul(x, self.weight)
+            return batched_linear(x, self.weight)
         tiles, gain = self._tiles()
         y = optical_matmul(tiles, gain, x, self.shape, device=self.device_params,
                            noise=self.noise, generator=self._gen)
         if self.mode == "weight" and torch.is_grad_enabled() and self.weight.requires_grad:
-            exact = batched_matmul(x, self.weight)
+            exact = batched_linear(x, self.weight)
             y = y.detach() + exact - exact.detach()
         return y
 
@@ -292,7 +292,7 @@ class TTPhotonicLinear(nn.Module):
             # The optical path is linear: the realised cores contract into one (P.., M, N)
             # matrix and a single GEMM gives exactly what the per-core chain would.
             w = self.realised_matrix().to(x.dtype)
-            return _add_bias(batched_matmul(x, w), self.bias)
+            return _add_bias(batched_linear(x, w), self.bias)
         p = self.cores[0].param_batch_shape
         if p and tuple(x.shape[: len(p)]) != p:
             x = x.expand(p + x.shape)

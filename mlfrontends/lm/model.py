@@ -14,7 +14,8 @@ Design rules, so that the hub can run the model on a simulated tensor core:
   P is known the residual stream is expanded to (P, B, T, d), so every layer receives inputs
   with a leading P and needs no guessing. ``Linear`` with a (P, out, in) weight and (P, out) or
   (out,) bias maps (P, ..., in) to (P, ..., out); an input without the leading P (fewer dims
-  than ``1 + base``, or first dim ≠ P) is broadcast over the P sets.
+  than the weight, or first dim ≠ P) is broadcast over the P sets (the shape rule of
+  ``photonic.core.batched_linear``).
 - Early exit: ``exit_logits(h)`` applies the final norm and the LM head to any hidden state, so
   ``exit_logits(out.hidden_states[l])`` are layer l's logits, and ``l = n_layers`` gives exactly
   ``out.logits``.
@@ -35,6 +36,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 from torch import nn
+
+from photonic.core import batched_linear
 
 
 class LMConfig(BaseModel):
@@ -62,24 +65,6 @@ class LMConfig(BaseModel):
 
 
 KV = tuple[torch.Tensor, torch.Tensor]
-
-
-def batched_linear(x: torch.Tensor, weight: torch.Tensor,
-                   bias: torch.Tensor | None) -> torch.Tensor:
-    """``x @ W.T + b`` where W may be (out, in) or (P, out, in) (see module docstring)."""
-    if weight.dim() == 2:
-        return F.linear(x, weight, bias)
-    if weight.dim() != 3:
-        raise ValueError(f"weight must be (out, in) or (P, out, in); got shape "
-                         f"{tuple(weight.shape)}")
-    P, out_f, in_f = weight.shape
-    if x.dim() < 2 or x.shape[0] != P:
-        x = x.unsqueeze(0).expand(P, *x.shape)
-    lead = x.shape[1:-1]
-    y = torch.bmm(x.reshape(P, -1, in_f), weight.transpose(1, 2))
-    if bias is not None:
-        y = y + (bias.unsqueeze(1) if bias.dim() == 2 else bias)
-    return y.reshape(P, *lead, out_f)
 
 
 class Linear(nn.Linear):

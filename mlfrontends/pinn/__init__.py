@@ -1,6 +1,10 @@
 """mlfrontends.pinn: back-propagation-free PINN training on the simulated photonic core.
 
-Workload module: ``mlfrontends.pinn.workload`` (``Config``, ``run``; kind ``pinn``).
+Workload module: ``mlfrontends.pinn.workload`` (``Config``, ``run``; kind ``pinn``), built
+from ``config`` (the schema), ``network`` (the network, digital or on the photonic core),
+``sampling`` (collocation points and causal weights), ``state`` (the typed training state
+and its checkpoint layout), ``train`` (the training loop), ``finish`` (the electronic
+finish) and ``report`` (evaluation, metrics, figures, report.md).
 """
 
 from .derivatives import ESTIMATORS, build_estimator

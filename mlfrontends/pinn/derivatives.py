@@ -24,12 +24,13 @@ c_k = w_k/σ², e_{k,i} = w_k (ζ_{k,i}² − 1)/σ². The sparse grid is the Sm
 
 from __future__ import annotations
 
-import difflib
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Sequence
 from typing import ClassVar, NamedTuple
 
 import torch
+
+from photonic.textutil import did_you_mean
 
 from .jet import Jet
 from .sparse_grid import smolyak_gauss_hermite
@@ -242,10 +243,9 @@ ESTIMATORS: dict[str, type[DerivativeEstimator]] = {
 def build_estimator(name: str, **kwargs) -> DerivativeEstimator:
     """Look up an estimator by its config name."""
     if name not in ESTIMATORS:
-        close = difflib.get_close_matches(name, ESTIMATORS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"estimator: unknown derivative estimator {name!r}{hint} "
+            f"estimator: unknown derivative estimator {name!r}"
+            f"{did_you_mean(name, ESTIMATORS)} "
             f"Valid choices: {sorted(ESTIMATORS)}"
         )
     return ESTIMATORS[name](**kwargs)

@@ -3,7 +3,8 @@
 Convention (project-wide): a layer whose parameters carry one extra leading dim P (swapped in
 with ``torch.func.functional_call``) treats it as P independent parameter sets; its input is
 (P, ..., in) or broadcastable (..., in) and its output is (P, ..., out). An input is taken as
-already batched when it has ≥ 3 dims and its leading dim equals P.
+already batched when it has at least as many dims as the weight and its leading dim equals P
+(``photonic.core.batched_linear``).
 
 TT-matrix format (Oseledets 2011; Novikov et al. 2015, "Tensorizing neural networks"):
 W ∈ R^{M×N}, M = ∏m_k, N = ∏n_k, W[(i_1..i_d), (j_1..j_d)] = G_1[:, i_1, j_1, :] ⋯ G_d[:, i_d,
@@ -22,37 +23,20 @@ from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from photonic import equal_rows
+from photonic.core import batched_linear
 
 __all__ = [
     "ACTIVATIONS",
     "DenseLinear",
     "MLP",
     "TTLinear",
-    "batched_linear",
     "build_mlp",
     "count_parameters",
     "fused_mlp_forward",
 ]
-
-
-def batched_linear(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor | None):
-    """y = x Wᵀ + b for weight (out, in) or a parameter batch (P, out, in)."""
-    if weight.dim() == 2:
-        return F.linear(x, weight, bias)
-    P, n_out, n_in = weight.shape
-    if x.dim() >= 3 and x.shape[0] == P:
-        lead = x.shape[1:-1]
-        x2 = x.reshape(P, -1, n_in)
-    else:
-        lead = x.shape[:-1]
-        x2 = x.reshape(1, -1, n_in).expand(P, -1, -1)
-    wt = weight.transpose(1, 2)
-    y = torch.bmm(x2, wt) if bias is None else torch.baddbmm(bias[:, None, :], x2, wt)
-    return y.reshape(P, *lead, n_out)
 
 
 class DenseLinear(nn.Module):
@@ -184,6 +168,112 @@ def _set_groups(flat: torch.Tensor | None, P: int) -> list[int]:
     return equal_rows(flat)[1].tolist()
 
 
+def _param_batch(x: torch.Tensor, layers) -> int | None:
+    """P of the layers' batched parameters: 1 when none is batched, None when the shapes
+    or dtypes are not supported by ``fused_mlp_forward``."""
+    P = None
+    for W, b in layers:
+        for t, nd in ((W, 2), (b, 1)):
+            if t is None or t.dim() == nd:
+                continue
+            if t.dim() != nd + 1 or (P is not None and t.shape[0] != P):
+                return None
+            P = t.shape[0]
+            if t.dtype != x.dtype:
+                return None
+        if W.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
+            return None
+    return P or 1
+
+
+class _PrefixTree:
+    """The distinct prefixes of P parameter sets, layer by layer: ``nodes[l]`` holds
+    (representative set, parent node) per distinct prefix of layers 0..l; ``children``,
+    the sets of each leaf and the root nodes of each input row group."""
+
+    def __init__(self, Ws, bs, parent: list[int], P: int, n_inputs: int, share: bool):
+        self.nodes: list[list[tuple[int, int]]] = []
+        for W, b in zip(Ws, bs, strict=True):
+            if share:
+                per_set = ([W.reshape(P, -1)] if W.dim() == 3 else []) + (
+                    [b] if b is not None and b.dim() == 2 else [])
+                ids = _set_groups(torch.cat(per_set, 1) if per_set else None, P)
+            else:
+                ids = list(range(P))
+            keys: dict[tuple[int, int], int] = {}
+            nodes: list[tuple[int, int]] = []
+            node_of = []
+            for p in range(P):
+                k = (parent[p], ids[p])
+                if k not in keys:
+                    keys[k] = len(nodes)
+                    nodes.append((p, parent[p]))
+                node_of.append(keys[k])
+            self.nodes.append(nodes)
+            parent = node_of
+        self.children = [[[] for _ in nodes] for nodes in self.nodes]
+        for depth in range(1, len(self.nodes)):
+            for i, (_, par) in enumerate(self.nodes[depth]):
+                self.children[depth - 1][par].append(i)
+        self.leaf_sets: list[list[int]] = [[] for _ in self.nodes[-1]]
+        for p, leaf in enumerate(parent):
+            self.leaf_sets[leaf].append(p)
+        self.roots: list[list[int]] = [[] for _ in range(n_inputs)]
+        for i, (_, par) in enumerate(self.nodes[0]):
+            self.roots[par].append(i)
+
+
+def _walk_blocks(tree: _PrefixTree, xs, Ws, bs, act_, out, chunk: int,
+                 workers: int | None) -> None:
+    """Fill ``out`` (P, rows, out) block by block of ``chunk`` rows, depth first over the
+    prefix tree, on ``workers`` threads taking blocks from a shared queue."""
+    Wt = [W.transpose(-1, -2) for W in Ws]
+    last, rows = len(Ws) - 1, xs.shape[1]
+
+    def visit(depth, node, inp, s, e, bufs) -> None:
+        p = tree.nodes[depth][node][0]
+        if depth == last:
+            sets = tree.leaf_sets[node]
+            dst = out[sets[0], s:e]
+        else:
+            dst = bufs[depth][: e - s]
+        if bs[depth] is None:
+            torch.mm(inp, Wt[depth][p], out=dst)
+        else:
+            torch.addmm(bs[depth][p], inp, Wt[depth][p], out=dst)
+        if depth == last:
+            for q in sets[1:]:
+                out[q, s:e] = dst
+            return
+        act_(dst)
+        for c in tree.children[depth][node]:
+            visit(depth + 1, c, dst, s, e, bufs)
+
+    blocks = iter(range(0, rows, chunk))
+    lock = threading.Lock()
+
+    def worker() -> None:
+        bufs = [torch.empty(chunk, W.shape[-2], dtype=out.dtype) for W in Ws[:-1]]
+        with torch.no_grad():  # grad mode is per thread
+            while True:
+                with lock:
+                    s = next(blocks, None)
+                if s is None:
+                    return
+                e = min(s + chunk, rows)
+                for src, nodes in enumerate(tree.roots):
+                    for node in nodes:
+                        visit(0, node, xs[src, s:e], s, e, bufs)
+
+    workers = min(torch.get_num_threads() if workers is None else workers, -(-rows // chunk))
+    if workers <= 1:
+        worker()
+    else:
+        with _intraop_threads(1), ThreadPoolExecutor(workers) as pool:
+            for f in [pool.submit(worker) for _ in range(workers)]:
+                f.result()
+
+
 def fused_mlp_forward(
     x: torch.Tensor,
     layers: Sequence[tuple[torch.Tensor, torch.Tensor | None]],
@@ -217,112 +307,22 @@ def fused_mlp_forward(
     act_ = _INPLACE.get(type(act))
     if act_ is None or not layers:
         return None
-    P = None
-    for W, b in layers:
-        for t, nd in ((W, 2), (b, 1)):
-            if t is None or t.dim() == nd:
-                continue
-            if t.dim() != nd + 1 or (P is not None and t.shape[0] != P):
-                return None
-            P = t.shape[0]
-            if t.dtype != x.dtype:
-                return None
-        if W.dtype != x.dtype or (b is not None and b.dtype != x.dtype):
-            return None
-    batched = P is not None
-    P = P or 1
+    P = _param_batch(x, layers)
     n_in = layers[0][0].shape[-1]
-    if x.shape[-1] != n_in:
+    if P is None or x.shape[-1] != n_in:
         return None
-    if batched and x.dim() >= 3 and x.shape[0] == P:
-        lead = x.shape[1:-1]
-        xs = x.reshape(P, -1, n_in)
-        parent = list(range(P))
+    batched = any(W.dim() == 3 or (b is not None and b.dim() == 2) for W, b in layers)
+    if batched and x.dim() >= 3 and x.shape[0] == P:  # batched_linear's shape rule
+        lead, xs, parent = x.shape[1:-1], x.reshape(P, -1, n_in), list(range(P))
     else:
-        lead = x.shape[:-1]
-        xs = x.reshape(1, -1, n_in)
-        parent = [0] * P
-    rows = xs.shape[1]
+        lead, xs, parent = x.shape[:-1], x.reshape(1, -1, n_in), [0] * P
     Ws = [W if W.dim() == 3 else W.expand(P, -1, -1) for W, _ in layers]
     bs = [None if b is None else b if b.dim() == 2 else b.expand(P, -1) for _, b in layers]
-    # tree[l]: nodes (representative set, parent node) of distinct prefixes up to layer l
-    tree: list[list[tuple[int, int]]] = []
-    for W, b in layers:
-        if share_prefixes:
-            per_set = ([W.reshape(P, -1)] if W.dim() == 3 else []) + (
-                [b] if b is not None and b.dim() == 2 else [])
-            ids = _set_groups(torch.cat(per_set, 1) if per_set else None, P)
-        else:
-            ids = list(range(P))
-        keys: dict[tuple[int, int], int] = {}
-        nodes: list[tuple[int, int]] = []
-        node_of = []
-        for p in range(P):
-            k = (parent[p], ids[p])
-            if k not in keys:
-                keys[k] = len(nodes)
-                nodes.append((p, parent[p]))
-            node_of.append(keys[k])
-        tree.append(nodes)
-        parent = node_of
-    children = [[[] for _ in nodes] for nodes in tree]
-    for depth in range(1, len(tree)):
-        for i, (_, par) in enumerate(tree[depth]):
-            children[depth - 1][par].append(i)
-    leaf_sets: list[list[int]] = [[] for _ in tree[-1]]
-    for p, leaf in enumerate(parent):
-        leaf_sets[leaf].append(p)
-    roots: list[list[int]] = [[] for _ in range(xs.shape[0])]
-    for i, (_, par) in enumerate(tree[0]):
-        roots[par].append(i)
-    Wt = [W.transpose(-1, -2) for W in Ws]
+    tree = _PrefixTree(Ws, bs, parent, P, xs.shape[0], share_prefixes)
     n_out = layers[-1][0].shape[-2]
-    out = torch.empty(P, rows, n_out, dtype=x.dtype)
-    chunk = chunk or max(1, FUSED_CHUNK_BYTES // x.element_size())
-    last = len(layers) - 1
-
-    def visit(depth, node, inp, s, e, bufs) -> None:
-        p = tree[depth][node][0]
-        if depth == last:
-            sets = leaf_sets[node]
-            dst = out[sets[0], s:e]
-        else:
-            dst = bufs[depth][: e - s]
-        if bs[depth] is None:
-            torch.mm(inp, Wt[depth][p], out=dst)
-        else:
-            torch.addmm(bs[depth][p], inp, Wt[depth][p], out=dst)
-        if depth == last:
-            for q in sets[1:]:
-                out[q, s:e] = dst
-            return
-        act_(dst)
-        for c in children[depth][node]:
-            visit(depth + 1, c, dst, s, e, bufs)
-
-    blocks = iter(range(0, rows, chunk))
-    lock = threading.Lock()
-
-    def worker() -> None:
-        bufs = [torch.empty(chunk, W.shape[-2], dtype=x.dtype) for W in Ws[:-1]]
-        with torch.no_grad():  # grad mode is per thread
-            while True:
-                with lock:
-                    s = next(blocks, None)
-                if s is None:
-                    return
-                e = min(s + chunk, rows)
-                for src, nodes in enumerate(roots):
-                    for node in nodes:
-                        visit(0, node, xs[src, s:e], s, e, bufs)
-
-    workers = min(torch.get_num_threads() if workers is None else workers, -(-rows // chunk))
-    if workers <= 1:
-        worker()
-    else:
-        with _intraop_threads(1), ThreadPoolExecutor(workers) as pool:
-            for f in [pool.submit(worker) for _ in range(workers)]:
-                f.result()
+    out = torch.empty(P, xs.shape[1], n_out, dtype=x.dtype)
+    _walk_blocks(tree, xs, Ws, bs, act_, out,
+                 chunk or max(1, FUSED_CHUNK_BYTES // x.element_size()), workers)
     out = out.reshape((P,) + tuple(lead) + (n_out,))
     return out if batched else out[0]
 

@@ -11,7 +11,6 @@ Coordinates are the columns of z, in the order of ``coord_names``.
 
 from __future__ import annotations
 
-import difflib
 import math
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
@@ -24,6 +23,8 @@ import scipy.sparse as sp
 import scipy.sparse.linalg as spla
 import torch
 from scipy.special import ndtr, roots_hermite
+
+from photonic.textutil import did_you_mean
 
 from .jet import Jet, affine_ansatz
 
@@ -80,10 +81,13 @@ class PDE(ABC):
     #: from the initial (+1) or terminal (−1) condition; None for a steady problem
     causal_axis: ClassVar[tuple[int, int] | None] = None
 
-    #: (coordinate, centre, parity): under the reflection z_c → 2·centre − z_c the exact
-    #: solution is even (+1) or odd (−1), and the ansatz u = g + h·NN inherits that parity
-    #: from NN (g of the same parity, h even); None: no such symmetry is declared
-    symmetry: ClassVar[tuple[int, float, int] | None] = None
+    #: axis labels with units, by coordinate name and "u" (the solution); a name not
+    #: listed is a dimensionless (scaled) variable
+    units: ClassVar[dict[str, str]] = {}
+
+    def label(self, name: str) -> str:
+        """Axis label of coordinate ``name`` (or of the solution, "u"), with its unit."""
+        return self.units.get(name, f"{name} (dimensionless)")
 
     @property
     @abstractmethod
@@ -127,10 +131,9 @@ def _register(cls: type[PDE]) -> type[PDE]:
 def build_pde(name: str, params: dict | None = None) -> PDE:
     """Look up a PDE by its ``pde:`` name and validate its parameters."""
     if name not in PDE_REGISTRY:
-        close = difflib.get_close_matches(name, PDE_REGISTRY, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"pde: unknown PDE {name!r}{hint} Valid choices: {sorted(PDE_REGISTRY)}"
+            f"pde: unknown PDE {name!r}{did_you_mean(name, PDE_REGISTRY)} Valid choices: "
+            f"{sorted(PDE_REGISTRY)}"
         )
     cls = PDE_REGISTRY[name]
     return cls(cls.Params(**(params or {})))
@@ -169,10 +172,6 @@ class Burgers(PDE):
     name = "burgers"
     coord_names = ("x", "t")
     causal_axis = (1, 1)  # from the initial condition at t = 0
-    # u is odd in x: the equation is invariant under (x, u) → (−x, −u), the initial
-    # condition −sin(πx) is odd and the boundary values are zero, so by uniqueness
-    # u(−x, t) = −u(x, t); g = −sin(πx) is odd and h = (1−x²)t even
-    symmetry = (0, 0.0, -1)
 
     class Params(_Params):
         nu: float = pydantic.Field(0.01 / math.pi, gt=0)
@@ -242,6 +241,8 @@ class BlackScholes(PDE):
     name = "blackscholes"
     coord_names = ("s", "t")
     causal_axis = (1, -1)  # from the terminal pay-off at t = T
+    units = {"s": "s = S/S_max (dimensionless)", "t": "t [years]",
+             "u": "û = V/S_max (dimensionless)"}
 
     class Params(_Params):
         vol: float = pydantic.Field(0.2, gt=0)

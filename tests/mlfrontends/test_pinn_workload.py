@@ -11,16 +11,10 @@ import yaml
 from pydantic import ValidationError
 
 import photonic
+from mlfrontends.pinn.config import ZOOptim
 from mlfrontends.pinn.models import TTLinear
 from mlfrontends.pinn.pdes import build_pde
-from mlfrontends.pinn.workload import (
-    Config,
-    OptimConfig,
-    _predict,
-    build_network,
-    lr_at,
-    run,
-)
+from mlfrontends.pinn.workload import Config, build_network, lr_at, run
 from photonic.runio import RunContext
 
 CONFIGS = Path(__file__).resolve().parents[2] / "configs"
@@ -43,18 +37,19 @@ def test_config_errors_name_field_value_and_rule():
         Config(pde="burger")
     with pytest.raises(ValidationError, match="needs back-propagation"):
         Config(estimator={"kind": "autograd"})
-    with pytest.raises(ValidationError, match="extra"):
-        Config(optim={"learning_rate": 1e-3})
+    with pytest.raises(ValidationError, match="optim.lr_schedul: unknown key for method "
+                       "'zo' .*; did you mean 'lr_schedule'"):
+        Config(optim={"lr_schedul": "cosine"})
     with pytest.raises(ValidationError, match="grid_q"):
         Config(pde_params={"grid_q": 1})
 
 
 def test_lr_schedules_are_pure_functions():
-    o = OptimConfig(lr=1e-2, lr_schedule="cosine", lr_final=1e-4, warmup_iters=10)
+    o = ZOOptim(lr=1e-2, lr_schedule="cosine", lr_final=1e-4, warmup_iters=10)
     assert lr_at(0, o, 110) == pytest.approx(1e-3)
     assert lr_at(10, o, 110) == pytest.approx(1e-2)
     assert lr_at(60, o, 110) == pytest.approx(0.5 * (1e-2 + 1e-4))
-    e = OptimConfig(lr=1e-2, lr_schedule="exponential", lr_final=1e-4)
+    e = ZOOptim(lr=1e-2, lr_schedule="exponential", lr_final=1e-4)
     assert lr_at(50, e, 100) == pytest.approx(1e-3)
 
 
@@ -101,23 +96,24 @@ def test_shipped_configs_run_at_reduced_size(name, tmp_path):
 
 
 class _KilledAfter(RunContext):
-    """A run killed right after its n-th checkpoint write (as by Ctrl-C or SIGKILL)."""
+    """A run killed right after its n-th checkpoint write (as by Ctrl-C or SIGKILL), or
+    (``stop_after``) whose user asks it to stop from its n-th write on."""
 
-    def __init__(self, *args, kill_after: int, **kw):
+    def __init__(self, *args, kill_after: int = 0, stop_after: int = 0, **kw):
         super().__init__(*args, **kw)
-        self.kill_after, self.writes = kill_after, 0
+        self.kill_after, self.stop_after, self.writes = kill_after, stop_after, 0
 
     def save_checkpoint(self, state, name="checkpoint.pt"):
         path = super().save_checkpoint(state, name)
         self.writes += 1
         if self.writes == self.kill_after:
             raise KeyboardInterrupt
+        self.stop_requested = 0 < self.stop_after <= self.writes
         return path
 
 
 @pytest.mark.parametrize("sampling,method,extra", [
-    ("uniform", "zo", {}), ("rad", "zo", {}), ("rad", "subspace_lm", {}),
-    ("rad", "subspace_lm", {"memory": 2, "average": 0.8})])
+    ("uniform", "zo", {}), ("rad", "zo", {}), ("rad", "subspace_lm", {"lm_tries": 2})])
 def test_resume_gives_identical_metrics(tmp_path, sampling, method, extra):
     cfg = Config(iterations=6, collocation_points=4, eval_every=2, checkpoint_every=1,
                  pde_params=SMALL_GRIDS["burgers"],
@@ -166,12 +162,13 @@ def test_rad_sampling_follows_the_residual_density():
     gives density 11 there vs 1 outside, i.e. 1.1 / 2.0 = 55 % of the points (uniform: 10 %);
     the pool is scored once per refresh and its cost reported."""
     from mlfrontends.pinn.pdes import build_pde
-    from mlfrontends.pinn.workload import _Collocation
+    from mlfrontends.pinn.sampling import Collocation
 
     cfg = Config(collocation_points=400, collocation={"sampling": "rad", "pool": 8000,
                                                       "refresh_every": 3})
     pde = build_pde("burgers", SMALL_GRIDS["burgers"])
-    s = _Collocation(cfg, pde, torch.Generator().manual_seed(0), torch.float64)
+    s = Collocation(cfg.collocation, cfg.collocation_points, pde,
+                    torch.Generator().manual_seed(0), torch.float64)
     calls = []
 
     def residual(z):
@@ -180,17 +177,10 @@ def test_rad_sampling_follows_the_residual_density():
 
     fracs, spent = [], []
     for it in range(4):
-        z, cost, density = s.draw(it, residual)
+        z, cost = s.draw(it, residual)
         assert z.shape == (400, 2) and len(torch.unique(z, dim=0)) == 400
         fracs.append(float((z[:, 0].abs() < 0.1).double().mean()))
         spent.append(cost)
-        # density relative to uniform: prob = r/mean(r) + 1 has mean exactly 2, so a point
-        # outside the band has density 1/2, one inside (1/f + 1)/2 (f: the pool inside)
-        inside = z[:, 0].abs() < 0.1
-        f = float((s.pool[:, 0].abs() < 0.1).double().mean())
-        assert torch.allclose(density[~inside], torch.full_like(density[~inside], 0.5))
-        assert torch.allclose(density[inside],
-                              torch.full_like(density[inside], (1 / f + 1) / 2))
     assert spent == [8000, 0, 0, 8000] and calls == [8000, 8000]
     assert 0.48 < np.mean(fracs) < 0.62
     with pytest.raises(ValidationError, match="collocation.pool"):
@@ -244,98 +234,32 @@ def test_all_but_readout_chip_and_readout_block_size(tmp_path):
     assert "every layer but the read-out" in (tmp_path / "report.md").read_text()
 
 
-def test_average_delivers_the_moving_average_of_the_iterates(tmp_path):
-    """optim.average = β: after two steps the delivered parameters are
-    β²θ₀ + β(1−β)θ₁ + (1−β)θ₂, the checkpoint keeps the iterate θ₂, and the report states
-    the iterate's own error."""
-    beta = 0.6
-    kw = dict(collocation_points=4, eval_every=1, pde_params=SMALL_GRIDS["burgers"],
-              optim={"lr": 0.2, "method": "subspace_lm", "damping": 1e-9})
-    with pytest.raises(ValidationError, match="less than 1"):
-        Config(optim={"average": 1.0})
-    with pytest.raises(ValidationError, match="memory = 2 is for method 'subspace_lm'"):
-        Config(optim={"memory": 2})
-
-    def flat(model):
-        return torch.cat([v.reshape(-1).double() for v in model.values()])
-
-    thetas = []
-    for n in (1, 2):
-        run(Config(iterations=n, **kw), _ctx(tmp_path / f"plain{n}"))
-        thetas.append(torch.load(tmp_path / f"plain{n}" / "checkpoint.pt",
-                                 weights_only=False)["model"])
-    cfg = Config(iterations=2, **{**kw, "optim": {**kw["optim"], "average": beta}})
-    net = build_network(cfg, _ctx(tmp_path / "x"))
-    start = {k: v.detach().clone() for k, v in net.state_dict().items()}
-    m = run(cfg, _ctx(tmp_path / "avg"))
-    ck = torch.load(tmp_path / "avg" / "checkpoint.pt", weights_only=False)
-    assert torch.equal(flat(ck["model"]), flat(thetas[1]))  # the iterate, as without averaging
-    t0, t1, t2 = flat(start), flat(thetas[0]), flat(thetas[1])
-    assert float((t2 - t1).abs().max()) > 1e-3  # both steps moved
-    expect = beta**2 * t0 + beta * (1 - beta) * t1 + (1 - beta) * t2
-    assert torch.allclose(ck["state"]["average"], expect, rtol=0, atol=1e-12)
-    net.load_state_dict({k: expect[sl].reshape(v.shape).to(v.dtype) for (k, v), sl in zip(
-        start.items(), _slices(start), strict=True)})
-    u = _predict(build_pde("burgers", SMALL_GRIDS["burgers"]), net, torch.float64)
-    pred = np.load(tmp_path / "avg" / "prediction.npz")["u_pred"].reshape(-1)
-    assert np.allclose(pred, u.reshape(-1), rtol=0, atol=1e-12)
-    plain2 = run(Config(iterations=2, **kw), _ctx(tmp_path / "plain2b"))
-    assert m["rel_l2_iterate_last"] == pytest.approx(plain2["rel_l2"], rel=1e-12)
-    assert m["rel_l2"] != pytest.approx(m["rel_l2_iterate_last"], rel=1e-6)
-    assert "moving average of the iterates" in (tmp_path / "avg" / "report.md").read_text()
-
-
 def test_causal_weights_follow_the_slab_losses_before_each_slab():
     """w_i = exp(−ε Σ_{j<i} L_j) per time slab, counted from t = 0 for Burgers and from
     t = T for Black–Scholes (terminal condition); residuals scale by √w."""
-    from mlfrontends.pinn.workload import CausalConfig, _causal_weights
+    from mlfrontends.pinn.config import CausalConfig
+    from mlfrontends.pinn.sampling import causal_weights
 
     c = CausalConfig(eps=0.5, bins=4)
     z = torch.tensor([[0.0, 0.1], [0.0, 0.3], [0.0, 0.6], [0.0, 0.9], [0.5, 0.95]])
     r = torch.tensor([1.0, 2.0, 3.0, 4.0, 0.0])  # slab losses 1, 4, 9, (16 + 0)/2 = 8
-    w = _causal_weights(build_pde("burgers", SMALL_GRIDS["burgers"]), z, r, c) ** 2
+    w = causal_weights(build_pde("burgers", SMALL_GRIDS["burgers"]), z, r, c) ** 2
     expect = torch.exp(-0.5 * torch.tensor([0.0, 1.0, 5.0, 14.0, 14.0], dtype=torch.float64))
     assert torch.allclose(w, expect, rtol=1e-12)
-    w = _causal_weights(build_pde("blackscholes", SMALL_GRIDS["blackscholes"]), z, r, c) ** 2
+    w = causal_weights(build_pde("blackscholes", SMALL_GRIDS["blackscholes"]), z, r, c) ** 2
     expect = torch.exp(-0.5 * torch.tensor([21.0, 17.0, 8.0, 0.0, 0.0], dtype=torch.float64))
     assert torch.allclose(w, expect, rtol=1e-12)
-    w = _causal_weights(build_pde("burgers", SMALL_GRIDS["burgers"]), z, r, c, eps=0.0)
-    assert torch.equal(w, torch.ones(5, dtype=torch.float64))  # ε = 0: every slab weighs 1
-    sched = CausalConfig(eps=2.0, eps_final=0.0)
-    assert [sched.eps_at(i, 5) for i in (0, 2, 4)] == pytest.approx([2.0, 1.0, 0.0])
-    assert CausalConfig(eps=2.0).eps_at(4, 5) == 2.0
-    floor = CausalConfig(eps=0.5, bins=4, min_weight=0.01)
-    w = _causal_weights(build_pde("burgers", SMALL_GRIDS["burgers"]), z, r, floor) ** 2
-    assert torch.allclose(w, torch.tensor([1.0, math.exp(-0.5), math.exp(-2.5), 0.01, 0.01],
-                                          dtype=torch.float64), rtol=1e-12)
-    # unbiased: slab 0 holds r = 1 (density 1) and r = 3 (drawn 3× as often as uniform):
-    # L_0 = (1/1 + 9/3) / (1/1 + 1/3) = 3, not the plain mean 5
-    z2 = torch.tensor([[0.0, 0.1], [0.2, 0.2], [0.0, 0.9]])
-    r2 = torch.tensor([1.0, 3.0, 7.0])
-    c2 = CausalConfig(eps=0.5, bins=2, unbiased=True)
-    burgers = build_pde("burgers", SMALL_GRIDS["burgers"])
-    w = _causal_weights(burgers, z2, r2, c2, density=torch.tensor([1.0, 3.0, 0.5])) ** 2
-    assert torch.allclose(w, torch.tensor([1.0, 1.0, math.exp(-1.5)], dtype=torch.float64),
-                          rtol=1e-12)
-    w = _causal_weights(burgers, z2, r2, c2) ** 2
-    assert float(w[2]) == pytest.approx(math.exp(-2.5), rel=1e-12)
     with pytest.raises(ValidationError, match="causal: pde 'darcy' has no time axis"):
         Config(pde="darcy", causal={"eps": 1.0})
-
-
-def _slices(state):
-    out, start = [], 0
-    for v in state.values():
-        out.append(slice(start, start + v.numel()))
-        start += v.numel()
-    return out
 
 
 def test_clamp_phases_keeps_trained_phases_in_one_turn(tmp_path):
     import math
 
-    with pytest.raises(ValidationError, match="clamp_phases is for method 'subspace_lm'"):
+    with pytest.raises(ValidationError, match="clamp_phases is for method subspace_lm"):
         Config(model={"execution": "phase"}, optim={"method": "zo", "clamp_phases": True})
+    with pytest.raises(ValidationError, match="clamp_phases is for model.execution 'phase'"):
+        Config(optim={"method": "subspace_lm", "clamp_phases": True})
     cfg = Config(iterations=4, collocation_points=3, pde_params=SMALL_GRIDS["burgers"],
                  model={"execution": "phase", "widths": [2, 8, 1], "tt_layers": {}},
                  optim={"method": "subspace_lm", "mu": 0.5, "lr": 3.0, "damping": 1e-9,
@@ -439,7 +363,7 @@ def test_dac_realise_puts_phases_on_the_dac_grid_and_leaves_gains(tmp_path):
     of the preset (within ±π of the programmed value), gains and biases as
     programmed; without phase quantisation there is nothing to realise."""
     import calibration
-    from mlfrontends.pinn.workload import _dac_realise
+    from mlfrontends.pinn.network import dac_realise
     from mlfrontends.zo import ParamLayout
     from photonic.noise import dac_code_phase, phase_dac_code
 
@@ -449,7 +373,7 @@ def test_dac_realise_puts_phases_on_the_dac_grid_and_leaves_gains(tmp_path):
                noise=photonic.NoiseConfig.from_spec({"phase_quantization": True}))
     net = build_network(cfg, ctx)
     layout = ParamLayout(net)
-    realise = _dac_realise(net, layout, ctx)
+    realise = dac_realise(net, layout, ctx)
     flat = layout.flatten()[None] + 0.3 * torch.randn(3, layout.dim, dtype=torch.float64,
                                                       generator=torch.Generator().manual_seed(0))
     out = realise(flat)
@@ -465,98 +389,7 @@ def test_dac_realise_puts_phases_on_the_dac_grid_and_leaves_gains(tmp_path):
                           q, rtol=0, atol=1e-12)  # on the grid
     same = torch.remainder(out[:, is_phase] - q + 1, 2 * math.pi) - 1  # out ≡ q (mod 2π)
     assert same.abs().max() < 1e-12
-    assert _dac_realise(net, layout, _ctx(tmp_path, noise=photonic.NoiseConfig.ideal())) is None
-
-
-def test_symmetric_network_has_the_solutions_parity_and_counts_both_evaluations(tmp_path):
-    """symmetric = true: u(−x, t) = −u(x, t) for Burgers whatever the parameters (the
-    ansatz's g is odd, h even, NN_s odd); every stencil node costs two evaluations."""
-    from mlfrontends.pinn.workload import _residuals, _symmetrised
-
-    pde = build_pde("burgers", SMALL_GRIDS["burgers"])
-    kw = dict(collocation_points=4, eval_every=1, checkpoint_every=1,
-              pde_params=SMALL_GRIDS["burgers"],
-              model={"widths": [2, 8, 8, 1], "tt_layers": {}},
-              optim={"method": "zo", "num_queries": 2, "lr": 1e-2})
-    cfg = Config(iterations=3, symmetric=True, **kw)
-    net = build_network(cfg, _ctx(tmp_path / "n"))
-    u = _predict(pde, _symmetrised(pde, net), torch.float64).reshape(17, 5)
-    assert np.abs(u + u[::-1]).max() < 1e-12  # the grid is symmetric in x
-    assert np.abs(u).max() > 0.1
-    plain = _predict(pde, net, torch.float64).reshape(17, 5)
-    assert np.abs(plain + plain[::-1]).max() > 1e-3  # the bare network is not odd
-    # the odd part of the bare network, evaluated directly
-    z = torch.as_tensor(pde.evaluation_grid().points)
-    zr = z * torch.tensor([-1.0, 1.0])
-    with torch.no_grad():
-        nn_s = 0.5 * (net(z) - net(zr))
-        assert torch.allclose(_symmetrised(pde, net)(z), nn_s, rtol=0, atol=1e-15)
-    # the residual of an odd u is odd: r(−x, t) = −r(x, t), stencil by stencil
-    from mlfrontends.pinn.derivatives import SparseGridStein
-
-    est = SparseGridStein(sigma=1e-2, level=3)
-    pts = torch.tensor([[0.3, 0.2], [-0.3, 0.2], [0.7, 0.9], [-0.7, 0.9]], dtype=torch.float64)
-    with torch.no_grad():
-        r = _residuals(pde, est, pts, torch.Generator(), symmetric=True)(net).tolist()
-    assert r[0] == pytest.approx(-r[1], rel=1e-9) and r[2] == pytest.approx(-r[3], rel=1e-9)
-    assert abs(r[0]) > 1e-3
-    m = run(cfg, _ctx(tmp_path / "s"))
-    base = run(Config(iterations=3, **kw), _ctx(tmp_path / "b"))
-    assert m["evals_per_point"] == 2 * base["evals_per_point"] == 26
-    assert m["forward_evals"] == 2 * base["forward_evals"]
-    pred = np.load(tmp_path / "s" / "prediction.npz")["u_pred"].reshape(17, 5)
-    assert np.abs(pred + pred[::-1]).max() < 1e-12
-    assert "symmetrised to the solution's parity" in (tmp_path / "s" / "report.md").read_text()
-    with pytest.raises(ValidationError, match="symmetric = true: pde 'darcy' declares no"):
-        Config(pde="darcy", symmetric=True)
-
-
-def test_fresh_check_draws_a_second_batch_and_counts_it(tmp_path):
-    """optim.fresh_check: every step judges its candidates on a second batch; one
-    unperturbed pass over it (its causal weights and reference loss) is counted in
-    forward_evals, the candidates stay one set each; a config without subspace_lm is
-    refused."""
-    with pytest.raises(ValidationError, match="fresh_check = true is for method 'subspace_lm'"):
-        Config(optim={"method": "zo", "fresh_check": True})
-    kw = dict(iterations=3, collocation_points=5, eval_every=10, checkpoint_every=10,
-              pde_params=SMALL_GRIDS["burgers"], causal={"eps": 1.0, "bins": 4},
-              collocation={"sampling": "rad", "pool": 40, "refresh_every": 2},
-              model={"widths": [2, 6, 1], "tt_layers": {}})
-    opt = {"method": "subspace_lm", "mu": 1e-2, "lr": 0.05, "block_size": 8, "lm_tries": 1}
-    m = run(Config(**kw, optim={**opt, "fresh_check": True}), _ctx(tmp_path / "c"))
-    base = run(Config(**kw, optim=opt), _ctx(tmp_path / "b"))
-    assert m["parameter_sets_per_step_mean"] == base["parameter_sets_per_step_mean"]
-    extra = 3 * 5 * m["evals_per_point"]  # per step: the unperturbed pass over 5 points
-    assert m["forward_evals"] - base["forward_evals"] == extra
-    assert "judged on an independent batch" in (tmp_path / "c" / "report.md").read_text()
-
-
-def test_on_grid_keeps_every_trained_phase_on_the_dac_codes(tmp_path):
-    """optim.on_grid: after training every programmed phase is a whole DAC code in
-    [0, 254] (code 255 = 2π would be a wrap), and the phases did move; without phase
-    quantisation, or on the voltage grid, the run is refused before training."""
-    import calibration
-
-    with pytest.raises(ValidationError, match="on_grid = true is for method 'subspace_lm'"):
-        Config(model={"execution": "phase"}, optim={"method": "zo", "on_grid": True})
-    cfg = Config(iterations=3, collocation_points=3, pde_params=SMALL_GRIDS["burgers"],
-                 model={"execution": "phase", "widths": [2, 8, 1], "tt_layers": {}},
-                 optim={"method": "subspace_lm", "mu": 0.025, "lr": 0.1,
-                        "clamp_phases": True, "on_grid": True})
-    device = calibration.load_preset("bpfree_pinn_sim")
-    noise = photonic.NoiseConfig.from_spec({"phase_quantization": True})
-    start = torch.cat([p.detach().reshape(-1) for k, p in build_network(
-        cfg, _ctx(tmp_path / "s", device=device, noise=noise)).named_parameters()
-        if k.endswith("phases")])
-    run(cfg, _ctx(tmp_path / "g", device=device, noise=noise))
-    model = torch.load(tmp_path / "g" / "checkpoint.pt", weights_only=False)["model"]
-    phases = torch.cat([v.reshape(-1) for k, v in model.items() if k.endswith("phases")])
-    codes = phases.double() / (2 * math.pi / 255)
-    assert torch.allclose(codes, codes.round(), rtol=0, atol=1e-4)
-    assert int(codes.round().min()) >= 0 and int(codes.round().max()) <= 254
-    assert float((phases.double() - start.double()).abs().max()) > 0.02  # whole codes moved
-    with pytest.raises(ValueError, match="phase_quantization = False"):
-        run(cfg, _ctx(tmp_path / "n", device=device, noise=photonic.NoiseConfig.ideal()))
+    assert dac_realise(net, layout, _ctx(tmp_path, noise=photonic.NoiseConfig.ideal())) is None
 
 
 def test_finish_tunes_only_the_electronic_parameters_and_resumes(tmp_path):
@@ -567,9 +400,6 @@ def test_finish_tunes_only_the_electronic_parameters_and_resumes(tmp_path):
     with pytest.raises(ValidationError, match="finish is for forward-only training in the "
                        "phase domain"):
         Config(finish={"iterations": 2})
-    with pytest.raises(ValidationError, match="optim.average with a finish"):
-        Config(model={"execution": "phase"}, optim={"method": "subspace_lm", "average": 0.9},
-               finish={"iterations": 2})
     with pytest.raises(ValidationError, match="select = 'min_residual' with a finish"):
         Config(model={"execution": "phase"}, optim={"method": "subspace_lm"},
                finish={"iterations": 2}, select="min_residual")
@@ -597,8 +427,6 @@ def test_finish_tunes_only_the_electronic_parameters_and_resumes(tmp_path):
     # pool (finish iterations 4 and 6), at 13 stencil evaluations per point
     sets = round(f["parameter_sets_per_step_mean"] * 4)
     assert full["forward_evals"] == plain["forward_evals"] + (sets * 3 + 2 * 16) * 13
-    one = run(Config(**base, finish={**fin, "two_sided": False}), _ctx(tmp_path / "one"))
-    assert n + 2 <= one["finish"]["parameter_sets_per_step_mean"] <= n + 1 + 4
     with pytest.raises(KeyboardInterrupt):  # killed after the finish's first checkpoint
         run(Config(**base, finish=fin),
             _KilledAfter(tmp_path / "cut", show_progress=False, kill_after=4))
@@ -606,3 +434,147 @@ def test_finish_tunes_only_the_electronic_parameters_and_resumes(tmp_path):
     for key in ("rel_l2", "iterations", "forward_evals", "final_loss"):
         assert resumed[key] == full[key], key
     assert resumed["finish"]["iterations"] == 4
+
+
+RETIRED = [
+    ({"symmetric": True}, "workload.symmetric was removed"),
+    ({"optim": {"method": "subspace_lm", "fresh_check": True}},
+     "workload.optim.fresh_check was removed"),
+    ({"optim": {"method": "subspace_lm", "on_grid": True}}, "workload.optim.on_grid was removed"),
+    ({"optim": {"method": "subspace_lm", "direction_density": 0.25}},
+     "workload.optim.direction_density was removed"),
+    ({"optim": {"method": "subspace_lm", "memory": 2}}, "workload.optim.memory was removed"),
+    ({"optim": {"average": 0.99}}, "workload.optim.average was removed"),
+    ({"optim": {"method": "subspace_lm", "two_sided": False}},
+     "workload.optim.two_sided was removed"),
+    ({"causal": {"unbiased": True}}, "workload.causal.unbiased was removed"),
+    ({"causal": {"eps_final": 0.0}}, "workload.causal.eps_final was removed"),
+    ({"causal": {"min_weight": 0.1}}, "workload.causal.min_weight was removed"),
+    ({"model": {"execution": "phase"}, "optim": {"method": "subspace_lm"},
+      "finish": {"iterations": 2, "two_sided": False}}, "workload.finish.two_sided was removed"),
+]
+
+
+@pytest.mark.parametrize("fields,message", RETIRED)
+def test_removed_options_are_refused_with_the_reason(fields, message):
+    with pytest.raises(ValidationError, match=message + ": .* did not lower the error|"
+                       + message + ": .*(stalled|raised|ruined)"):
+        Config(**fields)
+
+
+def test_optimiser_config_is_one_type_per_method():
+    from mlfrontends.pinn.config import FirstOrderOptim, SubspaceLMOptim
+
+    assert type(Config().optim) is ZOOptim
+    assert type(Config(optim={"method": "subspace_lm"}).optim) is SubspaceLMOptim
+    assert type(Config(estimator={"kind": "autograd"},
+                       optim={"method": "first_order"}).optim) is FirstOrderOptim
+    with pytest.raises(ValidationError, match="did you mean 'subspace_lm'"):
+        Config(optim={"method": "subspace"})
+    with pytest.raises(ValidationError, match="optim.damping is for method subspace_lm, "
+                       "not 'zo'"):
+        Config(optim={"damping": 1e-2})
+
+
+def test_stop_request_checkpoints_then_resume_gives_identical_metrics(tmp_path):
+    """ctx.stop_requested set after iteration 3: the loop saves at the next iteration
+    boundary and raises Interrupted naming it; the resumed run ends where an uninterrupted
+    one does. torch's thread count is restored after the raise and after the return."""
+    from photonic.runio import Interrupted
+
+    cfg = Config(iterations=6, collocation_points=4, eval_every=2, checkpoint_every=1,
+                 threads=1, pde_params=SMALL_GRIDS["burgers"],
+                 model={"widths": [2, 16, 16, 1], "tt_layers": {}},
+                 optim={"method": "subspace_lm", "lr": 1e-2, "lm_tries": 2},
+                 collocation={"sampling": "rad", "pool": 16, "refresh_every": 2})
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        full = run(cfg, _ctx(tmp_path / "full"))
+        assert torch.get_num_threads() == 2
+        ctx = _KilledAfter(tmp_path / "cut", show_progress=False, stop_after=3)
+        with pytest.raises(Interrupted, match="iteration 3"):
+            run(cfg, ctx)
+        assert torch.get_num_threads() == 2 and ctx.writes == 4  # 3 + the one on stopping
+    finally:
+        torch.set_num_threads(threads)
+    saved = torch.load(tmp_path / "cut" / "checkpoint.pt", weights_only=False)["state"]
+    assert saved["iteration"] == 3 and len(saved["history"]) == 3
+    resumed = run(cfg, _ctx(tmp_path / "cut", resume=True))
+    for key in ("rel_l2", "rel_l2_best", "iterations", "forward_evals", "final_loss"):
+        assert resumed[key] == full[key], key
+
+
+def _burgers_20_2(tmp_path, name, stop_after=None):
+    """Shipped pinn_burgers, 20 phase iterations and 2 finish steps, resuming in
+    tmp_path / name from tests/data/pinn_burgers_it10_checkpoint.pt (iteration 10)."""
+    import calibration
+
+    raw = yaml.safe_load((CONFIGS / "pinn_burgers.yaml").read_text())
+    cfg = Config(**{**raw["workload"], "iterations": 20, "checkpoint_every": 1,
+                    "finish": {**raw["workload"]["finish"], "iterations": 2}})
+    out = tmp_path / name
+    out.mkdir()
+    (out / "checkpoint.pt").write_bytes(
+        (Path(__file__).resolve().parents[1] / "data" / "pinn_burgers_it10_checkpoint.pt")
+        .read_bytes())
+    kw = dict(resume=True, show_progress=False,
+              device=calibration.load_preset(raw["chip"]["preset"]),
+              noise=photonic.NoiseConfig.from_spec(raw["chip"]["noise"]))
+    ctx = RunContext(out, **kw) if stop_after is None else _KilledAfter(
+        out, stop_after=stop_after, **kw)
+    return cfg, ctx
+
+
+def test_a_shipped_checkpoint_with_the_full_option_set_resumes_to_the_same_numbers(tmp_path):
+    """tests/data/pinn_burgers_it10_checkpoint.pt: `photonic-sim run pinn_burgers --set
+    workload.iterations=20 --set workload.finish.iterations=2` at iteration 10, in the layout
+    that keeps an Adam state for subspace_lm and every removed option at its off value in
+    its config. Resumed for two more steps (then stopped), it logs the losses and forward
+    evaluations of that run's iterations 11 and 12 (printed there to 16 digits)."""
+    from photonic.runio import Interrupted
+
+    cfg, ctx = _burgers_20_2(tmp_path, "ok", stop_after=2)
+    with pytest.raises(Interrupted, match="iteration 12"):
+        run(cfg, ctx)
+    state = torch.load(ctx.path("checkpoint.pt"), weights_only=False)["state"]
+    assert [h[0] for h in state["history"][10:]] == [11, 12]
+    assert [h[1] for h in state["history"][10:]] == pytest.approx(
+        [0.11897172483782076, 0.09605108441518423], rel=1e-12)
+    assert [h[2] for h in state["history"][10:]] == [1773824, 1928576]
+
+
+def test_a_checkpoint_that_used_a_removed_option_is_refused(tmp_path):
+    cfg, ctx = _burgers_20_2(tmp_path, "memory")
+    ck = torch.load(ctx.path("checkpoint.pt"), weights_only=False)
+    ck["config"]["optim"]["memory"] = 2
+    ctx.save_checkpoint(ck)
+    with pytest.raises(ValueError, match=r"written with workload.optim.memory = 2, which was "
+                       "removed"):
+        run(cfg, ctx)
+
+
+def test_error_map_is_centred_at_zero_and_every_panel_is_labelled(tmp_path):
+    from mlfrontends.pinn.report import _solution_figure
+
+    class _Capture(RunContext):
+        figs: dict = {}
+
+        def savefig(self, fig, name, dpi=120):
+            self.figs[name] = fig
+            return super().savefig(fig, name, dpi)
+
+    pde = build_pde("burgers", SMALL_GRIDS["burgers"])
+    u = pde.evaluation_grid().u_exact + 0.3  # the error is +0.3 everywhere
+    ctx = _Capture(tmp_path, show_progress=False)
+    assert _solution_figure(ctx, pde, u) == "heatmaps.png"
+    fig = ctx.figs["heatmaps.png"]
+    panels = [a for a in fig.axes if a.get_title()]
+    assert [a.get_title() for a in panels] == ["prediction", "reference", "error"]
+    assert all(a.get_xlabel() == "t (dimensionless)" and a.get_ylabel() == "x (dimensionless)"
+               for a in panels)
+    norm = panels[2].collections[0].norm
+    assert (norm.vmin, norm.vmax) == pytest.approx((-0.3, 0.3))  # white is zero error
+    bars = [a for a in fig.axes if not a.get_title()]
+    assert [b.get_ylabel() for b in bars] == ["u (dimensionless)", "u (dimensionless)",
+                                              "u_pred − u_exact (dimensionless)"]
