@@ -135,15 +135,27 @@ class Config(WorkloadConfig):
 
 # ----------------------------------------------------------------------------- layout areas
 @lru_cache(maxsize=256)
-def _layout_bbox_um2(design: str, n: int, heater_length_um: float,
+def _layout_bbox_um2(design: str, n: int, settings: tuple[tuple[str, float], ...],
                      topology: str = "clements") -> float:
+    """Bounding box of a registered layout; ``settings`` as sorted (name, value) pairs of
+    :func:`circuits.layout.settings_from_device` (hashable for the cache)."""
     from circuits.layout import layout_area_um2
 
-    kw = {"topology": topology} if design in ("mesh", "tensor_core") else {}
-    return layout_area_um2(design, n=n, heater_length_um=heater_length_um, **kw)
+    kw = dict(settings)
+    if design in ("mesh", "tensor_core"):
+        kw["topology"] = topology
+    else:  # the Σ column takes the heater and the pitch only
+        kw = {k: kw[k] for k in ("heater_length_um", "mode_pitch_um")}
+    return layout_area_um2(design, n=n, **kw)
 
 
-def _layout_block_area_um2(rows: int, cols: int, heater_length_um: float,
+def _settings(device: DeviceParams) -> tuple[tuple[str, float], ...]:
+    from circuits.layout import settings_from_device
+
+    return tuple(sorted(settings_from_device(device).items()))
+
+
+def _layout_block_area_um2(rows: int, cols: int, device: DeviceParams,
                            topology: str = "clements") -> float:
     """Layout-true area of one SVD block: bounding boxes of mesh(cols) + Σ column + mesh(rows)
     as drawn by :mod:`circuits.layout` (edge couplers and pads excluded)."""
@@ -151,10 +163,11 @@ def _layout_block_area_um2(rows: int, cols: int, heater_length_um: float,
         raise ValueError(f"area: layout needs blocks of ≤ {MAX_LAYOUT_MODES} modes; a "
                          f"{rows}×{cols} block is too large: tile it (tile: 8) or use "
                          "area: analytic")
-    total = _layout_bbox_um2("sigma_column", min(rows, cols), heater_length_um)
+    settings = _settings(device)
+    total = _layout_bbox_um2("sigma_column", min(rows, cols), settings)
     for n in (rows, cols):
         if n >= 2:
-            total += _layout_bbox_um2("mesh", n, heater_length_um, topology)
+            total += _layout_bbox_um2("mesh", n, settings, topology)
     return total
 
 
@@ -168,7 +181,7 @@ def _layout_area(report: CostReport, stages: list[Stage], device: DeviceParams,
     else:
         blocks = [(s.mesh_rows, s.mesh_cols, s.tiles) for s in stages]
     a = dict(report.area_breakdown_um2)
-    a["meshes"] = sum(t * _layout_block_area_um2(r, c, device.shifter.length_um, spec.topology)
+    a["meshes"] = sum(t * _layout_block_area_um2(r, c, device, spec.topology)
                       for r, c, t in blocks)
     a["sigma_attenuators"] = 0.0  # inside the layout blocks above
     photonic = a["meshes"] + a["modulators"] + a["detectors"]
@@ -226,24 +239,20 @@ def mzi_count_rules(layers: list[DenseLayer | TTLayer], topology: str = "clement
 
 
 # ----------------------------------------------------------------------------- layout gap
-def layout_vs_analytic(ns: list[int], topologies: tuple[str, ...] = ("clements", "reck"),
-                       heater_length_um: float = 100.0) -> list[dict[str, object]]:
-    """Mesh area from :func:`photonic.estimate_cost`'s formula (depth × L × n/2 × H) with the
-    layout's own MZI cell (L × H = cell length × two mode pitches) vs the GDS bounding box."""
-    from circuits.layout import MODE_PITCH_UM, build
+def layout_vs_analytic(devices: dict[str, DeviceParams], ns: list[int],
+                       topologies: tuple[str, ...] = ("clements", "reck")
+                       ) -> list[dict[str, object]]:
+    """Analytic mesh area of each preset (:func:`photonic.footprint.mesh_area_um2`, from the
+    device parameters alone) vs the GDS bounding box of the gdsfactory mesh built from the
+    preset's settings, one row per (preset, topology, n)."""
+    from circuits.layout import compare_mesh_areas
 
-    cell = build("mzi", heater_length_um=heater_length_um).dbbox()
-    length, height = float(cell.width()), 2 * MODE_PITCH_UM
     rows = []
-    for topology in topologies:
-        for n in ns:
-            dev = DeviceParams(mzi={"length_um": length, "height_um": height},
-                               layout={"routing_overhead": 0.0})
-            st = Stage(name="mesh", mesh_rows=n, mesh_cols=1, tiles=1, topology=topology)
-            analytic = estimate_cost(device=dev, stages=[st]).area_breakdown_um2["meshes"]
-            layout = _layout_bbox_um2("mesh", n, heater_length_um, topology)
-            rows.append({"topology": topology, "n": n, "analytic_um2": analytic,
-                         "layout_um2": layout, "gap": layout / analytic - 1.0})
+    for name, dev in devices.items():
+        for r in compare_mesh_areas(dev, ns=tuple(ns), topologies=topologies):
+            rows.append({"preset": name, "topology": r["topology"], "n": r["n"],
+                         "analytic_um2": r["analytic_area_um2"],
+                         "layout_um2": r["layout_area_um2"], "gap": r["gap"]})
     return rows
 
 
@@ -361,6 +370,10 @@ def _gds_figure(path, title: str):
 
 
 # ----------------------------------------------------------------------------- the run
+def _feasible_text(rep: CostReport) -> str:
+    return "yes" if rep.feasible else "**no**: " + "; ".join(rep.infeasible_reasons)
+
+
 def _fmt(x: float | None, unit: str = "") -> str:
     if x is None:
         return "—"
@@ -382,13 +395,18 @@ def _preset_sources(ctx: RunContext, name: str) -> dict[str, str] | None:
 _COST_FIELDS = (
     "shifter.kind", "shifter.law", "shifter.v_pi_v", "shifter.p_pi_mw",
     "shifter.capacitance_ff", "shifter.energy_per_update_pj", "shifter.settling_time_ns",
-    "shifter.length_um", "mzi.length_um", "mzi.height_um", "mzi.insertion_loss_db",
-    "detector.sensitivity_dbm", "detector.area_um2", "dac.bits", "dac.energy_pj_per_conversion",
+    "shifter.length_um", "shifter.insertion_loss_db", "coupler.length_um",
+    "coupler.insertion_loss_db", "waveguide.loss_db_per_cm", "layout.mode_pitch_um",
+    "layout.sbend_length_um", "layout.arm_bend_length_um", "layout.contact_length_um",
+    "detector.responsivity_a_per_w", "detector.dark_current_na",
+    "detector.load_resistance_ohm", "detector.bandwidth_ghz", "detector.temperature_k",
+    "detector.lo_power_mw", "detector.area_um2", "dac.bits", "dac.energy_pj_per_conversion",
     "dac.area_um2", "dac.sample_rate_gsps", "adc.bits", "adc.energy_pj_per_conversion",
     "adc.area_um2", "adc.sample_rate_gsps", "phase_dac.bits", "phase_dac.energy_pj_per_conversion",
     "phase_dac.area_um2", "phase_dac.sample_rate_gsps", "tia.power_mw", "tia.area_um2",
     "modulator.energy_fj_per_bit", "modulator.length_um", "modulator.width_um",
-    "modulator.insertion_loss_db", "laser.wall_plug_efficiency", "layout.routing_overhead",
+    "modulator.insertion_loss_db", "laser.wall_plug_efficiency", "laser.power_per_channel_mw",
+    "laser.max_power_per_laser_mw", "laser.max_power_per_chip_mw", "layout.routing_overhead",
     "clock_ghz",
 )
 
@@ -397,7 +415,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     import torch
 
     torch.set_num_threads(1)
-    from circuits.layout import build, write_gds
+    from circuits.layout import build, settings_from_device, write_gds
 
     devices: dict[str, DeviceParams] = {}
     for name in cfg.presets:
@@ -434,6 +452,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
                 f"| {spec.name} | {pname} | {rep.num_mzis:,} | {_fmt(rep.area_um2 / 1e6, 'mm²')} "
                 f"| {_fmt(rep.energy_pj / 1e3, 'nJ')} | {_fmt(rep.latency_ns, 'ns')} "
                 f"| {_fmt(rep.worst_path_loss_db, 'dB')} "
+                f"| {_fmt(rep.laser_optical_mw, 'mW')} | {_feasible_text(rep)} "
                 f"| {_fmt(rep.static_power_mw['shifter_hold'], 'mW')} "
                 f"| {_fmt(None if rep.energy_pj_per_step is None else rep.energy_pj_per_step * 1e-12, 'J')} "  # noqa: E501
                 f"| {_fmt(None if rep.latency_ns_per_step is None else rep.latency_ns_per_step * 1e-9, 's')} |"  # noqa: E501
@@ -461,25 +480,32 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
                                          + rep.area_breakdown_um2["sigma_attenuators"]),
                    "energy_pj_per_inference": rep.energy_pj,
                    "latency_ns_per_inference": rep.latency_ns, "num_mzis": rep.num_mzis,
+                   "worst_path_loss_db": rep.worst_path_loss_db,
+                   "laser_optical_mw": rep.laser_optical_mw,
+                   "laser_electrical_mw": rep.power.laser_electrical_mw,
+                   "feasible": rep.feasible,
+                   "infeasible_reasons": "; ".join(rep.infeasible_reasons),
                    "layout_core_um2": None}
             if n <= MAX_LAYOUT_MODES:
-                row["layout_core_um2"] = _layout_block_area_um2(n, n, dev.shifter.length_um,
+                row["layout_core_um2"] = _layout_block_area_um2(n, n, dev,
                                                                 cfg.scaling_topology)
             scaling.append(row)
             for k in ("area_um2", "energy_pj_per_inference", "latency_ns_per_inference",
-                      "program_and_infer_ns", "num_mzis", "layout_core_um2"):
+                      "program_and_infer_ns", "num_mzis", "layout_core_um2",
+                      "worst_path_loss_db", "laser_optical_mw", "laser_electrical_mw",
+                      "feasible", "infeasible_reasons"):
                 metrics[f"scaling.{pname}.n{n}.{k}"] = row[k]
     ctx.savefig(_scaling_figure(scaling, list(devices)), "scaling.png")
 
     # ---- layout vs analytic (acceptance: N = 4 … 32) ---------------------------------------
-    gaps = layout_vs_analytic([n for n in cfg.scaling_n if n <= 32])
+    gaps = layout_vs_analytic(devices, [n for n in cfg.scaling_n if n <= 32])
     for g in gaps:
-        metrics[f"layout_gap.{g['topology']}.n{g['n']}"] = g["gap"]
+        metrics[f"layout_gap.{g['preset']}.{g['topology']}.n{g['n']}"] = g["gap"]
 
     # ---- the core's layout: GDS beside the report, PNG rendered from the GDS ---------------
     first = next(iter(devices.values()))
     core = build("tensor_core", n=cfg.layout_n, topology=cfg.layout_topology,
-                 heater_length_um=first.shifter.length_um)
+                 **settings_from_device(first))
     gds = write_gds(core, ctx.path("tensor_core.gds"))
     fig, gds_area = _gds_figure(gds, f"{cfg.layout_n}-mode {cfg.layout_topology} SVD tensor "
                                      f"core, read back from {gds.name}")
@@ -532,9 +558,9 @@ def _report_lines(cfg, layers, devices, table, scaling, gaps, rules, params, ctx
               f"{cfg.training.inferences_per_query:,} inferences each. {cfg.training_note}"]
     L += ["", "## Results", "",
           "| design | preset | MZIs | area | energy / inference | latency / inference "
-          "| worst path loss | shifter hold power | energy / training step "
-          "| time / training step |",
-          "|---|---|---|---|---|---|---|---|---|---|", *table, ""]
+          "| worst path loss | laser power (optical) | feasible | shifter hold power "
+          "| energy / training step | time / training step |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|", *table, ""]
     first = cfg.designs[0].name
     L += [f"Relative to `{first}` on the same preset (× = this design / {first}):", "",
           "| design | preset | area × | energy / inference × | latency / inference × |",
@@ -586,8 +612,9 @@ def _report_lines(cfg, layers, devices, table, scaling, gaps, rules, params, ctx
     L += ["", "## Scaling with the mesh size N (one N×N SVD core, weight-stationary)", "",
           "![scaling](scaling.png)", "",
           "| preset | N | MZIs | area | meshes + Σ (analytic) | meshes + Σ (layout) "
-          "| energy / inference | latency / inference | program + inference |",
-          "|---|---|---|---|---|---|---|---|---|"]
+          "| energy / inference | latency / inference | program + inference "
+          "| worst path loss | laser power (optical) | laser power (wall plug) | feasible |",
+          "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
     for r in scaling:
         L.append(f"| {r['preset']} | {r['n']} | {r['num_mzis']:,} | "
                  f"{_fmt(r['area_um2'] / 1e6, 'mm²')} | "
@@ -595,20 +622,25 @@ def _report_lines(cfg, layers, devices, table, scaling, gaps, rules, params, ctx
                  f"{_fmt(None if r['layout_core_um2'] is None else r['layout_core_um2'] / 1e6, 'mm²')} | "  # noqa: E501
                  f"{_fmt(r['energy_pj_per_inference'], 'pJ')} | "
                  f"{_fmt(r['latency_ns_per_inference'], 'ns')} | "
-                 f"{_fmt(r['program_and_infer_ns'], 'ns')} |")
-    L += ["", "The analytic column uses the preset's MZI footprint (mzi.length_um × "
-          "mzi.height_um); the layout column the gdsfactory generic-PDK cell of "
-          "`circuits.layout` with the preset's shifter length, so they differ by the cell "
-          "footprints. With the layout's own cell footprint the estimator's mesh formula "
-          "(depth × L × N/2 × H) matches the GDS bounding box:", "",
-          "| topology | N | analytic (µm²) | layout (µm²) | layout / analytic − 1 |",
-          "|---|---|---|---|---|"]
+                 f"{_fmt(r['program_and_infer_ns'], 'ns')} | "
+                 f"{_fmt(r['worst_path_loss_db'], 'dB')} | {_fmt(r['laser_optical_mw'], 'mW')} | "
+                 f"{_fmt(r['laser_electrical_mw'], 'mW')} | "
+                 f"{'yes' if r['feasible'] else '**no**: ' + r['infeasible_reasons']} |")
+    L += ["", "The analytic column is the hub's footprint (`photonic.footprint`): depth columns "
+          "of the MZI cell derived from the preset (2 shifters + 2 couplers + 2 S-bends + "
+          "2 arm-bend pairs + 2 contact leads) by (N − 1) mode pitches; the layout column the "
+          "bounding boxes of the gdsfactory generic-PDK mesh and Σ column built from the "
+          "preset's shifter length, pitch, S-bend and lead lengths (`circuits.layout`). "
+          "Mesh alone, per preset (the layout's cell is measured, never fed back into the "
+          "analytic formula):", "",
+          "| preset | topology | N | analytic (µm²) | layout (µm²) | layout / analytic − 1 |",
+          "|---|---|---|---|---|---|"]
     for g in gaps:
-        L.append(f"| {g['topology']} | {g['n']} | {g['analytic_um2']:,.0f} | "
+        L.append(f"| {g['preset']} | {g['topology']} | {g['n']} | {g['analytic_um2']:,.0f} | "
                  f"{g['layout_um2']:,.0f} | {100 * g['gap']:+.1f} % |")
-    L += ["", "The analytic grid spans N mode pitches; the drawn mesh spans (N − 1) pitches "
-          "plus one cell height, so the layout is smaller by about one pitch (gap → 0 as 1/N).",
-          ""]
+    L += ["", "The generic PDK's 2×2 MMIs (25.5 µm) are shorter than the preset's 31 µm "
+          "directional couplers, and the drawn mesh overhangs its outer waveguides by a few "
+          "µm; both are left in the gap.", ""]
     L += ["## Layout of the core", "",
           f"`tensor_core.gds` (beside this report): {cfg.layout_n}-mode {cfg.layout_topology} "
           f"SVD tensor core (V† mesh, Σ column, U mesh, edge couplers), bounding box "
@@ -619,10 +651,13 @@ def _report_lines(cfg, layers, devices, table, scaling, gaps, rules, params, ctx
           "- stages (layers, TT-cores) run one after another with detection, digitisation, "
           "an SRAM buffer and re-modulation between them; digital sums / nonlinearity are "
           "not costed;",
-          "- one shared laser feeds every input channel of the design and is on while any "
-          "stage streams; laser power per stage from the brief's formula "
-          "P = IL_path + S_PD + 10 log10(fan-out) (dBm), IL_path = modulator IL + MZIs on the "
-          "longest path × MZI IL;",
+          "- one shared laser feeds every input channel and every local oscillator of the "
+          "design and is on while any stage streams (`photonic.power`): per channel the "
+          "detector sensitivity for the ADC's SNR (6.02 b + 1.76 dB; homodyne receiver, shot, "
+          "dark and thermal noise) × the loss of the longest path (modulator IL + MZIs × MZI "
+          "IL, the MZI IL from its couplers, shifter and waveguide), plus "
+          "`detector.lo_power_mw` per output; a design over `laser.max_power_per_laser_mw` or "
+          "`laser.max_power_per_chip_mw` is infeasible;",
           "- thermal / MEMS hold power P_π·φ/π of the programmed phases, held for the whole "
           "batch; a write costs ½CV(φ)² + update energy + one phase-DAC conversion + SRAM read;",
           "- weight-stationary designs are programmed once per batch outside the inference "
