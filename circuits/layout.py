@@ -17,7 +17,7 @@ Call ``gf.gpdk.PDK.activate()`` (done by :func:`activate_pdk`) before building.
 
 from __future__ import annotations
 
-import difflib
+import io
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -27,6 +27,8 @@ import numpy as np
 
 from photonic import DeviceParams, mesh_layout
 from photonic.footprint import mesh_area_um2
+from photonic.runio import atomic_write_bytes, new_figure
+from photonic.textutil import did_you_mean
 
 __all__ = [
     "COMPONENTS",
@@ -285,11 +287,9 @@ COMPONENTS: dict[str, Callable[..., gf.Component]] = {
 def build(design: str, **settings: Any) -> gf.Component:
     """Build the registered layout ``design`` (a key of :data:`COMPONENTS`) with ``settings``."""
     if design not in COMPONENTS:
-        close = difflib.get_close_matches(design, COMPONENTS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(
             f"design={design!r} is not a registered layout; valid choices: "
-            f"{sorted(COMPONENTS)}{hint}"
+            f"{sorted(COMPONENTS)}{did_you_mean(design, COMPONENTS)}"
         )
     activate_pdk()
     return COMPONENTS[design](**settings)
@@ -449,24 +449,22 @@ def render_png(
     title: str | None = None,
     hidden_layers: tuple[tuple[int, int], ...] = HIDDEN_LAYERS,
 ) -> Path:
-    """Render the polygons of ``component`` to a PNG with matplotlib (Agg); returns the path.
+    """Render the polygons of ``component`` to a PNG with matplotlib; returns the path.
 
     One colour per GDS layer (``hidden_layers`` are skipped; default: via arrays); axes in µm;
     the title states the bounding box and its area. An N = 32 tensor core renders in seconds.
     """
     import klayout.db as kdb
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     from matplotlib.collections import PolyCollection
 
     polys: dict[tuple[int, int], list[np.ndarray]] = {}
     _collect(component, kdb.DCplxTrans(), polys, {})
     box = component.dbbox()
     aspect = max(box.height(), 1.0) / max(box.width(), 1.0)
-    fig, ax = plt.subplots(figsize=(width_in, max(2.0, min(width_in * aspect, 3 * width_in))))
-    colours = plt.get_cmap("tab10")
+    fig = new_figure(figsize=(width_in, max(2.0, min(width_in * aspect, 3 * width_in))))
+    ax = fig.subplots()
+    colours = colormaps["tab10"]
     shown = sorted(layer for layer in polys if layer not in set(hidden_layers))
     names = {(li.layer, li.datatype): li.name for li in component.kcl.layer_infos()}
     for i, layer in enumerate(shown):
@@ -492,7 +490,7 @@ def render_png(
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small", title="GDS layer")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
     return path
