@@ -598,9 +598,11 @@ def _results_lines(cfg: Config, devices, table, ctx: RunContext, metrics) -> lis
         src = _preset_sources(ctx, p)
         if src is None:
             continue
-        unsourced = [k for k in _COST_FIELDS if src.get(k, "").startswith("default:")]
+        flat = flatten_metrics(devices[p].model_dump(mode="json"))
+        # None is a setting ("derive it"), not a number that needs a source
+        unsourced = [k for k in _COST_FIELDS
+                     if src.get(k, "").startswith("default:") and flat.get(k) is not None]
         if unsourced:
-            flat = flatten_metrics(devices[p].model_dump(mode="json"))
             L.append(f"Preset `{p}` leaves these estimator inputs at DeviceParams defaults "
                      "(no source): " + ", ".join(f"{k} = {flat.get(k)}" for k in unsourced)
                      + ".")

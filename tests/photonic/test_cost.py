@@ -273,3 +273,24 @@ def test_hjb_mzi_ratio_dense_vs_tt():
     # The count that reproduces the published 1.17e3: TT cores as two 8×8 unitaries
     # (8·7 MZIs), output layer not counted on the TT side.
     assert dense / (8 * 8 * 7) == pytest.approx(1.17e3, rel=1e-3)
+
+
+def test_noise_model_runs_at_the_budget_power_and_meets_the_adc_snr(thermal):
+    """One budget: optical_matmul launches the channel power of photonic.power, so light
+    that crosses the worst path of a 4×4 tile reaches its detector with exactly the SNR of
+    the 8-bit ADC (6.02·8 + 1.76 dB, full-scale sine convention)."""
+    from photonic.core import optical_matmul
+    from photonic.noise import NoiseConfig
+    from photonic.power import channel_power_mw, svd_path_loss_db
+
+    loss_db = svd_path_loss_db(thermal, 4, 4)
+    assert channel_power_mw(thermal, mesh_path_loss_db=loss_db) == pytest.approx(
+        detector_sensitivity_mw(thermal.detector, snr_db=adc_snr_db(8)) * 10 ** (loss_db / 10))
+    a = 10 ** (-loss_db / 20)  # field amplitude left after the worst path
+    tiles = (a * torch.eye(4, dtype=torch.complex128)).reshape(1, 1, 4, 4)
+    x = torch.full((40_000, 4), 0.5, dtype=torch.float64)
+    y = optical_matmul(tiles, torch.ones(1, 1, dtype=torch.float64), x, (4, 4), device=thermal,
+                       noise=NoiseConfig(detector_noise=True),
+                       generator=torch.Generator().manual_seed(5))
+    snr = (0.5 * a) ** 2 / 2 / (y - 0.5 * a).var().item()
+    assert 10 * math.log10(snr) == pytest.approx(adc_snr_db(8), abs=0.1)
