@@ -750,17 +750,20 @@ def _markdown_table(df: pd.DataFrame) -> str:
 
 
 def _feasibility_lines(summary: pd.DataFrame) -> list[str]:
-    """Where designs become infeasible: the smallest infeasible N per preset, topology and
-    tile (the power budget grows with the path loss, hence with N)."""
+    """Where designs become infeasible, per preset and topology: the largest feasible N and
+    the smallest infeasible one (the power budget grows with the path loss, hence with N)."""
     lines = ["## Where designs become infeasible", ""]
-    bad = summary[~summary["feasible"].astype(bool)]
-    if bad.empty:
-        return lines + ["Every design point is within its preset's laser limits.", ""]
-    first = bad.groupby(["preset", "topology", "tile"], sort=True)
-    for (preset, topology, tile), sub in first:
-        row = sub.sort_values("n").iloc[0]
-        lines.append(f"- `{preset}`, {topology}, tile {tile}: infeasible from N = {row['n']} "
-                     f"(laser {row['laser_optical_mw']:.4g} mW optical).")
+    for (preset, topology), sub in summary.groupby(["preset", "topology"], sort=True):
+        ok = sub[sub["feasible"].astype(bool)]
+        bad = sub[~sub["feasible"].astype(bool)].sort_values("n")
+        up_to = f"feasible up to N = {ok['n'].max()}" if len(ok) else "no feasible N"
+        if bad.empty:
+            lines.append(f"- `{preset}`, {topology}: {up_to}; every N swept is within the "
+                         "laser limits.")
+            continue
+        row = bad.iloc[0]
+        lines.append(f"- `{preset}`, {topology}: {up_to}; infeasible from N = {row['n']} "
+                     f"(tile {row['tile']}, laser {row['laser_optical_mw']:.4g} mW optical).")
     return lines + [""]
 
 

@@ -294,3 +294,23 @@ def test_noise_model_runs_at_the_budget_power_and_meets_the_adc_snr(thermal):
                        generator=torch.Generator().manual_seed(5))
     snr = (0.5 * a) ** 2 / 2 / (y - 0.5 * a).var().item()
     assert 10 * math.log10(snr) == pytest.approx(adc_snr_db(8), abs=0.1)
+
+
+def test_sweep_rows_carry_the_feasibility_and_show_where_it_ends(thermal):
+    from photonic.noise import NoiseConfig
+    from photonic.sweep import _feasibility_lines, grid, plot_costs, run_sweep, summarize
+
+    pts = grid(n=[4, 8], topology=["clements"], preset="soi_thermal")
+    df = run_sweep(pts, devices={"soi_thermal": thermal}, seeds=[0], noise=NoiseConfig.ideal(),
+                   batch=4)
+    assert df["feasible"].tolist() == [True, False]
+    assert df["laser_optical_mw"].iloc[1] > thermal.laser.max_power_per_laser_mw
+    assert df["laser_optical_mw"].iloc[0] == pytest.approx(
+        estimate_cost(device=thermal, stages=_core(4)).laser_optical_mw)
+    summary = summarize(df)
+    assert summary["feasible"].tolist() == [True, False]
+    lines = _feasibility_lines(summary)
+    assert lines[2].startswith("- `soi_thermal`, clements: feasible up to N = 4; infeasible "
+                               "from N = 8 (tile 8, laser ")
+    fig = plot_costs(df)
+    assert fig.axes[3].get_ylabel() == "laser_optical_mw"
