@@ -227,9 +227,9 @@ def mzi_loss_db(
     waveguide: WaveguideParams,
 ) -> float:
     """Insertion loss of one MZI cell from its parts (dB): two couplers, the arm shifter and
-    the waveguide over the cell length. The hub applies it to both arms; the external φ
-    shifter's own loss falls on one input only and is counted with the arm's (one shifter
-    per light path through the cell, as the presets' derived cell losses did before)."""
+    the waveguide over the cell length. The hub applies it to both arms; one shifter's loss
+    is counted per light path through the cell (the θ arm's; the external φ shifter lies on
+    one input only)."""
     length_cm = mzi_cell_length_um(shifter=shifter, coupler=coupler, layout=layout) * 1e-4
     return (2.0 * coupler.insertion_loss_db + shifter.insertion_loss_db
             + waveguide.loss_db_per_cm * length_cm)

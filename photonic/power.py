@@ -41,8 +41,8 @@ __all__ = [
 Q_E = 1.602176634e-19  # elementary charge, C (exact, SI definition)
 K_B = 1.380649e-23  # Boltzmann constant, J/K (exact, SI definition)
 
-# Resolution the budget asks for when the ADC is ideal (adc.bits = None): the 8 bits of the
-# BP-free PINN study's converters (brief, "Phase quantisation").
+# Resolution the budget asks for when the ADC is ideal (adc.bits = None): 8 bits, the
+# converters of the BP-free PINN study (its 8-bit phase quantisation, preset bpfree_pinn_sim).
 IDEAL_ADC_BITS = 8
 
 
@@ -109,7 +109,8 @@ def _sensitivity(device: DeviceParams) -> float:
 def channel_power_mw(device: DeviceParams, *, mesh_path_loss_db: float) -> float:
     """Optical power launched into each input mode of a mesh (mW): the fixed
     ``laser.power_per_channel_mw`` if the design sets one, else the detector sensitivity for
-    the ADC's SNR times the mesh path loss, S · 10^(IL/10) (brief formula per channel)."""
+    the ADC's SNR times the mesh path loss, S · 10^(IL/10) (the per-channel laser budget of
+    SimPhony / Lightening-Transformer)."""
     fixed = device.laser.power_per_channel_mw
     if fixed is not None:
         return fixed
