@@ -27,6 +27,8 @@ __all__ = [
     "LayoutParams",
     "WaveguideParams",
     "DeviceParams",
+    "mzi_cell_length_um",
+    "mzi_loss_db",
 ]
 
 
