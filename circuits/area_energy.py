@@ -290,11 +290,12 @@ def _bar_figure(reports: dict[str, CostReport], which: str, unit: str, title: st
     return fig
 
 
-def _scaling_figure(rows: list[dict[str, object]], presets: list[str]):
+def _scaling_figure(rows: list[dict[str, object]], devices: dict[str, DeviceParams]):
     from matplotlib import colormaps
 
-    fig = new_figure(figsize=(15, 4.2))
-    axes = fig.subplots(1, 3)
+    presets = list(devices)
+    fig = new_figure(figsize=(20, 4.2))
+    axes = fig.subplots(1, 4)
     colours = colormaps["tab10"]
     for i, p in enumerate(presets):
         c = colours(i)
@@ -313,15 +314,32 @@ def _scaling_figure(rows: list[dict[str, object]], presets: list[str]):
                        label=f"{p}: inference")
         axes[2].loglog(ns, [r["program_and_infer_ns"] for r in sel], "s--", color=c,
                        label=f"{p}: program + inference")
+        _laser_panel(axes[3], sel, devices[p], c, p)
     axes[0].set(xlabel="N (modes)", ylabel="area (mm²)", title="area of one N×N SVD core")
     axes[1].set(xlabel="N (modes)", ylabel="energy per inference (pJ)",
                 title="energy per inference (weight-stationary)")
-    axes[2].set(xlabel="N (modes)", ylabel="ns", title="latency")
+    axes[2].set(xlabel="N (modes)", ylabel="latency (ns)", title="latency")
+    axes[3].set(xlabel="N (modes)", ylabel="laser power, optical (mW)",
+                title="power budget (× infeasible)")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="x-small")
     fig.tight_layout()
     return fig
+
+
+def _laser_panel(ax, sel: list[dict[str, object]], device: DeviceParams, colour, name: str):
+    """Laser optical power vs N with the preset's limits; infeasible designs crossed."""
+    ns = [r["n"] for r in sel]
+    ax.loglog(ns, [r["laser_optical_mw"] for r in sel], "o-", color=colour, label=name)
+    bad = [(r["n"], r["laser_optical_mw"]) for r in sel if not r["feasible"]]
+    if bad:
+        ax.scatter([n for n, _ in bad], [p for _, p in bad], marker="x", s=70, color="red",
+                   zorder=3)
+    for lim, style, what in ((device.laser.max_power_per_laser_mw, ":", "per laser"),
+                             (device.laser.max_power_per_chip_mw, "--", "per chip")):
+        if lim is not None:
+            ax.axhline(lim, ls=style, color=colour, lw=0.8, label=f"{name}: limit {what}")
 
 
 def _gds_figure(path, title: str):
@@ -518,7 +536,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     for row in scaling:
         metrics.update({f"scaling.{row['preset']}.n{row['n']}.{k}": row[k]
                         for k in _SCALING_KEYS})
-    ctx.savefig(_scaling_figure(scaling, list(devices)), "scaling.png")
+    ctx.savefig(_scaling_figure(scaling, devices), "scaling.png")
 
     # layout vs analytic mesh area per preset (acceptance: N = 8, 16, 32 within 5 %)
     gaps = layout_vs_analytic(devices, [n for n in cfg.scaling_n if n <= 32])
