@@ -10,7 +10,15 @@ from __future__ import annotations
 import math
 from typing import Literal
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    PrivateAttr,
+    field_validator,
+    model_serializer,
+    model_validator,
+)
 
 __all__ = [
     "PhaseShifterParams",
@@ -257,6 +265,7 @@ class DeviceParams(_Params):
     layout: LayoutParams = LayoutParams()
     waveguide: WaveguideParams = WaveguideParams()
     clock_ghz: float = Field(10.0, gt=0, description="rate of input vectors")
+    _mzi_loss_derived: bool = PrivateAttr(default=False)
 
     @field_validator("phase_dac", mode="before")
     @classmethod
@@ -277,12 +286,22 @@ class DeviceParams(_Params):
             # frozen model: the derived value is set once, here, during validation
             object.__setattr__(self, "mzi", self.mzi.model_copy(
                 update={"insertion_loss_db": parts}))
+            self._mzi_loss_derived = True
         elif parts > 0 and abs(given - parts) > 1e-9 * max(1.0, parts):
             raise ValueError(
                 f"mzi.insertion_loss_db={given} disagrees with the {parts:.6g} dB its parts "
                 f"give (2 × coupler.insertion_loss_db + shifter.insertion_loss_db + "
                 f"waveguide.loss_db_per_cm × cell length); leave it unset to derive it")
         return self
+
+    @model_serializer(mode="wrap")
+    def _dump_derived_as_unset(self, handler):
+        """A derived MZI loss is dumped as None, so a dump edited (a part's loss or length
+        changed, as ``chip.overrides`` do) and validated again derives it afresh."""
+        data = handler(self)
+        if self._mzi_loss_derived and isinstance(data.get("mzi"), dict):
+            data["mzi"]["insertion_loss_db"] = None
+        return data
 
     @property
     def mzi_cell_length_um(self) -> float:

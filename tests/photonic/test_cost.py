@@ -162,7 +162,12 @@ def test_mzi_loss_is_derived_from_the_parts_and_a_disagreeing_one_is_refused(mos
     assert losses[1] - losses[0] == pytest.approx(8 * expected)
     assert losses[2] - losses[1] == pytest.approx(16 * expected)
     data = moscap.model_dump()
-    assert DeviceParams.model_validate(data) == moscap  # round trip keeps the derived value
+    assert DeviceParams.model_validate(data) == moscap  # round trip derives the same value
+    # a dump with a changed part (as chip.overrides make) derives the loss afresh
+    longer = {**data, "shifter": {**data["shifter"], "length_um": 1000.0, "v_pi_v": 1.2,
+                                  "v_max_v": 2.4}}
+    assert DeviceParams.model_validate(longer).mzi.insertion_loss_db == pytest.approx(
+        expected + moscap.waveguide.loss_db_per_cm * 2 * 500.0 * 1e-4)
     data["mzi"]["insertion_loss_db"] = 0.1
     with pytest.raises(ValueError, match="disagrees with the"):
         DeviceParams.model_validate(data)
