@@ -79,12 +79,12 @@ def layouts(out: Path) -> None:
             print(f"{design:12s} {n:3d} {dt:8.3f} {box:>20s} {area:9.3f}")
     print(
         f"\n{'topology':9s} {'N':>3s} {'K':>4s} {'layout_mm2':>10s} {'analytic_mm2':>12s} "
-        f"{'gap':>7s} {'mzi_only_gap':>12s}"
+        f"{'gap':>7s}"
     )
     for r in circuits.compare_mesh_areas(ns=(4, 8, 12, 16, 24, 32)):
         print(
             f"{r['topology']:9s} {r['n']:3d} {r['num_mzis']:4d} {r['layout_area_um2'] / 1e6:10.3f} "
-            f"{r['analytic_area_um2'] / 1e6:12.3f} {r['gap']:+7.1%} {r['gap_mzi_only']:+12.1%}"
+            f"{r['analytic_area_um2'] / 1e6:12.3f} {r['gap']:+7.1%}"
         )
     core = circuits.build("tensor_core", n=8)
     gds = circuits.write_gds(core, out / "tensor_core_8.gds")
@@ -99,23 +99,22 @@ def layouts(out: Path) -> None:
 def presets(n: int = 16) -> None:
     """Layout-true MZI cell per shipped preset vs the preset's analytic MZI footprint."""
     import calibration
-    from photonic import mesh_layout
+    from photonic.footprint import mesh_area_um2
 
     print(
         f"\n{'preset':24s} {'heater_um':>9s} {'pitch_um':>8s} {'cell_LxH_um':>13s} "
         f"{'preset_LxH_um':>13s} {f'mesh{n}_layout_mm2':>17s} {'preset_analytic_mm2':>19s}"
     )
-    lay = mesh_layout(n, "clements")
     for name in calibration.list_presets():
         device = calibration.load_preset(name)
         settings = circuits.settings_from_device(device)
         geo = circuits.cell_geometry_um(**settings)
         layout = circuits.layout_area_um2("mesh", n=n, **settings) / 1e6
-        analytic = lay.depth * device.mzi.length_um * n / 2 * device.mzi.height_um / 1e6
+        analytic = mesh_area_um2(device, n=n) / 1e6
         print(
             f"{name:24s} {settings['heater_length_um']:9.1f} {settings['mode_pitch_um']:8.1f} "
             f"{geo['mzi_length_um']:6.1f}x{geo['mzi_height_um']:<6.1f} "
-            f"{device.mzi.length_um:6.1f}x{device.mzi.height_um:<6.1f} "
+            f"{device.mzi_cell_length_um:6.1f}x{device.mzi_cell_height_um:<6.1f} "
             f"{layout:17.3f} {analytic:19.3f}"
         )
 

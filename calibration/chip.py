@@ -135,7 +135,7 @@ class VirtualChip:
     """
 
     def __init__(self, truth: ChipTruth, *, seed: int, shots: int = 100,
-                 lo_power_mw: float = 1.0):
+                 lo_power_mw: float = 1.0, channel_power_mw: float = 1.0):
         self._truth = truth
         self._gen = torch.Generator().manual_seed(int(seed) + 7919)
         self.layout = truth.layout
@@ -144,6 +144,7 @@ class VirtualChip:
         self.design = public_design(truth.device)
         self.shots = int(shots)
         self.lo_power_mw = float(lo_power_mw)
+        self.channel_power_mw = float(channel_power_mw)  # bench laser per input mode
         self.measurements: Counter[str] = Counter()
         self._stage = "unlabelled"
 
@@ -172,7 +173,7 @@ class VirtualChip:
         inputs = torch.as_tensor(inputs, dtype=torch.complex128)
         fields = self._truth.matrix(codes) @ inputs
         std = readout_noise_std(self.design, lo_power_mw=self.lo_power_mw,
-                                channel_power_mw=self.design.laser.power_per_channel_mw,
+                                channel_power_mw=self.channel_power_mw,
                                 shots=self.shots, field_power=fields.abs() ** 2)
         noise = torch.complex(torch.randn(fields.shape, generator=self._gen, dtype=torch.float64),
                               torch.randn(fields.shape, generator=self._gen, dtype=torch.float64))

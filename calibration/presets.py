@@ -40,6 +40,12 @@ __all__ = [
 PRESET_DIR = Path(__file__).resolve().parent / "presets"
 DEFAULT_SOURCE = "default: photonic.DeviceParams (no preset sets it)"
 _TOP_KEYS = ("description", "extends", "params")
+# Fields DeviceParams derives from others when no preset sets them.
+DERIVED_SOURCES = {
+    "mzi.insertion_loss_db": "derived: 2 × coupler.insertion_loss_db + "
+    "shifter.insertion_loss_db + waveguide.loss_db_per_cm × MZI cell length "
+    "(photonic.devices.mzi_loss_db)",
+}
 
 
 class PresetError(ValueError):
@@ -211,7 +217,7 @@ def preset_sources(name: str, *, directory: str | Path | None = None) -> dict[st
     out: dict[str, str] = {"name": "preset name"}
     for dotted in _leaf_fields(DeviceParams):
         if dotted != "name":
-            out[dotted] = sources.get(dotted, DEFAULT_SOURCE)
+            out[dotted] = sources.get(dotted, DERIVED_SOURCES.get(dotted, DEFAULT_SOURCE))
     return out
 
 

@@ -29,7 +29,6 @@ _EXPORTS: dict[str, str] = {
     # gdsfactory layouts, footprints, GDS and PNG (circuits.layout)
     "COMPONENTS": "circuits.layout",
     "activate_pdk": "circuits.layout",
-    "analytic_mesh_area_um2": "circuits.layout",
     "attenuator_cell": "circuits.layout",
     "build": "circuits.layout",
     "cell_geometry_um": "circuits.layout",
@@ -64,7 +63,6 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     from circuits.layout import (  # noqa: F401
         COMPONENTS,
         activate_pdk,
-        analytic_mesh_area_um2,
         attenuator_cell,
         build,
         cell_geometry_um,

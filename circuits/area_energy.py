@@ -36,7 +36,8 @@ from photonic.cost import (
 )
 from photonic.devices import DeviceParams
 from photonic.mesh import TOPOLOGIES
-from photonic.runio import RunContext, WorkloadConfig, flatten_metrics
+from photonic.runio import RunContext, WorkloadConfig, flatten_metrics, new_figure
+from photonic.textutil import markdown_table
 from photonic.tonn import DenseLayer, TTLayer, count_mzis, network_stages
 
 __all__ = ["Config", "run", "mzi_count_rules", "layout_vs_analytic", "HJB_PUBLISHED_RATIO"]
@@ -135,15 +136,27 @@ class Config(WorkloadConfig):
 
 # ----------------------------------------------------------------------------- layout areas
 @lru_cache(maxsize=256)
-def _layout_bbox_um2(design: str, n: int, heater_length_um: float,
+def _layout_bbox_um2(design: str, n: int, settings: tuple[tuple[str, float], ...],
                      topology: str = "clements") -> float:
+    """Bounding box of a registered layout; ``settings`` as sorted (name, value) pairs of
+    :func:`circuits.layout.settings_from_device` (hashable for the cache)."""
     from circuits.layout import layout_area_um2
 
-    kw = {"topology": topology} if design in ("mesh", "tensor_core") else {}
-    return layout_area_um2(design, n=n, heater_length_um=heater_length_um, **kw)
+    kw = dict(settings)
+    if design in ("mesh", "tensor_core"):
+        kw["topology"] = topology
+    else:  # the Σ column takes the heater and the pitch only
+        kw = {k: kw[k] for k in ("heater_length_um", "mode_pitch_um")}
+    return layout_area_um2(design, n=n, **kw)
 
 
-def _layout_block_area_um2(rows: int, cols: int, heater_length_um: float,
+def _settings(device: DeviceParams) -> tuple[tuple[str, float], ...]:
+    from circuits.layout import settings_from_device
+
+    return tuple(sorted(settings_from_device(device).items()))
+
+
+def _layout_block_area_um2(rows: int, cols: int, device: DeviceParams,
                            topology: str = "clements") -> float:
     """Layout-true area of one SVD block: bounding boxes of mesh(cols) + Σ column + mesh(rows)
     as drawn by :mod:`circuits.layout` (edge couplers and pads excluded)."""
@@ -151,10 +164,11 @@ def _layout_block_area_um2(rows: int, cols: int, heater_length_um: float,
         raise ValueError(f"area: layout needs blocks of ≤ {MAX_LAYOUT_MODES} modes; a "
                          f"{rows}×{cols} block is too large: tile it (tile: 8) or use "
                          "area: analytic")
-    total = _layout_bbox_um2("sigma_column", min(rows, cols), heater_length_um)
+    settings = _settings(device)
+    total = _layout_bbox_um2("sigma_column", min(rows, cols), settings)
     for n in (rows, cols):
         if n >= 2:
-            total += _layout_bbox_um2("mesh", n, heater_length_um, topology)
+            total += _layout_bbox_um2("mesh", n, settings, topology)
     return total
 
 
@@ -168,7 +182,7 @@ def _layout_area(report: CostReport, stages: list[Stage], device: DeviceParams,
     else:
         blocks = [(s.mesh_rows, s.mesh_cols, s.tiles) for s in stages]
     a = dict(report.area_breakdown_um2)
-    a["meshes"] = sum(t * _layout_block_area_um2(r, c, device.shifter.length_um, spec.topology)
+    a["meshes"] = sum(t * _layout_block_area_um2(r, c, device, spec.topology)
                       for r, c, t in blocks)
     a["sigma_attenuators"] = 0.0  # inside the layout blocks above
     photonic = a["meshes"] + a["modulators"] + a["detectors"]
@@ -226,33 +240,26 @@ def mzi_count_rules(layers: list[DenseLayer | TTLayer], topology: str = "clement
 
 
 # ----------------------------------------------------------------------------- layout gap
-def layout_vs_analytic(ns: list[int], topologies: tuple[str, ...] = ("clements", "reck"),
-                       heater_length_um: float = 100.0) -> list[dict[str, object]]:
-    """Mesh area from :func:`photonic.estimate_cost`'s formula (depth × L × n/2 × H) with the
-    layout's own MZI cell (L × H = cell length × two mode pitches) vs the GDS bounding box."""
-    from circuits.layout import MODE_PITCH_UM, build
+def layout_vs_analytic(devices: dict[str, DeviceParams], ns: list[int],
+                       topologies: tuple[str, ...] = ("clements", "reck")
+                       ) -> list[dict[str, object]]:
+    """Analytic mesh area of each preset (:func:`photonic.footprint.mesh_area_um2`, from the
+    device parameters alone) vs the GDS bounding box of the gdsfactory mesh built from the
+    preset's settings, one row per (preset, topology, n)."""
+    from circuits.layout import compare_mesh_areas
 
-    cell = build("mzi", heater_length_um=heater_length_um).dbbox()
-    length, height = float(cell.width()), 2 * MODE_PITCH_UM
     rows = []
-    for topology in topologies:
-        for n in ns:
-            dev = DeviceParams(mzi={"length_um": length, "height_um": height},
-                               layout={"routing_overhead": 0.0})
-            st = Stage(name="mesh", mesh_rows=n, mesh_cols=1, tiles=1, topology=topology)
-            analytic = estimate_cost(device=dev, stages=[st]).area_breakdown_um2["meshes"]
-            layout = _layout_bbox_um2("mesh", n, heater_length_um, topology)
-            rows.append({"topology": topology, "n": n, "analytic_um2": analytic,
-                         "layout_um2": layout, "gap": layout / analytic - 1.0})
+    for name, dev in devices.items():
+        for r in compare_mesh_areas(dev, ns=tuple(ns), topologies=topologies):
+            rows.append({"preset": name, "topology": r["topology"], "n": r["n"],
+                         "analytic_um2": r["analytic_area_um2"],
+                         "layout_um2": r["layout_area_um2"], "gap": r["gap"]})
     return rows
 
 
 # ----------------------------------------------------------------------------- figures
 def _bar_figure(reports: dict[str, CostReport], which: str, unit: str, title: str):
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
 
     labels = list(reports)
     keys: list[str] = []
@@ -260,8 +267,9 @@ def _bar_figure(reports: dict[str, CostReport], which: str, unit: str, title: st
         for k, v in getattr(r, which).items():
             if v > 0 and k not in keys:
                 keys.append(k)
-    fig, ax = plt.subplots(figsize=(9, 0.55 * len(labels) + 1.6))
-    colours = plt.get_cmap("tab20")
+    fig = new_figure(figsize=(9, 0.55 * len(labels) + 1.6))
+    ax = fig.subplots()
+    colours = colormaps["tab20"]
     left = [0.0] * len(labels)
     for i, k in enumerate(keys):
         frac = []
@@ -282,14 +290,13 @@ def _bar_figure(reports: dict[str, CostReport], which: str, unit: str, title: st
     return fig
 
 
-def _scaling_figure(rows: list[dict[str, object]], presets: list[str]):
-    import matplotlib
+def _scaling_figure(rows: list[dict[str, object]], devices: dict[str, DeviceParams]):
+    from matplotlib import colormaps
 
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, axes = plt.subplots(1, 3, figsize=(15, 4.2))
-    colours = plt.get_cmap("tab10")
+    presets = list(devices)
+    fig = new_figure(figsize=(20, 4.2))
+    axes = fig.subplots(1, 4)
+    colours = colormaps["tab10"]
     for i, p in enumerate(presets):
         c = colours(i)
         sel = [r for r in rows if r["preset"] == p]
@@ -307,10 +314,13 @@ def _scaling_figure(rows: list[dict[str, object]], presets: list[str]):
                        label=f"{p}: inference")
         axes[2].loglog(ns, [r["program_and_infer_ns"] for r in sel], "s--", color=c,
                        label=f"{p}: program + inference")
+        _laser_panel(axes[3], sel, devices[p], c, p)
     axes[0].set(xlabel="N (modes)", ylabel="area (mm²)", title="area of one N×N SVD core")
     axes[1].set(xlabel="N (modes)", ylabel="energy per inference (pJ)",
                 title="energy per inference (weight-stationary)")
-    axes[2].set(xlabel="N (modes)", ylabel="ns", title="latency")
+    axes[2].set(xlabel="N (modes)", ylabel="latency (ns)", title="latency")
+    axes[3].set(xlabel="N (modes)", ylabel="laser power, optical (mW)",
+                title="power budget (× infeasible)")
     for ax in axes:
         ax.grid(True, which="both", alpha=0.3)
         ax.legend(fontsize="x-small")
@@ -318,14 +328,25 @@ def _scaling_figure(rows: list[dict[str, object]], presets: list[str]):
     return fig
 
 
+def _laser_panel(ax, sel: list[dict[str, object]], device: DeviceParams, colour, name: str):
+    """Laser optical power vs N with the preset's limits; infeasible designs crossed."""
+    ns = [r["n"] for r in sel]
+    ax.loglog(ns, [r["laser_optical_mw"] for r in sel], "o-", color=colour, label=name)
+    bad = [(r["n"], r["laser_optical_mw"]) for r in sel if not r["feasible"]]
+    if bad:
+        ax.scatter([n for n, _ in bad], [p for _, p in bad], marker="x", s=70, color="red",
+                   zorder=3)
+    for lim, style, what in ((device.laser.max_power_per_laser_mw, ":", "per laser"),
+                             (device.laser.max_power_per_chip_mw, "--", "per chip")):
+        if lim is not None:
+            ax.axhline(lim, ls=style, color=colour, lw=0.8, label=f"{name}: limit {what}")
+
+
 def _gds_figure(path, title: str):
     """Draw every polygon of the GDS file ``path`` (read with KLayout, hierarchy flattened),
     one colour per layer; axes in µm."""
     import klayout.db as kdb
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     from matplotlib.collections import PolyCollection
 
     ly = kdb.Layout()
@@ -333,8 +354,9 @@ def _gds_figure(path, title: str):
     top = ly.top_cell()
     box = top.dbbox()
     aspect = max(box.height(), 1.0) / max(box.width(), 1.0)
-    fig, ax = plt.subplots(figsize=(12, max(2.5, min(12 * aspect, 24))))
-    colours = plt.get_cmap("tab10")
+    fig = new_figure(figsize=(12, max(2.5, min(12 * aspect, 24))))
+    ax = fig.subplots()
+    colours = colormaps["tab10"]
     for i, li in enumerate(sorted(ly.layer_indexes(), key=lambda j: ly.get_info(j).layer)):
         info = ly.get_info(li)
         pts = []
@@ -361,6 +383,10 @@ def _gds_figure(path, title: str):
 
 
 # ----------------------------------------------------------------------------- the run
+def _feasible_text(rep: CostReport) -> str:
+    return "yes" if rep.feasible else "**no**: " + "; ".join(rep.infeasible_reasons)
+
+
 def _fmt(x: float | None, unit: str = "") -> str:
     if x is None:
         return "—"
@@ -382,23 +408,23 @@ def _preset_sources(ctx: RunContext, name: str) -> dict[str, str] | None:
 _COST_FIELDS = (
     "shifter.kind", "shifter.law", "shifter.v_pi_v", "shifter.p_pi_mw",
     "shifter.capacitance_ff", "shifter.energy_per_update_pj", "shifter.settling_time_ns",
-    "shifter.length_um", "mzi.length_um", "mzi.height_um", "mzi.insertion_loss_db",
-    "detector.sensitivity_dbm", "detector.area_um2", "dac.bits", "dac.energy_pj_per_conversion",
+    "shifter.length_um", "shifter.insertion_loss_db", "coupler.length_um",
+    "coupler.insertion_loss_db", "waveguide.loss_db_per_cm", "layout.mode_pitch_um",
+    "layout.sbend_length_um", "layout.arm_bend_length_um", "layout.contact_length_um",
+    "detector.responsivity_a_per_w", "detector.dark_current_na",
+    "detector.load_resistance_ohm", "detector.bandwidth_ghz", "detector.temperature_k",
+    "detector.lo_power_mw", "detector.area_um2", "dac.bits", "dac.energy_pj_per_conversion",
     "dac.area_um2", "dac.sample_rate_gsps", "adc.bits", "adc.energy_pj_per_conversion",
     "adc.area_um2", "adc.sample_rate_gsps", "phase_dac.bits", "phase_dac.energy_pj_per_conversion",
     "phase_dac.area_um2", "phase_dac.sample_rate_gsps", "tia.power_mw", "tia.area_um2",
     "modulator.energy_fj_per_bit", "modulator.length_um", "modulator.width_um",
-    "modulator.insertion_loss_db", "laser.wall_plug_efficiency", "layout.routing_overhead",
+    "modulator.insertion_loss_db", "laser.wall_plug_efficiency", "laser.power_per_channel_mw",
+    "laser.max_power_per_laser_mw", "laser.max_power_per_chip_mw", "layout.routing_overhead",
     "clock_ghz",
 )
 
 
-def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
-    import torch
-
-    torch.set_num_threads(1)
-    from circuits.layout import build, write_gds
-
+def _devices(cfg: Config, ctx: RunContext) -> dict[str, DeviceParams]:
     devices: dict[str, DeviceParams] = {}
     for name in cfg.presets:
         if name not in ctx.presets:
@@ -407,13 +433,18 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
         devices[name] = ctx.presets[name]
     if not devices:
         devices[ctx.provenance.get("preset", ctx.device.name)] = ctx.device
-    params = CostParams()
-    layers = [spec.build() for spec in cfg.layers]
-    metrics: dict[str, object] = {}
+    return devices
 
-    # ---- designs × presets ---------------------------------------------------------------
+
+def _step_text(x: float | None, scale: float, unit: str) -> str:
+    return _fmt(None if x is None else x * scale, unit)
+
+
+def _design_reports(cfg: Config, layers, devices: dict[str, DeviceParams],
+                    params: CostParams) -> tuple[dict[str, CostReport], list[list[str]]]:
+    """Every design on every preset: reports by ``design.preset`` and the results rows."""
     reports: dict[str, CostReport] = {}
-    table: list[str] = []
+    rows: list[list[str]] = []
     for spec in cfg.designs:
         stages = network_stages(layers, mapping=spec.mapping, tile=spec.tile,
                                 core_tile=spec.core_tile, topology=spec.topology)
@@ -426,20 +457,74 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
                 a = _layout_area(rep, stages, dev, spec)
                 rep = CostReport(**{**rep.__dict__, "area_breakdown_um2": a,
                                     "area_um2": sum(a.values())})
-            label = f"{spec.name}.{pname}"
-            reports[label] = rep
-            for k, v in rep.as_dict().items():
-                metrics[f"{label}.{k}"] = v
-            table.append(
-                f"| {spec.name} | {pname} | {rep.num_mzis:,} | {_fmt(rep.area_um2 / 1e6, 'mm²')} "
-                f"| {_fmt(rep.energy_pj / 1e3, 'nJ')} | {_fmt(rep.latency_ns, 'ns')} "
-                f"| {_fmt(rep.worst_path_loss_db, 'dB')} "
-                f"| {_fmt(rep.static_power_mw['shifter_hold'], 'mW')} "
-                f"| {_fmt(None if rep.energy_pj_per_step is None else rep.energy_pj_per_step * 1e-12, 'J')} "  # noqa: E501
-                f"| {_fmt(None if rep.latency_ns_per_step is None else rep.latency_ns_per_step * 1e-9, 's')} |"  # noqa: E501
-            )
+            reports[f"{spec.name}.{pname}"] = rep
+            rows.append([spec.name, pname, f"{rep.num_mzis:,}", _fmt(rep.area_um2 / 1e6, "mm²"),
+                         _fmt(rep.energy_pj / 1e3, "nJ"), _fmt(rep.latency_ns, "ns"),
+                         _fmt(rep.worst_path_loss_db, "dB"), _fmt(rep.laser_optical_mw, "mW"),
+                         _feasible_text(rep), _fmt(rep.static_power_mw["shifter_hold"], "mW"),
+                         _step_text(rep.energy_pj_per_step, 1e-12, "J"),
+                         _step_text(rep.latency_ns_per_step, 1e-9, "s")])
+    return reports, rows
 
-    # ---- figures: breakdowns ---------------------------------------------------------------
+
+_SCALING_KEYS = ("area_um2", "energy_pj_per_inference", "latency_ns_per_inference",
+                 "program_and_infer_ns", "num_mzis", "layout_core_um2", "worst_path_loss_db",
+                 "laser_optical_mw", "laser_electrical_mw", "feasible", "infeasible_reasons")
+
+
+def _scaling_rows(cfg: Config, devices: dict[str, DeviceParams],
+                  params: CostParams) -> list[dict[str, object]]:
+    """One N×N SVD core per preset and N (weight-stationary): costs and power budget."""
+    rows: list[dict[str, object]] = []
+    for pname, dev in devices.items():
+        for n in cfg.scaling_n:
+            st = Stage(name=f"core{n}", mesh_rows=n, mesh_cols=n, tiles=1,
+                       topology=cfg.scaling_topology)
+            rep = estimate_cost(device=dev, stages=[st], batch=cfg.batch, params=params,
+                                training=TrainingStep(queries=1, inferences_per_query=1))
+            rows.append({
+                "preset": pname, "n": n, "area_um2": rep.area_um2,
+                "program_and_infer_ns": rep.latency_ns_per_step,
+                "analytic_core_um2": (rep.area_breakdown_um2["meshes"]
+                                      + rep.area_breakdown_um2["sigma_attenuators"]),
+                "energy_pj_per_inference": rep.energy_pj,
+                "latency_ns_per_inference": rep.latency_ns, "num_mzis": rep.num_mzis,
+                "worst_path_loss_db": rep.worst_path_loss_db,
+                "laser_optical_mw": rep.laser_optical_mw,
+                "laser_electrical_mw": rep.power.laser_electrical_mw,
+                "feasible": rep.feasible,
+                "infeasible_reasons": "; ".join(rep.infeasible_reasons),
+                "layout_core_um2": (_layout_block_area_um2(n, n, dev, cfg.scaling_topology)
+                                    if n <= MAX_LAYOUT_MODES else None),
+            })
+    return rows
+
+
+def _core_layout(cfg: Config, ctx: RunContext, device: DeviceParams) -> float:
+    """Write the core's GDS beside the report and a PNG read back from it; its area, µm²."""
+    from circuits.layout import build, settings_from_device, write_gds
+
+    core = build("tensor_core", n=cfg.layout_n, topology=cfg.layout_topology,
+                 **settings_from_device(device))
+    gds = write_gds(core, ctx.path("tensor_core.gds"))
+    fig, gds_area = _gds_figure(gds, f"{cfg.layout_n}-mode {cfg.layout_topology} SVD tensor "
+                                     f"core, read back from {gds.name}")
+    ctx.savefig(fig, "layout_core.png", dpi=150)
+    return gds_area
+
+
+def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
+    import torch
+
+    torch.set_num_threads(1)
+    devices = _devices(cfg, ctx)
+    params = CostParams()
+    layers = [spec.build() for spec in cfg.layers]
+    metrics: dict[str, object] = {}
+
+    reports, table = _design_reports(cfg, layers, devices, params)
+    for label, rep in reports.items():
+        metrics.update({f"{label}.{k}": v for k, v in rep.as_dict().items()})
     ctx.savefig(_bar_figure(reports, "area_breakdown_um2", "µm²", "Area breakdown"),
                 "breakdown_area.png")
     ctx.savefig(_bar_figure(reports, "energy_breakdown_pj", "pJ",
@@ -447,47 +532,20 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     ctx.savefig(_bar_figure(reports, "latency_breakdown_ns", "ns",
                             f"Latency of a batch of {cfg.batch}"), "breakdown_latency.png")
 
-    # ---- scaling with N: one N×N SVD core, weight stationary ----------------------------
-    scaling: list[dict[str, object]] = []
-    for pname, dev in devices.items():
-        for n in cfg.scaling_n:
-            st = Stage(name=f"core{n}", mesh_rows=n, mesh_cols=n, tiles=1,
-                       topology=cfg.scaling_topology)
-            rep = estimate_cost(device=dev, stages=[st], batch=cfg.batch, params=params,
-                                training=TrainingStep(queries=1, inferences_per_query=1))
-            row = {"preset": pname, "n": n, "area_um2": rep.area_um2,
-                   "program_and_infer_ns": rep.latency_ns_per_step,
-                   "analytic_core_um2": (rep.area_breakdown_um2["meshes"]
-                                         + rep.area_breakdown_um2["sigma_attenuators"]),
-                   "energy_pj_per_inference": rep.energy_pj,
-                   "latency_ns_per_inference": rep.latency_ns, "num_mzis": rep.num_mzis,
-                   "layout_core_um2": None}
-            if n <= MAX_LAYOUT_MODES:
-                row["layout_core_um2"] = _layout_block_area_um2(n, n, dev.shifter.length_um,
-                                                                cfg.scaling_topology)
-            scaling.append(row)
-            for k in ("area_um2", "energy_pj_per_inference", "latency_ns_per_inference",
-                      "program_and_infer_ns", "num_mzis", "layout_core_um2"):
-                metrics[f"scaling.{pname}.n{n}.{k}"] = row[k]
-    ctx.savefig(_scaling_figure(scaling, list(devices)), "scaling.png")
+    scaling = _scaling_rows(cfg, devices, params)
+    for row in scaling:
+        metrics.update({f"scaling.{row['preset']}.n{row['n']}.{k}": row[k]
+                        for k in _SCALING_KEYS})
+    ctx.savefig(_scaling_figure(scaling, devices), "scaling.png")
 
-    # ---- layout vs analytic (acceptance: N = 4 … 32) ---------------------------------------
-    gaps = layout_vs_analytic([n for n in cfg.scaling_n if n <= 32])
+    # layout vs analytic mesh area per preset (acceptance: N = 8, 16, 32 within 5 %)
+    gaps = layout_vs_analytic(devices, [n for n in cfg.scaling_n if n <= 32])
     for g in gaps:
-        metrics[f"layout_gap.{g['topology']}.n{g['n']}"] = g["gap"]
+        metrics[f"layout_gap.{g['preset']}.{g['topology']}.n{g['n']}"] = g["gap"]
 
-    # ---- the core's layout: GDS beside the report, PNG rendered from the GDS ---------------
-    first = next(iter(devices.values()))
-    core = build("tensor_core", n=cfg.layout_n, topology=cfg.layout_topology,
-                 heater_length_um=first.shifter.length_um)
-    gds = write_gds(core, ctx.path("tensor_core.gds"))
-    fig, gds_area = _gds_figure(gds, f"{cfg.layout_n}-mode {cfg.layout_topology} SVD tensor "
-                                     f"core, read back from {gds.name}")
-    ctx.savefig(fig, "layout_core.png", dpi=150)
-    metrics["layout_core.area_um2"] = gds_area
+    metrics["layout_core.area_um2"] = _core_layout(cfg, ctx, next(iter(devices.values())))
     metrics["layout_core.n"] = cfg.layout_n
 
-    # ---- MZI counts, dense vs TT -------------------------------------------------------------
     rules = mzi_count_rules(layers)
     for r in rules:
         metrics[f"mzi_count.{r['rule']}.dense"] = r["dense_mzis"]
@@ -495,9 +553,12 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
         metrics[f"mzi_count.{r['rule']}.ratio"] = r["ratio"]
     metrics["mzi_count.published_hjb_ratio"] = HJB_PUBLISHED_RATIO
 
-    # ---- report --------------------------------------------------------------------------------
-    lines = _report_lines(cfg, layers, devices, table, scaling, gaps, rules, params, ctx,
-                          metrics)
+    lines = (_header_lines(cfg, layers)
+             + _results_lines(cfg, devices, table, ctx, metrics)
+             + _mzi_count_lines(cfg, rules)
+             + _scaling_lines(scaling, gaps)
+             + _layout_lines(cfg, metrics)
+             + _assumption_lines(devices, params, ctx))
     ctx.write_text("report.md", "\n".join(lines) + "\n")
     return metrics
 
@@ -509,15 +570,8 @@ def _layer_text(layer) -> str:
     return f"dense {layer.out_features}×{layer.in_features}"
 
 
-def _report_lines(cfg, layers, devices, table, scaling, gaps, rules, params, ctx, metrics):
-    L: list[str] = []
-    L += [f"# Area, energy and latency: {cfg.network}", ""]
-    L += ["Network (layer: weight shape out × in): "
-          + "; ".join(_layer_text(lay) for lay in layers) + ".", ""]
-    L += ["Designs:", ""]
-    for d in cfg.designs:
-        L.append(
-            f"- **{d.name}**: mapping `{d.mapping}`, dense matrices on "
+def _design_text(d: DesignSpec) -> str:
+    return (f"- **{d.name}**: mapping `{d.mapping}`, dense matrices on "
             + (f"{d.tile}×{d.tile} tiles" if d.tile else "one own-size SVD block each")
             + ((", TT-cores on " + (f"{d.core_tile}×{d.core_tile} tiles" if d.core_tile
                                     else "own-size meshes")) if d.mapping == "tt" else "")
@@ -526,122 +580,151 @@ def _report_lines(cfg, layers, devices, table, scaling, gaps, rules, params, ctx
                f"{d.physical_tile or 'largest-block'}-mode core(s)"
                if d.dataflow == "time_multiplexed" else "")
             + f", {d.topology}, area {d.area}.")
+
+
+def _header_lines(cfg: Config, layers) -> list[str]:
+    L = [f"# Area, energy and latency: {cfg.network}", "",
+         "Network (layer: weight shape out × in): "
+         + "; ".join(_layer_text(lay) for lay in layers) + ".", "", "Designs:", ""]
+    L += [_design_text(d) for d in cfg.designs]
     L += ["", f"Batch: {cfg.batch} inference(s) per programming."]
     if cfg.training:
         L += [f"Training step: {cfg.training.queries} phase settings (queries) × "
               f"{cfg.training.inferences_per_query:,} inferences each. {cfg.training_note}"]
-    L += ["", "## Results", "",
-          "| design | preset | MZIs | area | energy / inference | latency / inference "
-          "| worst path loss | shifter hold power | energy / training step "
-          "| time / training step |",
-          "|---|---|---|---|---|---|---|---|---|---|", *table, ""]
+    return L
+
+
+def _results_lines(cfg: Config, devices, table, ctx: RunContext, metrics) -> list[str]:
+    L = ["", "## Results", ""]
+    L += markdown_table(["design", "preset", "MZIs", "area", "energy / inference",
+                         "latency / inference", "worst path loss", "laser power (optical)",
+                         "feasible", "shifter hold power", "energy / training step",
+                         "time / training step"], table)
     first = cfg.designs[0].name
-    L += [f"Relative to `{first}` on the same preset (× = this design / {first}):", "",
-          "| design | preset | area × | energy / inference × | latency / inference × |",
-          "|---|---|---|---|---|"]
-    for d in cfg.designs[1:]:
-        for p in devices:
-            a, b = f"{d.name}.{p}", f"{first}.{p}"
+    L += ["", f"Relative to `{first}` on the same preset (× = this design / {first}):", ""]
 
-            def rel(key: str, a: str = a, b: str = b) -> str:
-                return f"{metrics[f'{a}.{key}'] / metrics[f'{b}.{key}']:.3g}"
+    def rel(a: str, b: str, key: str) -> str:
+        return f"{metrics[f'{a}.{key}'] / metrics[f'{b}.{key}']:.3g}"
 
-            L.append(f"| {d.name} | {p} | {rel('area_um2')} | {rel('energy_pj_per_inference')}"
-                     f" | {rel('latency_ns_per_inference')} |")
+    rows = [[d.name, p] + [rel(f"{d.name}.{p}", f"{first}.{p}", k) for k in
+                           ("area_um2", "energy_pj_per_inference", "latency_ns_per_inference")]
+            for d in cfg.designs[1:] for p in devices]
+    L += markdown_table(["design", "preset", "area ×", "energy / inference ×",
+                         "latency / inference ×"], rows)
     L.append("")
     for p in devices:
         src = _preset_sources(ctx, p)
         if src is None:
             continue
-        unsourced = [k for k in _COST_FIELDS if src.get(k, "").startswith("default:")]
+        flat = flatten_metrics(devices[p].model_dump(mode="json"))
+        # None is a setting ("derive it"), not a number that needs a source
+        unsourced = [k for k in _COST_FIELDS
+                     if src.get(k, "").startswith("default:") and flat.get(k) is not None]
         if unsourced:
-            flat = flatten_metrics(devices[p].model_dump(mode="json"))
             L.append(f"Preset `{p}` leaves these estimator inputs at DeviceParams defaults "
                      "(no source): " + ", ".join(f"{k} = {flat.get(k)}" for k in unsourced)
                      + ".")
-    L += ["", "Breakdowns (fractions; totals at the right of each bar):", "",
-          "![area](breakdown_area.png)", "", "![energy](breakdown_energy.png)", "",
-          "![latency](breakdown_latency.png)", ""]
-    L += ["## MZI count: dense vs tensor-train", "",
-          "| rule | counting rule | dense MZIs | TT MZIs | ratio |", "|---|---|---|---|---|"]
-    for r in rules:
-        L.append(f"| {r['rule']} | {r['description']} | {r['dense_mzis']:,} | "
-                 f"{r['tt_mzis']:,} | {r['ratio']:.4g} |")
-    if cfg.compare_hjb:
-        f_row = next((r for r in rules if r["rule"] == "F"), None)
-        a_row = rules[0]
-        L += ["", f"Published (Zhao et al., arXiv 2401.00413, 20-D HJB): "
-                  f"{HJB_PUBLISHED_RATIO:.3g}× fewer MZIs.", ""]
-        L += [f"Our counting rule is A: {a_row['ratio']:.4g}×. The difference comes from the "
-              "output layer 512 → 1, which stays dense in both networks: on an SVD block of "
-              "its own size its V† is a 512-mode mesh of 130,816 MZIs, which dominates the TT "
-              "network. Rule B (isometry meshes, M·N MZIs per block) and rule C (8×8 tiles) "
-              "shrink it; rules D / E leave it out."]
-        if f_row is not None:
-            L += [f"Rule F reproduces the published figure ({f_row['ratio']:.4g}×): it counts "
-                  "every dense layer with full U, Σ and V† meshes but each TT-core as two 8×8 "
-                  "unitaries without Σ and leaves the dense output layer out of the TT count. "
-                  "This is our reading of how 1.17 × 10³ arises, inferred from the numbers, "
-                  "not a rule stated in the paper's abstract; it is not a like-for-like count."]
-    L += ["", "## Scaling with the mesh size N (one N×N SVD core, weight-stationary)", "",
-          "![scaling](scaling.png)", "",
-          "| preset | N | MZIs | area | meshes + Σ (analytic) | meshes + Σ (layout) "
-          "| energy / inference | latency / inference | program + inference |",
-          "|---|---|---|---|---|---|---|---|---|"]
-    for r in scaling:
-        L.append(f"| {r['preset']} | {r['n']} | {r['num_mzis']:,} | "
-                 f"{_fmt(r['area_um2'] / 1e6, 'mm²')} | "
-                 f"{_fmt(r['analytic_core_um2'] / 1e6, 'mm²')} | "
-                 f"{_fmt(None if r['layout_core_um2'] is None else r['layout_core_um2'] / 1e6, 'mm²')} | "  # noqa: E501
-                 f"{_fmt(r['energy_pj_per_inference'], 'pJ')} | "
-                 f"{_fmt(r['latency_ns_per_inference'], 'ns')} | "
-                 f"{_fmt(r['program_and_infer_ns'], 'ns')} |")
-    L += ["", "The analytic column uses the preset's MZI footprint (mzi.length_um × "
-          "mzi.height_um); the layout column the gdsfactory generic-PDK cell of "
-          "`circuits.layout` with the preset's shifter length, so they differ by the cell "
-          "footprints. With the layout's own cell footprint the estimator's mesh formula "
-          "(depth × L × N/2 × H) matches the GDS bounding box:", "",
-          "| topology | N | analytic (µm²) | layout (µm²) | layout / analytic − 1 |",
-          "|---|---|---|---|---|"]
-    for g in gaps:
-        L.append(f"| {g['topology']} | {g['n']} | {g['analytic_um2']:,.0f} | "
-                 f"{g['layout_um2']:,.0f} | {100 * g['gap']:+.1f} % |")
-    L += ["", "The analytic grid spans N mode pitches; the drawn mesh spans (N − 1) pitches "
-          "plus one cell height, so the layout is smaller by about one pitch (gap → 0 as 1/N).",
-          ""]
-    L += ["## Layout of the core", "",
-          f"`tensor_core.gds` (beside this report): {cfg.layout_n}-mode {cfg.layout_topology} "
-          f"SVD tensor core (V† mesh, Σ column, U mesh, edge couplers), bounding box "
-          f"{metrics['layout_core.area_um2'] / 1e6:.4g} mm². Heater electrical routing to pads "
-          "is not drawn.", "", "![layout](layout_core.png)", ""]
-    L += ["## Assumptions", "",
-          "Model (formulas and sources in the docstrings of `photonic/cost.py`):",
-          "- stages (layers, TT-cores) run one after another with detection, digitisation, "
-          "an SRAM buffer and re-modulation between them; digital sums / nonlinearity are "
-          "not costed;",
-          "- one shared laser feeds every input channel of the design and is on while any "
-          "stage streams; laser power per stage from the brief's formula "
-          "P = IL_path + S_PD + 10 log10(fan-out) (dBm), IL_path = modulator IL + MZIs on the "
-          "longest path × MZI IL;",
-          "- thermal / MEMS hold power P_π·φ/π of the programmed phases, held for the whole "
-          "batch; a write costs ½CV(φ)² + update energy + one phase-DAC conversion + SRAM read;",
-          "- weight-stationary designs are programmed once per batch outside the inference "
-          "time; time-multiplexed designs load every logical tile each batch "
-          "(phase-DAC conversion + settling time per tile);",
-          "- a training step reprograms all shifters for each query (in-situ phase-domain ZO);",
-          "- phases: not given here, so φ uniform on [0, 2π) (E[φ/π] = 1, E[(φ/π)²] = 4/3).",
-          "", "System constants not in the presets (`photonic.cost.CostParams`):", "",
-          "| constant | value | source |", "|---|---|---|"]
-    for k, f in CostParams.model_fields.items():
-        L.append(f"| {k} | {getattr(params, k)} | {f.description} |")
+    return L + ["", "Breakdowns (fractions; totals at the right of each bar):", "",
+                "![area](breakdown_area.png)", "", "![energy](breakdown_energy.png)", "",
+                "![latency](breakdown_latency.png)", ""]
+
+
+def _mzi_count_lines(cfg: Config, rules) -> list[str]:
+    L = ["## MZI count: dense vs tensor-train", ""]
+    L += markdown_table(["rule", "counting rule", "dense MZIs", "TT MZIs", "ratio"],
+                        [[r["rule"], r["description"], f"{r['dense_mzis']:,}",
+                          f"{r['tt_mzis']:,}", f"{r['ratio']:.4g}"] for r in rules])
+    if not cfg.compare_hjb:
+        return L
+    f_row = next((r for r in rules if r["rule"] == "F"), None)
+    L += ["", f"Published (Zhao et al., arXiv 2401.00413, 20-D HJB): "
+              f"{HJB_PUBLISHED_RATIO:.3g}× fewer MZIs.", ""]
+    L += [f"Our counting rule is A: {rules[0]['ratio']:.4g}×. The difference comes from the "
+          "output layer 512 → 1, which stays dense in both networks: on an SVD block of "
+          "its own size its V† is a 512-mode mesh of 130,816 MZIs, which dominates the TT "
+          "network. Rule B (isometry meshes, M·N MZIs per block) and rule C (8×8 tiles) "
+          "shrink it; rules D / E leave it out."]
+    if f_row is not None:
+        L += [f"Rule F reproduces the published figure ({f_row['ratio']:.4g}×): it counts "
+              "every dense layer with full U, Σ and V† meshes but each TT-core as two 8×8 "
+              "unitaries without Σ and leaves the dense output layer out of the TT count. "
+              "This is our reading of how 1.17 × 10³ arises, inferred from the numbers, "
+              "not a rule stated in the paper's abstract; it is not a like-for-like count."]
+    return L
+
+
+def _scaling_lines(scaling, gaps) -> list[str]:
+    L = ["", "## Scaling with the mesh size N (one N×N SVD core, weight-stationary)", "",
+         "![scaling](scaling.png)", ""]
+    rows = [[r["preset"], r["n"], f"{r['num_mzis']:,}", _fmt(r["area_um2"] / 1e6, "mm²"),
+             _fmt(r["analytic_core_um2"] / 1e6, "mm²"),
+             _step_text(r["layout_core_um2"], 1e-6, "mm²"),
+             _fmt(r["energy_pj_per_inference"], "pJ"), _fmt(r["latency_ns_per_inference"], "ns"),
+             _fmt(r["program_and_infer_ns"], "ns"), _fmt(r["worst_path_loss_db"], "dB"),
+             _fmt(r["laser_optical_mw"], "mW"), _fmt(r["laser_electrical_mw"], "mW"),
+             "yes" if r["feasible"] else "**no**: " + r["infeasible_reasons"]]
+            for r in scaling]
+    L += markdown_table(["preset", "N", "MZIs", "area", "meshes + Σ (analytic)",
+                         "meshes + Σ (layout)", "energy / inference", "latency / inference",
+                         "program + inference", "worst path loss", "laser power (optical)",
+                         "laser power (wall plug)", "feasible"], rows)
+    L += ["", "The analytic column is the hub's footprint (`photonic.footprint`): depth columns "
+          "of the MZI cell derived from the preset (2 shifters + 2 couplers + 2 S-bends + "
+          "2 arm-bend pairs + 2 contact leads) by (N − 1) mode pitches; the layout column the "
+          "bounding boxes of the gdsfactory generic-PDK mesh and Σ column built from the "
+          "preset's shifter length, pitch, S-bend and lead lengths (`circuits.layout`). "
+          "Mesh alone, per preset (the layout's cell is measured, never fed back into the "
+          "analytic formula):", ""]
+    L += markdown_table(["preset", "topology", "N", "analytic (µm²)", "layout (µm²)",
+                         "layout / analytic − 1"],
+                        [[g["preset"], g["topology"], g["n"], f"{g['analytic_um2']:,.0f}",
+                          f"{g['layout_um2']:,.0f}", f"{100 * g['gap']:+.1f} %"] for g in gaps])
+    return L + ["", "The generic PDK's 2×2 MMIs (25.5 µm) are shorter than the preset's 31 µm "
+                "directional couplers, and the drawn mesh overhangs its outer waveguides by a "
+                "few µm; both are left in the gap.", ""]
+
+
+def _layout_lines(cfg: Config, metrics) -> list[str]:
+    return ["## Layout of the core", "",
+            f"`tensor_core.gds` (beside this report): {cfg.layout_n}-mode "
+            f"{cfg.layout_topology} SVD tensor core (V† mesh, Σ column, U mesh, edge couplers), "
+            f"bounding box {metrics['layout_core.area_um2'] / 1e6:.4g} mm². Heater electrical "
+            "routing to pads is not drawn.", "", "![layout](layout_core.png)", ""]
+
+
+_MODEL_ASSUMPTIONS = (
+    "- stages (layers, TT-cores) run one after another with detection, digitisation, an SRAM "
+    "buffer and re-modulation between them; digital sums / nonlinearity are not costed;",
+    "- one shared laser feeds every input channel and every local oscillator of the design "
+    "and is on while any stage streams (`photonic.power`): per channel the detector "
+    "sensitivity for the ADC's SNR (6.02 b + 1.76 dB; homodyne receiver, shot, dark and "
+    "thermal noise) × the loss of the longest path (modulator IL + MZIs × MZI IL, the MZI IL "
+    "from its couplers, shifter and waveguide), plus `detector.lo_power_mw` per output; a "
+    "design over `laser.max_power_per_laser_mw` or `laser.max_power_per_chip_mw` is "
+    "infeasible;",
+    "- thermal / MEMS hold power P_π·φ/π of the programmed phases, held for the whole batch; "
+    "a write costs ½CV(φ)² + update energy + one phase-DAC conversion + SRAM read;",
+    "- weight-stationary designs are programmed once per batch outside the inference time; "
+    "time-multiplexed designs load every logical tile each batch (phase-DAC conversion + "
+    "settling time per tile);",
+    "- a training step reprograms all shifters for each query (in-situ phase-domain ZO);",
+    "- phases: not given here, so φ uniform on [0, 2π) (E[φ/π] = 1, E[(φ/π)²] = 4/3).",
+)
+
+
+def _assumption_lines(devices, params: CostParams, ctx: RunContext) -> list[str]:
+    L = ["## Assumptions", "", "Model (formulas and sources in the docstrings of "
+         "`photonic/cost.py` and `photonic/power.py`):", *_MODEL_ASSUMPTIONS, "",
+         "System constants not in the presets (`photonic.cost.CostParams`):", ""]
+    L += markdown_table(["constant", "value", "source"],
+                        [[k, str(getattr(params, k)), f.description]
+                         for k, f in CostParams.model_fields.items()])
     for pname, dev in devices.items():
         src = _preset_sources(ctx, pname)
         flat = flatten_metrics(dev.model_dump(mode="json"))
-        L += ["", f"Preset `{pname}` (values the estimator reads):", "",
-              "| field | value | source |", "|---|---|---|"]
-        for k in _COST_FIELDS:
-            where = ("sources not passed to the workload (ctx.provenance)" if src is None
-                     else src.get(k, "not listed in the preset's sources"))
-            L.append(f"| {k} | {flat.get(k)} | {where} |")
+        L += ["", f"Preset `{pname}` (values the estimator reads):", ""]
+        L += markdown_table(["field", "value", "source"], [
+            [k, str(flat.get(k)),
+             "sources not passed to the workload (ctx.provenance)" if src is None
+             else src.get(k, "not listed in the preset's sources")] for k in _COST_FIELDS])
     return L
-

@@ -17,9 +17,8 @@ Call ``gf.gpdk.PDK.activate()`` (done by :func:`activate_pdk`) before building.
 
 from __future__ import annotations
 
-import difflib
+import io
 from collections.abc import Callable
-from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
@@ -27,6 +26,9 @@ import gdsfactory as gf
 import numpy as np
 
 from photonic import DeviceParams, mesh_layout
+from photonic.footprint import mesh_area_um2
+from photonic.runio import atomic_write_bytes, new_figure
+from photonic.textutil import did_you_mean
 
 __all__ = [
     "COMPONENTS",
@@ -41,7 +43,6 @@ __all__ = [
     "cell_geometry_um",
     "footprint_um2",
     "layout_area_um2",
-    "analytic_mesh_area_um2",
     "compare_mesh_areas",
     "write_gds",
     "render_png",
@@ -74,8 +75,11 @@ def mzi_cell(
     heater_length_um: float = HEATER_LENGTH_UM,
     mode_pitch_um: float = MODE_PITCH_UM,
     sbend_length_um: float = SBEND_LENGTH_UM,
+    lead_length_um: float = LEAD_LENGTH_UM,
 ) -> gf.Component:
-    """Physical MZI on two modes at ``mode_pitch_um``; heaters of ``heater_length_um``.
+    """Physical MZI on two modes at ``mode_pitch_um``; heaters of ``heater_length_um``;
+    S-bends of ``sbend_length_um``; straight leads of ``lead_length_um`` either side of the
+    external heater (they must clear its via stacks).
 
     Ports ``in0`` (0, 0), ``in1`` (0, −pitch), ``out0`` (L, 0), ``out1`` (L, −pitch); index 0 is
     the top mode, as in the hub and :mod:`circuits.models`. Light meets: external heater φ on
@@ -85,7 +89,7 @@ def mzi_cell(
     _check_pitch(mode_pitch_um, core)
     c = gf.Component()
     p = float(mode_pitch_um)
-    lead = LEAD_LENGTH_UM
+    lead = float(lead_length_um)
     ext_len = 2 * lead + heater_length_um
 
     lead_in = c << gf.components.straight(length=lead)
@@ -154,6 +158,8 @@ def mesh_cell(
     topology: str = "clements",
     heater_length_um: float = HEATER_LENGTH_UM,
     mode_pitch_um: float = MODE_PITCH_UM,
+    sbend_length_um: float = SBEND_LENGTH_UM,
+    lead_length_um: float = LEAD_LENGTH_UM,
 ) -> gf.Component:
     """N×N MZI mesh placed and routed in the hub's column layout.
 
@@ -162,7 +168,8 @@ def mesh_cell(
     ``info``: ``num_mzis``, ``depth``, ``cell_length_um``, ``num_heaters``.
     """
     lay = mesh_layout(int(n), topology)
-    cell = mzi_cell(heater_length_um=heater_length_um, mode_pitch_um=mode_pitch_um)
+    cell = mzi_cell(heater_length_um=heater_length_um, mode_pitch_um=mode_pitch_um,
+                    sbend_length_um=sbend_length_um, lead_length_um=lead_length_um)
     length = cell.ports["out0"].dcenter[0]
     bypass = gf.components.straight(length=length)
 
@@ -225,6 +232,8 @@ def tensor_core_cell(
     topology: str = "clements",
     heater_length_um: float = HEATER_LENGTH_UM,
     mode_pitch_um: float = MODE_PITCH_UM,
+    sbend_length_um: float = SBEND_LENGTH_UM,
+    lead_length_um: float = LEAD_LENGTH_UM,
 ) -> gf.Component:
     """Full SVD tensor core W = U Σ V†: edge couplers, V† mesh, Σ column, U mesh, couplers.
 
@@ -232,7 +241,8 @@ def tensor_core_cell(
     ``num_heaters``, ``num_edge_couplers``.
     """
     mesh = mesh_cell(
-        n=n, topology=topology, heater_length_um=heater_length_um, mode_pitch_um=mode_pitch_um
+        n=n, topology=topology, heater_length_um=heater_length_um, mode_pitch_um=mode_pitch_um,
+        sbend_length_um=sbend_length_um, lead_length_um=lead_length_um,
     )
     sigma = sigma_column_cell(n=n, heater_length_um=heater_length_um, mode_pitch_um=mode_pitch_um)
     coupler = gf.components.edge_coupler_silicon()
@@ -277,32 +287,34 @@ COMPONENTS: dict[str, Callable[..., gf.Component]] = {
 def build(design: str, **settings: Any) -> gf.Component:
     """Build the registered layout ``design`` (a key of :data:`COMPONENTS`) with ``settings``."""
     if design not in COMPONENTS:
-        close = difflib.get_close_matches(design, COMPONENTS, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(
             f"design={design!r} is not a registered layout; valid choices: "
-            f"{sorted(COMPONENTS)}{hint}"
+            f"{sorted(COMPONENTS)}{did_you_mean(design, COMPONENTS)}"
         )
     activate_pdk()
     return COMPONENTS[design](**settings)
 
 
 def settings_from_device(device: DeviceParams) -> dict[str, float]:
-    """Layout settings taken from a device preset: heater length and mode pitch.
+    """Layout settings taken from a device preset: heater length, mode pitch, S-bend length
+    and the external heater's lead length.
 
     ``heater_length_um = device.shifter.length_um`` (e.g. 61.6 µm for the Harris 2014 doped
     heater), ``mode_pitch_um = device.layout.mode_pitch_um`` (the pitch the hub's crosstalk
-    model assumes). Use as ``build("mesh", n=8, **settings_from_device(device))``.
+    model assumes), ``sbend_length_um = device.layout.sbend_length_um``,
+    ``lead_length_um = device.layout.contact_length_um``. The couplers and arms are the
+    generic PDK's own (2×2 MMIs), not the preset's. Use as
+    ``build("mesh", n=8, **settings_from_device(device))`` (also "mzi", "tensor_core").
     """
     return {
         "heater_length_um": float(device.shifter.length_um),
         "mode_pitch_um": float(device.layout.mode_pitch_um),
+        "sbend_length_um": float(device.layout.sbend_length_um),
+        "lead_length_um": float(device.layout.contact_length_um),
     }
 
 
-def cell_geometry_um(
-    *, heater_length_um: float = HEATER_LENGTH_UM, mode_pitch_um: float = MODE_PITCH_UM
-) -> dict[str, float]:
+def cell_geometry_um(**settings: float) -> dict[str, float]:
     """Layout-true geometry of one mesh MZI cell, in the hub's device-parameter terms.
 
     ``mzi_length_um`` = ``column_pitch_um``: cell length (x-period of mesh columns);
@@ -311,7 +323,8 @@ def cell_geometry_um(
     the hub's analytic area (depth · length · N/2 · height); ``bbox_height_um``: the cell's
     own bounding-box height.
     """
-    box = build("mzi", heater_length_um=heater_length_um, mode_pitch_um=mode_pitch_um).dbbox()
+    mode_pitch_um = float(settings.get("mode_pitch_um", MODE_PITCH_UM))
+    box = build("mzi", **settings).dbbox()
     return {
         "column_pitch_um": float(box.width()),
         "mode_pitch_um": float(mode_pitch_um),
@@ -336,68 +349,31 @@ def layout_area_um2(design: str = "mesh", **settings: Any) -> float:
     return footprint_um2(build(design, **settings))
 
 
-@lru_cache(maxsize=32)
-def _cell_length_um(heater_length_um: float, mode_pitch_um: float) -> float:
-    geometry = cell_geometry_um(heater_length_um=heater_length_um, mode_pitch_um=mode_pitch_um)
-    return geometry["column_pitch_um"]
-
-
-def analytic_mesh_area_um2(
-    *,
-    n: int,
-    topology: str = "clements",
-    heater_length_um: float = HEATER_LENGTH_UM,
-    mode_pitch_um: float = MODE_PITCH_UM,
-    with_routing: bool = True,
-) -> float:
-    """Analytic mesh area in µm²: MZI count × cell footprint + routing overhead.
-
-    Cell footprint ``A_cell = L_cell · 2 · pitch`` (one :func:`mzi_cell` with its S-bends,
-    length measured from the PDK cell, and its share of stacking space). Routing overhead:
-    the idle two-mode slots of the column grid that carry straight waveguides,
-    ``R = (depth · N − 2K) / 2`` (Clements: N/2 for even N; Reck: N(N − 2)/2, the empty
-    triangle). ``with_routing=False`` gives the MZI-only estimate ``K · A_cell``.
-    """
-    lay = mesh_layout(int(n), topology)
-    cell_area = _cell_length_um(float(heater_length_um), float(mode_pitch_um)) * 2 * mode_pitch_um
-    idle_slots = (lay.depth * lay.n - 2 * lay.num_mzis) / 2 if with_routing else 0.0
-    return (lay.num_mzis + idle_slots) * cell_area
-
-
 def compare_mesh_areas(
+    device: DeviceParams | None = None,
     ns: tuple[int, ...] = (4, 8, 16, 32),
     topologies: tuple[str, ...] = ("clements", "reck"),
-    *,
-    heater_length_um: float = HEATER_LENGTH_UM,
-    mode_pitch_um: float = MODE_PITCH_UM,
 ) -> list[dict[str, float | int | str]]:
-    """Layout-true vs analytic mesh areas, one row per (topology, n).
+    """Layout-true vs analytic mesh areas of ``device`` (default: ``DeviceParams()``), one
+    row per (topology, n).
 
-    Row keys: ``topology, n, num_mzis, depth, layout_area_um2, analytic_area_um2``
-    (with routing), ``mzi_only_area_um2``, ``gap`` and ``gap_mzi_only`` where
-    ``gap = layout / analytic − 1`` (0.15 means the layout is 15 % larger).
+    The layout is built from the preset's settings (:func:`settings_from_device`) and
+    measured; the analytic area is the hub's :func:`photonic.footprint.mesh_area_um2`, from
+    the device parameters alone (nothing measured on the layout enters it). Row keys:
+    ``topology, n, num_mzis, depth, layout_area_um2, analytic_area_um2, gap`` with
+    ``gap = layout / analytic − 1`` (0.03 means the layout is 3 % larger).
     """
+    device = device or DeviceParams()
+    settings = settings_from_device(device)
     rows: list[dict[str, float | int | str]] = []
-    kw = dict(heater_length_um=heater_length_um, mode_pitch_um=mode_pitch_um)
     for topology in topologies:
         for n in ns:
             lay = mesh_layout(int(n), topology)
-            layout_a = layout_area_um2("mesh", n=n, topology=topology, **kw)
-            analytic_a = analytic_mesh_area_um2(n=n, topology=topology, **kw)
-            mzi_only = analytic_mesh_area_um2(n=n, topology=topology, with_routing=False, **kw)
-            rows.append(
-                {
-                    "topology": topology,
-                    "n": n,
-                    "num_mzis": lay.num_mzis,
-                    "depth": lay.depth,
-                    "layout_area_um2": layout_a,
-                    "analytic_area_um2": analytic_a,
-                    "mzi_only_area_um2": mzi_only,
-                    "gap": layout_a / analytic_a - 1.0,
-                    "gap_mzi_only": layout_a / mzi_only - 1.0,
-                }
-            )
+            layout_a = layout_area_um2("mesh", n=n, topology=topology, **settings)
+            analytic_a = mesh_area_um2(device, n=n, topology=topology)
+            rows.append({"topology": topology, "n": n, "num_mzis": lay.num_mzis,
+                         "depth": lay.depth, "layout_area_um2": layout_a,
+                         "analytic_area_um2": analytic_a, "gap": layout_a / analytic_a - 1.0})
     return rows
 
 
@@ -473,24 +449,22 @@ def render_png(
     title: str | None = None,
     hidden_layers: tuple[tuple[int, int], ...] = HIDDEN_LAYERS,
 ) -> Path:
-    """Render the polygons of ``component`` to a PNG with matplotlib (Agg); returns the path.
+    """Render the polygons of ``component`` to a PNG with matplotlib; returns the path.
 
     One colour per GDS layer (``hidden_layers`` are skipped; default: via arrays); axes in µm;
     the title states the bounding box and its area. An N = 32 tensor core renders in seconds.
     """
     import klayout.db as kdb
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    from matplotlib import colormaps
     from matplotlib.collections import PolyCollection
 
     polys: dict[tuple[int, int], list[np.ndarray]] = {}
     _collect(component, kdb.DCplxTrans(), polys, {})
     box = component.dbbox()
     aspect = max(box.height(), 1.0) / max(box.width(), 1.0)
-    fig, ax = plt.subplots(figsize=(width_in, max(2.0, min(width_in * aspect, 3 * width_in))))
-    colours = plt.get_cmap("tab10")
+    fig = new_figure(figsize=(width_in, max(2.0, min(width_in * aspect, 3 * width_in))))
+    ax = fig.subplots()
+    colours = colormaps["tab10"]
     shown = sorted(layer for layer in polys if layer not in set(hidden_layers))
     names = {(li.layer, li.datatype): li.name for li in component.kcl.layer_infos()}
     for i, layer in enumerate(shown):
@@ -516,7 +490,7 @@ def render_png(
     )
     ax.legend(loc="upper left", bbox_to_anchor=(1.01, 1.0), fontsize="x-small", title="GDS layer")
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=dpi, bbox_inches="tight")
-    plt.close(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    atomic_write_bytes(path, buf.getvalue())
     return path

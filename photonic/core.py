@@ -34,6 +34,7 @@ from photonic.noise import (
     realise_phases,
     sample_mesh_errors,
 )
+from photonic.power import K_B, Q_E, channel_power_mw, svd_path_loss_db
 
 __all__ = [
     "Mesh",
@@ -48,8 +49,6 @@ __all__ = [
     "batched_linear",
 ]
 
-Q_E = 1.602176634e-19  # C
-K_B = 1.380649e-23  # J/K
 
 
 _INT_VIEW = {torch.float64: torch.int64, torch.float32: torch.int32,
@@ -394,13 +393,15 @@ def optical_matmul(
     device: DeviceParams,
     noise: NoiseConfig,
     generator: torch.Generator | None = None,
+    topology: str = "clements",
 ) -> torch.Tensor:
     """y = W x for rows of ``x`` (..., N) through realised optical tiles (..., R, C, k, k)
     with electronic gains (..., R, C) → (..., M).
 
     Inputs are scaled per vector to the DAC's full scale, quantised, sent as fields of
-    P_ch per mode, detected coherently with noise, digitised per tile (ADC range: the tile's
-    largest possible output, max_i Σ_j |T_ij|), scaled by the gain and summed digitally.
+    P_ch per mode (:func:`photonic.power.channel_power_mw` for a k×k tile of ``topology``),
+    detected coherently with noise, digitised per tile (ADC range: the tile's largest possible
+    output, max_i Σ_j |T_ij|), scaled by the gain and summed digitally.
     Batch dims of ``tiles`` (e.g. P parameter perturbations) lead the output's.
     """
     m, n = shape
@@ -433,8 +434,11 @@ def optical_matmul(
     fields = torch.einsum("...rcij,...bcj->...brci", t, xb)  # (..., B, R, C, k), unit: √P_ch
     out = fields.real
     det = device.detector
-    p_ch = device.laser.power_per_channel_mw * 1e-3
-    p_lo = p_ch
+    # One power budget with the cost model (photonic.power): P_ch per input mode is what
+    # the longest path of a k×k tile needs for the ADC's SNR (or the design's fixed power).
+    p_ch = channel_power_mw(device, mesh_path_loss_db=svd_path_loss_db(device, k, k, topology))
+    p_ch *= 1e-3
+    p_lo = det.lo_power_mw * 1e-3
     gain_i = 2 * det.responsivity_a_per_w * math.sqrt(p_lo * p_ch)  # A per unit field
     current = out * gain_i
     if noise.detector_noise:
@@ -535,7 +539,7 @@ class TensorCore:
         """y = W x for rows of ``x`` (..., N); counts conversions."""
         x = torch.as_tensor(x)
         y = optical_matmul(self.tiles(), self.gain(), x, self.shape, device=self.device,
-                           noise=self.noise, generator=self._gen)
+                           noise=self.noise, generator=self._gen, topology=self.topology)
         vectors = int(np.prod(x.shape[:-1])) if x.ndim > 1 else 1
         r, c = self.program.grid
         k = self.program.tile

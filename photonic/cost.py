@@ -29,7 +29,9 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from photonic.core import CoreCounts
 from photonic.devices import DeviceParams, PhaseShifterParams
+from photonic.footprint import mesh_area_um2, sigma_area_um2
 from photonic.mesh import mesh_layout
+from photonic.power import IDEAL_ADC_BITS, ChannelGroup, PowerBudget, power_budget, svd_path_mzis
 
 __all__ = [
     "C_UM_PER_NS",
@@ -45,7 +47,6 @@ __all__ = [
     "svd_phase_shifters",
     "shifter_hold_power_mw",
     "shifter_update_energy_pj",
-    "laser_power_mw",
 ]
 
 C_UM_PER_NS = 299_792.458  # speed of light in vacuum, µm/ns (exact, SI definition)
@@ -78,9 +79,9 @@ class CostParams(BaseModel):
         "(unverified)",
     )
     ideal_converter_bits: int = Field(
-        8, ge=1,
+        IDEAL_ADC_BITS, ge=1,
         description="bits assumed for modulator energy / storage when a converter is ideal "
-        "(bits=None); the BP-free PINN study used 8-bit phases (brief)",
+        "(bits=None); the BP-free PINN study used 8-bit phases (Zhao et al., arXiv 2502.12384)",
     )
     num_lasers: int = Field(1, ge=1, description="lasers sharing the input fan-out")
     laser_area_um2: float = Field(
@@ -118,8 +119,8 @@ def svd_mzis(
     rows: int, cols: int, topology: str = "clements", *, isometry: bool = False
 ) -> int:
     """MZIs of one rows × cols SVD block W = U Σ V†: U (rows modes) + V† (cols modes) +
-    min(rows, cols) attenuating MZIs for Σ (Shen et al., Nat. Photon. 11, 441 (2017)).
-    For a k×k tile: k(k − 1) + k = k².
+    min(rows, cols) attenuating MZIs for Σ (Shen et al.,
+    Nat. Photon. 11, 441 (2017)). For a k×k tile: k(k − 1) + k = k².
 
     ``isometry=True``: a rectangular block only needs the first r = min(rows, cols) columns
     of U and rows of V†, i.e. r·n − r(r + 1)/2 MZIs per n-mode mesh (Reck nulling stopped
@@ -175,21 +176,6 @@ def shifter_update_energy_pj(
     """
     v2 = shifter.v_pi_v**2 * (phase_over_pi_sq if shifter.law == "linear" else phase_over_pi)
     return 0.5 * shifter.capacitance_ff * v2 * 1e-3 + shifter.energy_per_update_pj
-
-
-def laser_power_mw(
-    *, path_loss_db: float, sensitivity_dbm: float, fan_out: float
-) -> float:
-    """Optical laser power for ``fan_out`` channels each losing ``path_loss_db`` before a
-    detector that needs ``sensitivity_dbm``:
-
-        P_laser,dBm = IL_path,dB + S_PD,dBm + 10 log10(fan-out)      (SimPhony / LT)
-
-    returned in mW (10^(P/10)); divide by the wall-plug efficiency for electrical power.
-    """
-    if fan_out <= 0:
-        return 0.0
-    return 10.0 ** ((path_loss_db + sensitivity_dbm + 10.0 * math.log10(fan_out)) / 10.0)
 
 
 @dataclass(frozen=True)
@@ -251,8 +237,7 @@ class Stage:
     @property
     def path_mzis(self) -> int:
         """MZIs on the longest optical path: depth(V†) + 1 (Σ) + depth(U)."""
-        return (mesh_depth(self.mesh_cols, self.topology) + 1
-                + mesh_depth(self.mesh_rows, self.topology))
+        return svd_path_mzis(self.mesh_rows, self.mesh_cols, self.topology)
 
     @property
     def num_modulators(self) -> int:
@@ -270,6 +255,8 @@ class CostReport:
     ``energy_pj`` and ``time_per_inference_ns`` are per inference within a batch of
     ``batch``; ``latency_ns`` is the time until the batch (hence each of its inferences) is
     done. ``*_per_step`` describe one training step (None without a TrainingStep).
+    ``power``: the optical power budget (:mod:`photonic.power`); ``feasible`` is its verdict
+    and ``infeasible_reasons`` says which laser limit or SNR rule a design breaks.
     """
 
     area_um2: float
@@ -284,16 +271,33 @@ class CostReport:
     num_phase_shifters: int
     num_modulators: int
     num_detectors: int
-    worst_path_loss_db: float
-    laser_optical_mw: float
+    power: PowerBudget
     energy_pj_per_step: float | None = None
     latency_ns_per_step: float | None = None
     step_energy_breakdown_pj: dict[str, float] | None = None
     assumptions: tuple[str, ...] = ()
 
-    def as_dict(self) -> dict[str, float | int | None]:
+    @property
+    def worst_path_loss_db(self) -> float:
+        """Loss of the longest light path, modulator included (dB)."""
+        return self.power.worst_path_loss_db
+
+    @property
+    def laser_optical_mw(self) -> float:
+        """Optical laser power: input channels and local oscillators (mW)."""
+        return self.power.laser_optical_mw
+
+    @property
+    def feasible(self) -> bool:
+        return self.power.feasible
+
+    @property
+    def infeasible_reasons(self) -> tuple[str, ...]:
+        return self.power.reasons
+
+    def as_dict(self) -> dict[str, float | int | bool | str | None]:
         """Flat dict (``area.meshes_um2`` style keys) for metrics.json."""
-        out: dict[str, float | int | None] = {
+        out: dict[str, float | int | bool | str | None] = {
             "area_um2": self.area_um2,
             "energy_pj_per_inference": self.energy_pj,
             "latency_ns_per_inference": self.latency_ns,
@@ -304,6 +308,8 @@ class CostReport:
             "num_detectors": self.num_detectors,
             "worst_path_loss_db": self.worst_path_loss_db,
             "laser_optical_mw": self.laser_optical_mw,
+            "feasible": self.feasible,
+            "infeasible_reasons": "; ".join(self.infeasible_reasons),
             "energy_pj_per_step": self.energy_pj_per_step,
             "latency_ns_per_step": self.latency_ns_per_step,
         }
@@ -311,11 +317,160 @@ class CostReport:
         out.update({f"energy.{k}_pj": v for k, v in self.energy_breakdown_pj.items()})
         out.update({f"latency.{k}_ns": v for k, v in self.latency_breakdown_ns.items()})
         out.update({f"static.{k}_mw": v for k, v in self.static_power_mw.items()})
+        out.update({f"power.{k}": v for k, v in self.power.as_dict().items()
+                    if k not in ("feasible", "reasons", "worst_path_loss_db")})
         return out
 
 
 def _bits(bits: int | None, params: CostParams) -> int:
     return params.ideal_converter_bits if bits is None else bits
+
+
+@dataclass(frozen=True)
+class _Plan:
+    """What runs where: the stages of the work, the hardware on the chip, and how many
+    rounds each stage takes on it (1 for weight-stationary)."""
+
+    stages: list[Stage]
+    hw: list[Stage]
+    rounds: list[tuple[Stage, int]]
+    dataflow: str
+    batch: int
+
+
+def _plan(stages: list[Stage], dataflow: str, physical_tiles: int,
+          physical_tile: int | None, batch: int) -> _Plan:
+    if dataflow == "weight_stationary":
+        return _Plan(stages, stages, [(s, 1) for s in stages], dataflow, batch)
+    k = physical_tile or max(max(s.mesh_rows, s.mesh_cols) for s in stages)
+    hw = [Stage(name="physical", mesh_rows=k, mesh_cols=k, tiles=physical_tiles,
+                topology=stages[0].topology)]
+    rounds = []
+    for s in stages:
+        logical = s.tiles * math.ceil(s.mesh_rows / k) * math.ceil(s.mesh_cols / k)
+        rounds.append((s, math.ceil(logical / physical_tiles)))
+    return _Plan(stages, hw, rounds, dataflow, batch)
+
+
+def _power(d: DeviceParams, plan: _Plan, params: CostParams) -> PowerBudget:
+    """Weight-stationary: all stages' channels are fed while any streams (one shared source,
+    peak power); time-multiplexed: the physical tiles' channels."""
+    def group(s: Stage) -> ChannelGroup:
+        return ChannelGroup(mesh_path_loss_db=s.path_mzis * d.mzi.insertion_loss_db,
+                            inputs=s.num_modulators, outputs=s.num_detectors)
+
+    return power_budget(d, groups=[group(s) for s in plan.hw], num_lasers=params.num_lasers)
+
+
+def _latency(d: DeviceParams, plan: _Plan, params: CostParams) -> dict[str, float]:
+    t_vec = 1.0 / min(d.clock_ghz, d.dac.sample_rate_gsps, d.adc.sample_rate_gsps)
+    t_phase_write = 1.0 / d.phase_dac.sample_rate_gsps + d.shifter.settling_time_ns
+    lat = dict.fromkeys(("dac", "optical", "adc", "streaming", "reprogramming"), 0.0)
+    for s, r in plan.rounds:
+        on = s if plan.dataflow == "weight_stationary" else plan.hw[0]
+        length_um = on.path_mzis * d.mzi_cell_length_um + d.modulator.length_um
+        lat["dac"] += r / d.dac.sample_rate_gsps
+        lat["optical"] += r * length_um * params.group_index / C_UM_PER_NS
+        lat["adc"] += r / d.adc.sample_rate_gsps
+        lat["streaming"] += r * max(plan.batch * s.vectors_per_inference - 1.0, 0.0) * t_vec
+        if plan.dataflow == "time_multiplexed":
+            lat["reprogramming"] += r * t_phase_write
+    return lat
+
+
+def _write_energy_pj(d: DeviceParams, st: Stage, params: CostParams) -> float:
+    """Energy to write one shifter of ``st`` (mean over its phases), pJ."""
+    m1, m2 = _phase_moments(st.phases)
+    return (shifter_update_energy_pj(d.shifter, m1, m2) + d.phase_dac.energy_pj_per_conversion
+            + _bits(d.phase_dac.bits, params) * params.sram_energy_pj_per_bit)
+
+
+def _hold_power_mw(d: DeviceParams, plan: _Plan) -> float:
+    if plan.dataflow == "weight_stationary":
+        return sum(shifter_hold_power_mw(d.shifter, _phase_moments(s.phases)[0])
+                   * s.num_phase_shifters for s in plan.stages)
+    # the physical tiles hold the phases of whatever tile is loaded: weighted mean
+    w = sum(r for _, r in plan.rounds)
+    m1 = sum(_phase_moments(s.phases)[0] * r for s, r in plan.rounds) / w
+    return shifter_hold_power_mw(d.shifter, m1) * sum(s.num_phase_shifters for s in plan.hw)
+
+
+def _energy(d: DeviceParams, plan: _Plan, params: CostParams, static_mw: dict[str, float],
+            batch_ns: float) -> dict[str, float]:
+    """Energy per inference of one batch (pJ), by part."""
+    t_vec = 1.0 / min(d.clock_ghz, d.dac.sample_rate_gsps, d.adc.sample_rate_gsps)
+    # light and TIAs are on while a stage streams (round by round when time-multiplexed)
+    stream_ns = sum(r * plan.batch * s.vectors_per_inference * t_vec for s, r in plan.rounds)
+    samples_in = sum(s.num_modulators * s.vectors_per_inference for s in plan.stages)
+    samples_out = sum(s.num_detectors * s.vectors_per_inference for s in plan.stages)
+    e_in = (d.dac.energy_pj_per_conversion
+            + d.modulator.energy_fj_per_bit * _bits(d.dac.bits, params) * 1e-3)
+    n_sh = sum(s.num_phase_shifters for s in plan.hw)
+    e = {
+        "laser": static_mw["laser_electrical"] * stream_ns,
+        "dac_modulator": plan.batch * samples_in * e_in,
+        "adc": plan.batch * samples_out * d.adc.energy_pj_per_conversion,
+        "tia": static_mw["tia"] * stream_ns,
+        "shifter_hold": static_mw["shifter_hold"] * batch_ns,
+        "buffer": (plan.batch * samples_out * _bits(d.adc.bits, params) * 2
+                   * params.sram_energy_pj_per_bit),
+        "reprogramming": 0.0,
+    }
+    if plan.dataflow == "time_multiplexed":
+        # every round loads all shifters of the physical tiles with the stage's phases
+        e["reprogramming"] = sum(r * n_sh * _write_energy_pj(d, s, params)
+                                 for s, r in plan.rounds)
+    return {k: v / plan.batch for k, v in e.items()}
+
+
+def _area(d: DeviceParams, plan: _Plan, params: CostParams) -> dict[str, float]:
+    """Area by part (µm²); meshes and Σ from :mod:`photonic.footprint`."""
+    hw = plan.hw
+    n_mod = sum(s.num_modulators for s in hw)
+    n_det = sum(s.num_detectors for s in hw)
+    n_sh = sum(s.num_phase_shifters for s in hw)
+    act_bits = _bits(d.adc.bits, params)
+    a = {
+        "meshes": sum(s.tiles * (mesh_area_um2(d, n=s.mesh_rows, topology=s.topology)
+                                 + mesh_area_um2(d, n=s.mesh_cols, topology=s.topology))
+                      for s in hw),
+        "sigma_attenuators": sum(s.tiles * sigma_area_um2(d, n=min(s.mesh_rows, s.mesh_cols))
+                                 for s in hw),
+        "modulators": n_mod * d.modulator.length_um * d.modulator.width_um,
+        "dacs": n_mod * d.dac.area_um2,
+        "detectors": n_det * d.detector.area_um2,
+        "tias": n_det * d.tia.area_um2,
+        "adcs": n_det * d.adc.area_um2,
+        "phase_dacs": n_sh * d.phase_dac.area_um2,
+        "lasers": params.num_lasers * params.laser_area_um2,
+    }
+    max_act = max(s.num_detectors * s.vectors_per_inference for s in plan.stages)
+    mem_bits = 2 * max_act * act_bits * plan.batch  # double-buffered activations
+    if plan.dataflow == "time_multiplexed":
+        mem_bits += _bits(d.phase_dac.bits, params) * sum(s.num_phase_shifters
+                                                          for s in plan.stages)
+    a["memory"] = mem_bits * params.sram_area_um2_per_bit
+    photonic = a["meshes"] + a["sigma_attenuators"] + a["modulators"] + a["detectors"]
+    a["routing_overhead"] = d.layout.routing_overhead * photonic
+    return a
+
+
+def _checked_stages(counts, stages, phases, topology, dataflow, batch,
+                    physical_tiles) -> list[Stage]:
+    if dataflow not in DATAFLOWS:
+        raise ValueError(f"dataflow={dataflow!r} is not known; valid choices: {list(DATAFLOWS)}")
+    if (counts is None) == (stages is None):
+        raise ValueError("pass exactly one of counts= (a TensorCore's CoreCounts) or stages=")
+    if stages is not None and phases is not None:
+        raise ValueError("phases= goes with counts=; with stages= give each Stage its phases")
+    if batch < 1 or physical_tiles < 1:
+        raise ValueError(f"batch={batch} and physical_tiles={physical_tiles} must be ≥ 1")
+    if counts is not None:
+        stages = [Stage.from_counts(counts, phases=phases, topology=topology)]
+    stages = list(stages)
+    if not stages:
+        raise ValueError("stages is empty: a design needs at least one stage")
+    return stages
 
 
 def estimate_cost(
@@ -339,22 +494,22 @@ def estimate_cost(
     e.g. from :func:`photonic.tonn.network_stages`).
 
     Area (device counts × footprints; Lightening-Transformer / SimPhony style):
-      meshes: each block's U and V† meshes occupy their bounding grid, depth columns of
-      ``mzi.length_um`` × n/2 MZI rows of ``mzi.height_um`` (an MZI spans two modes);
-      Σ: min(rows, cols) attenuator MZIs × ``mzi.length_um · mzi.height_um``;
-      modulators + DACs per input mode, detectors + TIAs + ADCs per output mode, one phase
-      DAC per shifter (``phase_dac.area_um2``), lasers, SRAM; routing overhead
+      meshes: each block's U and V† meshes, :func:`photonic.footprint.mesh_area_um2` (depth
+      columns of the analytic MZI cell × the span of the modes); Σ: min(rows, cols) MZI
+      cells; modulators + DACs per input mode, detectors + TIAs + ADCs per output mode, one
+      phase DAC per shifter (``phase_dac.area_um2``), lasers, SRAM; routing overhead
       = ``layout.routing_overhead`` × photonic area (meshes, Σ, modulators, detectors).
     Energy per inference (batch-amortised):
-      laser: P_opt = Σ_stages n_mod · S_PD · 10^(IL_path/10) (:func:`laser_power_mw` per stage,
-      IL_path = modulator IL + path MZIs × MZI IL), electrical P_opt/η_WPE, on while
-      vectors stream; DAC + modulator (fJ/bit × bits) per input sample; ADC per output
-      sample; TIA power × streaming time per detector; shifter hold power P_π·φ/π × the
-      batch time; activation buffer writes + reads (SRAM energy per bit); time-multiplexed
-      designs also pay a phase write (½CV² + update energy + phase-DAC conversion + SRAM
-      read) for every shifter of every logical tile loaded, per batch.
+      laser: the power budget of :func:`photonic.power.power_budget` (channels sized for the
+      detector sensitivity the ADC's SNR needs through the longest path, plus one LO per
+      output), electrical = optical / η_WPE, on while vectors stream; DAC + modulator
+      (fJ/bit × bits) per input sample; ADC per output sample; TIA power × streaming time per
+      detector; shifter hold power P_π·φ/π × the batch time; activation buffer writes +
+      reads (SRAM energy per bit); time-multiplexed designs also pay a phase write (½CV² +
+      update energy + phase-DAC conversion + SRAM read) for every shifter of every logical
+      tile loaded, per batch.
     Latency (batch): per stage DAC conversion + optical propagation
-      (L_path · n_g / c, L_path = path MZIs × ``mzi.length_um`` + modulator length) + ADC
+      (L_path · n_g / c, L_path = path MZIs × MZI cell length + modulator length) + ADC
       conversion + streaming (batch · vectors − 1) / rate, rate = min(clock, DAC, ADC) GS/s;
       time-multiplexed: every logical tile round adds its own conversions, streaming and a
       reprogramming time (phase-DAC conversion + ``settling_time_ns``).
@@ -363,194 +518,54 @@ def estimate_cost(
       all in parallel, one settling time) and run ``inferences_per_query`` inferences.
     """
     params = params or CostParams()
-    if dataflow not in DATAFLOWS:
-        raise ValueError(f"dataflow={dataflow!r} is not known; valid choices: {list(DATAFLOWS)}")
-    if (counts is None) == (stages is None):
-        raise ValueError("pass exactly one of counts= (a TensorCore's CoreCounts) or stages=")
-    if stages is not None and phases is not None:
-        raise ValueError("phases= goes with counts=; with stages= give each Stage its phases")
-    if batch < 1 or physical_tiles < 1:
-        raise ValueError(f"batch={batch} and physical_tiles={physical_tiles} must be ≥ 1")
-    if counts is not None:
-        stages = [Stage.from_counts(counts, phases=phases, topology=topology)]
-    stages = list(stages)
-    if not stages:
-        raise ValueError("stages is empty: a design needs at least one stage")
+    stages = _checked_stages(counts, stages, phases, topology, dataflow, batch, physical_tiles)
     assumptions: list[str] = []
     if any(s.phases is None for s in stages):
         assumptions.append("programmed phases not given for some stages: φ uniform on "
                            "[0, 2π) assumed (E[φ/π] = 1, E[(φ/π)²] = 4/3)")
-
     d = device
-    rate_gsps = min(d.clock_ghz, d.dac.sample_rate_gsps, d.adc.sample_rate_gsps)
-    t_vec = 1.0 / rate_gsps  # ns per streamed vector
-    t_dac = 1.0 / d.dac.sample_rate_gsps
-    t_adc = 1.0 / d.adc.sample_rate_gsps
-    t_phase_write = 1.0 / d.phase_dac.sample_rate_gsps + d.shifter.settling_time_ns
-    in_bits = _bits(d.dac.bits, params)
-    act_bits = _bits(d.adc.bits, params)
-    phase_bits = _bits(d.phase_dac.bits, params)
-    mzi_area = d.mzi.length_um * d.mzi.height_um
-    e_sample_in = d.dac.energy_pj_per_conversion + d.modulator.energy_fj_per_bit * in_bits * 1e-3
+    plan = _plan(stages, dataflow, physical_tiles, physical_tile, batch)
+    budget = _power(d, plan, params)
+    static = {"laser_electrical": budget.laser_electrical_mw,
+              "tia": d.tia.power_mw * sum(s.num_detectors for s in plan.hw),
+              "shifter_hold": _hold_power_mw(d, plan)}
+    latency = _latency(d, plan, params)
+    batch_ns = sum(latency.values())
+    energy = _energy(d, plan, params, static, batch_ns)
+    area = _area(d, plan, params)
 
-    def phase_stats(st: Stage) -> tuple[float, float]:
-        return _phase_moments(st.phases)
-
-    def e_write_one(st: Stage) -> float:
-        """Energy to write one shifter of ``st`` (mean over its phases), pJ."""
-        m1, m2 = phase_stats(st)
-        return (shifter_update_energy_pj(d.shifter, m1, m2) + d.phase_dac.energy_pj_per_conversion
-                + phase_bits * params.sram_energy_pj_per_bit)
-
-    def stage_loss_db(st: Stage) -> float:
-        return d.modulator.insertion_loss_db + st.path_mzis * d.mzi.insertion_loss_db
-
-    def stage_t_opt(st: Stage) -> float:
-        length = st.path_mzis * d.mzi.length_um + d.modulator.length_um
-        return length * params.group_index / C_UM_PER_NS
-
-    def block_mesh_area(st: Stage) -> float:
-        """Bounding grids of U and V†: depth columns × n/2 MZI rows (an MZI spans 2 modes)."""
-        def grid(n: int) -> float:
-            return mesh_depth(n, st.topology) * d.mzi.length_um * (n / 2) * d.mzi.height_um
-        return st.tiles * (grid(st.mesh_rows) + grid(st.mesh_cols))
-
-    # ---- hardware present on the chip ------------------------------------------------
-    if dataflow == "weight_stationary":
-        hw = stages
-    else:
-        k = physical_tile or max(max(s.mesh_rows, s.mesh_cols) for s in stages)
-        hw = [Stage(name="physical", mesh_rows=k, mesh_cols=k, tiles=physical_tiles,
-                    topology=stages[0].topology)]
-    n_mzi = sum(s.num_mzis for s in hw)
-    n_sh = sum(s.num_phase_shifters for s in hw)
-    n_mod = sum(s.num_modulators for s in hw)
-    n_det = sum(s.num_detectors for s in hw)
-    n_sigma = sum(s.tiles * min(s.mesh_rows, s.mesh_cols) for s in hw)
-
-    # ---- per-inference streaming work (the same in both dataflows) ----------------------
-    samples_in = sum(s.num_modulators * s.vectors_per_inference for s in stages)
-    samples_out = sum(s.num_detectors * s.vectors_per_inference for s in stages)
-    # Light and TIAs are on while a stage streams; in weight-stationary all tiles of a
-    # stage stream together, time-multiplexed the physical tiles stream round by round.
-    if dataflow == "weight_stationary":
-        rounds = [(s, 1) for s in stages]
-    else:
-        k = hw[0].mesh_rows
-        rounds = []
-        for s in stages:
-            logical = s.tiles * math.ceil(s.mesh_rows / k) * math.ceil(s.mesh_cols / k)
-            rounds.append((s, math.ceil(logical / physical_tiles)))
-    stream_ns = sum(r * batch * s.vectors_per_inference * t_vec for s, r in rounds)
-
-    # ---- laser: per stage budget, on while streaming ----------------------------------
-    sens = d.detector.sensitivity_dbm
-    if dataflow == "weight_stationary":
-        p_opt_stage = [laser_power_mw(path_loss_db=stage_loss_db(s), sensitivity_dbm=sens,
-                                      fan_out=s.num_modulators) for s in stages]
-        worst_loss = max(stage_loss_db(s) for s in stages)
-        # all stages' channels are fed while any streams (one shared source): peak power
-        p_laser_opt = sum(p_opt_stage)
-    else:
-        worst_loss = stage_loss_db(hw[0])
-        p_laser_opt = laser_power_mw(path_loss_db=worst_loss, sensitivity_dbm=sens,
-                                     fan_out=n_mod)
-    p_laser_el = p_laser_opt / d.laser.wall_plug_efficiency
-    p_tia = d.tia.power_mw * n_det
-
-    # ---- shifter hold power (phase dependent) ------------------------------------------
-    if dataflow == "weight_stationary":
-        p_hold = sum(shifter_hold_power_mw(d.shifter, phase_stats(s)[0]) * s.num_phase_shifters
-                     for s in stages)
-    else:
-        # the physical tiles hold the phases of whatever tile is loaded: weighted mean
-        w = sum(r for _, r in rounds)
-        m1 = sum(phase_stats(s)[0] * r for s, r in rounds) / w
-        p_hold = shifter_hold_power_mw(d.shifter, m1) * n_sh
-
-    # ---- latency of one batch ----------------------------------------------------------
-    lat: dict[str, float] = {"dac": 0.0, "optical": 0.0, "adc": 0.0, "streaming": 0.0,
-                             "reprogramming": 0.0}
-    for s, r in rounds:
-        lat["dac"] += r * t_dac
-        lat["optical"] += r * stage_t_opt(s if dataflow == "weight_stationary" else hw[0])
-        lat["adc"] += r * t_adc
-        lat["streaming"] += r * max(batch * s.vectors_per_inference - 1.0, 0.0) * t_vec
-        if dataflow == "time_multiplexed":
-            lat["reprogramming"] += r * t_phase_write
-    batch_ns = sum(lat.values())
-
-    # ---- energy of one batch -----------------------------------------------------------
-    e: dict[str, float] = {}
-    e["laser"] = p_laser_el * stream_ns
-    e["dac_modulator"] = batch * samples_in * e_sample_in
-    e["adc"] = batch * samples_out * d.adc.energy_pj_per_conversion
-    e["tia"] = p_tia * stream_ns
-    e["shifter_hold"] = p_hold * batch_ns
-    e["buffer"] = batch * samples_out * act_bits * 2 * params.sram_energy_pj_per_bit
-    e["reprogramming"] = 0.0
-    if dataflow == "time_multiplexed":
-        # every round loads all shifters of the physical tiles with the stage's phases
-        e["reprogramming"] = sum(r * n_sh * e_write_one(s) for s, r in rounds)
-    energy = {k_: v / batch for k_, v in e.items()}
-    latency = lat
-
-    # ---- area ----------------------------------------------------------------------------
-    a: dict[str, float] = {}
-    a["meshes"] = sum(block_mesh_area(s) for s in hw)
-    a["sigma_attenuators"] = n_sigma * mzi_area
-    a["modulators"] = n_mod * d.modulator.length_um * d.modulator.width_um
-    a["dacs"] = n_mod * d.dac.area_um2
-    a["detectors"] = n_det * d.detector.area_um2
-    a["tias"] = n_det * d.tia.area_um2
-    a["adcs"] = n_det * d.adc.area_um2
-    a["phase_dacs"] = n_sh * d.phase_dac.area_um2
-    a["lasers"] = params.num_lasers * params.laser_area_um2
-    max_act = max(s.num_detectors * s.vectors_per_inference for s in stages)
-    mem_bits = 2 * max_act * act_bits * batch  # double-buffered activations between stages
-    if dataflow == "time_multiplexed":
-        mem_bits += phase_bits * sum(s.num_phase_shifters for s in stages)
-    a["memory"] = mem_bits * params.sram_area_um2_per_bit
-    photonic = a["meshes"] + a["sigma_attenuators"] + a["modulators"] + a["detectors"]
-    a["routing_overhead"] = d.layout.routing_overhead * photonic
-
-    # ---- training step -----------------------------------------------------------------
-    e_step = l_step = None
-    step_e: dict[str, float] | None = None
+    e_step = l_step = step_e = None
     if training is not None:
-        q, ipq = training.queries, training.inferences_per_query
-        per_query = estimate_cost(
-            device=device, stages=stages, dataflow=dataflow, physical_tiles=physical_tiles,
-            physical_tile=physical_tile, batch=ipq, params=params)
-        if dataflow == "weight_stationary":
-            t_prog = t_phase_write
-            e_prog = sum(e_write_one(s) * s.num_phase_shifters for s in stages)
-            e_hold_prog = p_hold * t_prog
-        else:  # loading tiles is already part of every batch
-            t_prog = e_prog = e_hold_prog = 0.0
-        step_e = {k_: q * v * ipq for k_, v in per_query.energy_breakdown_pj.items()}
-        step_e["reprogramming"] += q * e_prog
-        step_e["shifter_hold"] += q * e_hold_prog
-        e_step = sum(step_e.values())
-        l_step = q * (t_prog + per_query.latency_ns)
-
+        e_step, l_step, step_e = _training_step(d, plan, params, training, static,
+                                                physical_tiles, physical_tile)
     return CostReport(
-        area_um2=sum(a.values()),
-        energy_pj=sum(energy.values()),
-        latency_ns=batch_ns,
-        time_per_inference_ns=batch_ns / batch,
-        area_breakdown_um2=a,
-        energy_breakdown_pj=energy,
-        latency_breakdown_ns=latency,
-        static_power_mw={"laser_electrical": p_laser_el, "tia": p_tia, "shifter_hold": p_hold},
-        num_mzis=n_mzi,
-        num_phase_shifters=n_sh,
-        num_modulators=n_mod,
-        num_detectors=n_det,
-        worst_path_loss_db=worst_loss,
-        laser_optical_mw=p_laser_opt,
-        energy_pj_per_step=e_step,
-        latency_ns_per_step=l_step,
-        step_energy_breakdown_pj=step_e,
+        area_um2=sum(area.values()), energy_pj=sum(energy.values()), latency_ns=batch_ns,
+        time_per_inference_ns=batch_ns / batch, area_breakdown_um2=area,
+        energy_breakdown_pj=energy, latency_breakdown_ns=latency, static_power_mw=static,
+        num_mzis=sum(s.num_mzis for s in plan.hw),
+        num_phase_shifters=sum(s.num_phase_shifters for s in plan.hw),
+        num_modulators=sum(s.num_modulators for s in plan.hw),
+        num_detectors=sum(s.num_detectors for s in plan.hw), power=budget,
+        energy_pj_per_step=e_step, latency_ns_per_step=l_step, step_energy_breakdown_pj=step_e,
         assumptions=tuple(assumptions),
     )
+
+
+def _training_step(d: DeviceParams, plan: _Plan, params: CostParams, training: TrainingStep,
+                   static: dict[str, float], physical_tiles: int,
+                   physical_tile: int | None) -> tuple[float, float, dict[str, float]]:
+    """(energy pJ, latency ns, energy breakdown) of one training step."""
+    q, ipq = training.queries, training.inferences_per_query
+    per_query = estimate_cost(
+        device=d, stages=plan.stages, dataflow=plan.dataflow, physical_tiles=physical_tiles,
+        physical_tile=physical_tile, batch=ipq, params=params)
+    if plan.dataflow == "weight_stationary":
+        t_prog = 1.0 / d.phase_dac.sample_rate_gsps + d.shifter.settling_time_ns
+        e_prog = sum(_write_energy_pj(d, s, params) * s.num_phase_shifters for s in plan.stages)
+        e_hold_prog = static["shifter_hold"] * t_prog
+    else:  # loading tiles is already part of every batch
+        t_prog = e_prog = e_hold_prog = 0.0
+    step_e = {k: q * v * ipq for k, v in per_query.energy_breakdown_pj.items()}
+    step_e["reprogramming"] += q * e_prog
+    step_e["shifter_hold"] += q * e_hold_prog
+    return sum(step_e.values()), q * (t_prog + per_query.latency_ns), step_e

@@ -161,7 +161,7 @@ class PhotonicMatrix(nn.Module):
             return batched_linear(x, self.weight)
         tiles, gain = self._tiles()
         y = optical_matmul(tiles, gain, x, self.shape, device=self.device_params,
-                           noise=self.noise, generator=self._gen)
+                           noise=self.noise, generator=self._gen, topology=self.topology)
         if self.mode == "weight" and torch.is_grad_enabled() and self.weight.requires_grad:
             exact = batched_linear(x, self.weight)
             y = y.detach() + exact - exact.detach()

@@ -41,7 +41,9 @@ counts — ``num_tiles``, ``num_mzis``, ``num_phase_shifters``, ``mesh_depth`` (
 k-mode mesh), ``path_mzis`` (MZIs on the longest optical path);
 cost (:func:`photonic.cost.estimate_cost`, weight-stationary, one input vector) —
 ``area_um2``, ``energy_pj`` (per inference), ``latency_ns`` (DAC to ADC),
-``worst_path_loss_db``, ``laser_optical_mw``.
+``worst_path_loss_db``, ``laser_optical_mw`` (channels and local oscillators) and
+``feasible`` (the power budget's verdict, :mod:`photonic.power`: False where the laser power
+exceeds the preset's per-laser or per-chip limit).
 """
 
 from __future__ import annotations
@@ -96,7 +98,7 @@ __all__ = [
 ]
 
 # Bump whenever evaluate_point's rows change meaning: old cache entries then miss.
-SCHEMA_VERSION = 2  # 2: devices carry phase_dac.grid
+SCHEMA_VERSION = 3  # 2: devices carry phase_dac.grid; 3: one power budget, feasible
 
 # Design axes of a row (what summarize groups by), in table order.
 AXES = ("n", "rows", "topology", "tile", "preset", "noise_scale", "phase_noise_std_rad",
@@ -106,6 +108,7 @@ COLUMNS = AXES + (
     "fidelity", "rel_frobenius_error", "output_rel_error",
     "num_tiles", "num_mzis", "num_phase_shifters", "mesh_depth", "path_mzis",
     "area_um2", "energy_pj", "latency_ns", "worst_path_loss_db", "laser_optical_mw",
+    "feasible",
 )
 
 
@@ -324,6 +327,7 @@ def evaluate_point(
         "latency_ns": float(cost.latency_ns),
         "worst_path_loss_db": float(cost.worst_path_loss_db),
         "laser_optical_mw": float(cost.laser_optical_mw),
+        "feasible": bool(cost.feasible),
     }
 
 
@@ -619,12 +623,14 @@ def run_sweep(
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
-    """Mean (and std over seeds of the fidelity) per design point, one row each."""
+    """Mean (and std over seeds of the fidelity) per design point, one row each;
+    ``feasible`` is True where every seed's design is."""
     means = ["fidelity", "rel_frobenius_error", "output_rel_error", "num_mzis",
              "num_phase_shifters", "path_mzis", "area_um2", "energy_pj", "latency_ns",
-             "worst_path_loss_db"]
+             "worst_path_loss_db", "laser_optical_mw"]
     g = df.groupby(list(AXES), sort=False, dropna=False)
     out = g[means].mean()
+    out["feasible"] = g["feasible"].all()
     out.insert(1, "fidelity_std", g["fidelity"].std(ddof=1))
     out.insert(0, "seeds", g.size())
     return out.reset_index()
@@ -667,13 +673,20 @@ def plot_metric(
 
 
 def plot_costs(df: pd.DataFrame, *, x: str = "n", by: Sequence[str] = ("topology", "preset")):
-    """Area, energy and latency against ``x`` (log scales), one panel each; returns the
+    """Area, energy, latency and laser power against ``x`` (log scales), one panel each;
+    infeasible designs (power budget over a laser limit) are crossed out in red. Returns the
     Figure."""
     import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 3, figsize=(15, 3.8))
-    for ax, y in zip(axes, ("area_um2", "energy_pj", "latency_ns"), strict=True):
+    fig, axes = plt.subplots(1, 4, figsize=(20, 3.8))
+    ys = ("area_um2", "energy_pj", "latency_ns", "laser_optical_mw")
+    for ax, y in zip(axes, ys, strict=True):
         plot_metric(df, x=x, y=y, by=by, ax=ax, logy=True, logx=True)
+        bad = df[~df["feasible"].astype(bool)].groupby(list(by) + [x], sort=True)[y].mean()
+        if len(bad):
+            ax.scatter(bad.index.get_level_values(x), bad.values, marker="x", color="red",
+                       zorder=3, label="infeasible (laser limit)")
+            ax.legend(fontsize=7)
     fig.tight_layout()
     return fig
 
@@ -736,6 +749,24 @@ def _markdown_table(df: pd.DataFrame) -> str:
     return "\n".join(lines)
 
 
+def _feasibility_lines(summary: pd.DataFrame) -> list[str]:
+    """Where designs become infeasible, per preset and topology: the largest feasible N and
+    the smallest infeasible one (the power budget grows with the path loss, hence with N)."""
+    lines = ["## Where designs become infeasible", ""]
+    for (preset, topology), sub in summary.groupby(["preset", "topology"], sort=True):
+        ok = sub[sub["feasible"].astype(bool)]
+        bad = sub[~sub["feasible"].astype(bool)].sort_values("n")
+        up_to = f"feasible up to N = {ok['n'].max()}" if len(ok) else "no feasible N"
+        if bad.empty:
+            lines.append(f"- `{preset}`, {topology}: {up_to}; every N swept is within the "
+                         "laser limits.")
+            continue
+        row = bad.iloc[0]
+        lines.append(f"- `{preset}`, {topology}: {up_to}; infeasible from N = {row['n']} "
+                     f"(tile {row['tile']}, laser {row['laser_optical_mw']:.4g} mW optical).")
+    return lines + [""]
+
+
 def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     """Run the sweep, write ``sweep.csv`` (+ parquet), ``summary.csv``, figures, report.
 
@@ -744,7 +775,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     recomputes every row (and refreshes the cache).
 
     metrics.json keys: ``points``, ``rows``, ``evaluated``, ``cached``, ``fidelity_mean``,
-    ``fidelity_min`` and ``by_topology.<name>.fidelity_mean``.
+    ``fidelity_min``, ``infeasible_points`` and ``by_topology.<name>.fidelity_mean``.
     """
     import importlib.util
 
@@ -815,10 +846,13 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     for title, name in figures:
         lines += [f"## {title}", "", f"![{title}]({name})", ""]
     cols = ["n", "topology", "tile", "preset", "noise_scale", "phase_noise_std_rad", "seeds",
-            "fidelity", "fidelity_std", "num_mzis", "area_um2", "energy_pj", "latency_ns"]
+            "fidelity", "fidelity_std", "num_mzis", "area_um2", "energy_pj", "latency_ns",
+            "laser_optical_mw", "feasible"]
     lines += ["## Per design point (means over seeds)", "", _markdown_table(summary[cols]), "",
               "fidelity = |⟨W, Ŵ⟩|²/(‖W‖²‖Ŵ‖²) of the realised optical matrix Ŵ; costs from "
-              "`photonic.cost.estimate_cost` (weight-stationary, one input vector)."]
+              "`photonic.cost.estimate_cost` (weight-stationary, one input vector); "
+              "laser_optical_mw and feasible from its power budget (`photonic.power`).", ""]
+    lines += _feasibility_lines(summary)
     ctx.write_text("report.md", "\n".join(lines) + "\n")
 
     return {
@@ -828,6 +862,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
         "cached": df.attrs["cached"],
         "fidelity_mean": float(df["fidelity"].mean()),
         "fidelity_min": float(df["fidelity"].min()),
+        "infeasible_points": int((~summary["feasible"].astype(bool)).sum()),
         "by_topology": {t: {"fidelity_mean": float(s["fidelity"].mean())}
                         for t, s in df.groupby("topology", sort=True)},
     }

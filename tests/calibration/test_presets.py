@@ -77,6 +77,8 @@ def test_every_number_in_every_file_has_a_source(name):
 
 def test_derived_and_assumed_values_say_so():
     src = calibration.preset_sources("soi_common")
+    assert src["mzi.insertion_loss_db"].startswith("derived: 2 × coupler.insertion_loss_db")
+    assert src["laser.max_power_per_laser_mw"].startswith("assumption:")
     assert src["layout.mode_pitch_um"].startswith("derived:")
     assert src["design_wavelength_um"].startswith("assumption:")
 
@@ -111,6 +113,12 @@ def test_platform_physics():
     assert mems.shifter.p_pi_mw < 1e-3 and mems.shifter.settling_time_ns == 2000.0
     ideal = calibration.load_preset("ideal")
     assert ideal == DeviceParams(name="ideal")
+    # every insertion loss is read: MOSCAP MZIs lose their couplers' 2 × 0.33 dB and the
+    # waveguide over the 1214 µm cell; the ideal chip stays lossless
+    assert moscap.mzi_cell_length_um == pytest.approx(2 * (500 + 31 + 40 + 20 + 16))
+    assert moscap.mzi.insertion_loss_db == pytest.approx(0.66 + 2.0 * 0.1214)
+    assert thermal.mzi.insertion_loss_db == pytest.approx(0.66 + 0.25 + 2.0 * 0.0414)
+    assert ideal.mzi.insertion_loss_db == 0.0
 
 
 def test_extends_inherits_and_overrides():
@@ -160,10 +168,10 @@ def test_model_rule_error_names_the_file_of_the_section(tmp_path):
 
 
 def test_bare_number_is_rejected(tmp_path):
-    bad = _write(tmp_path, "bare", "description: x\nparams:\n  mzi:\n    length_um: 12\n")
+    bad = _write(tmp_path, "bare", "description: x\nparams:\n  coupler:\n    length_um: 12\n")
     with pytest.raises(calibration.PresetError) as e:
         calibration.load_preset("bare", directory=tmp_path)
-    assert str(e.value) == (f"{bad.resolve()}: params.mzi.length_um = 12: every number needs "
+    assert str(e.value) == (f"{bad.resolve()}: params.coupler.length_um = 12: every number needs "
                             "a source; write {value: 12, source: \"...\"}")
 
 
@@ -177,9 +185,9 @@ def test_unknown_field_did_you_mean(tmp_path):
 
 
 def test_empty_source_and_extends_cycle(tmp_path):
-    _write(tmp_path, "nosrc", "description: x\nparams:\n  mzi:\n"
+    _write(tmp_path, "nosrc", "description: x\nparams:\n  coupler:\n"
            "    length_um: {value: 1.0, source: ''}\n")
-    with pytest.raises(calibration.PresetError, match=r"params\.mzi\.length_um\.source = '': "
+    with pytest.raises(calibration.PresetError, match=r"params\.coupler\.length_um\.source = '': "
                        "a source must be a non-empty string"):
         calibration.load_preset("nosrc", directory=tmp_path)
     _write(tmp_path, "a", "description: x\nextends: b\nparams: {}\n")

@@ -9,7 +9,6 @@ import pytest
 
 from circuits import (
     COMPONENTS,
-    analytic_mesh_area_um2,
     build,
     cell_geometry_um,
     compare_mesh_areas,
@@ -80,8 +79,12 @@ def test_heater_length_from_the_preset_sets_the_cell_length():
         layout=LayoutParams(mode_pitch_um=40.0),
     )
     settings = settings_from_device(device)
-    assert settings == {"heater_length_um": HEATER_UM, "mode_pitch_um": 40.0}
+    assert settings == {"heater_length_um": HEATER_UM, "mode_pitch_um": 40.0,
+                        "sbend_length_um": 40.0, "lead_length_um": 16.0}
     assert build("mzi", **settings).dxsize == pytest.approx(short, abs=1e-3)
+    # the preset's S-bend and lead lengths reach the drawn cell: 2 S-bends, 2 leads
+    longer = build("mzi", **{**settings, "sbend_length_um": 50.0, "lead_length_um": 20.0})
+    assert longer.dxsize - short == pytest.approx(2 * 10.0 + 2 * 4.0, abs=1e-3)
 
 
 @pytest.mark.parametrize("topology", ["clements", "reck"])
@@ -117,26 +120,28 @@ def test_tensor_core_snapshot_numbers():
 
 
 @pytest.mark.parametrize("topology", ["clements", "reck"])
-def test_layout_area_matches_analytic_within_15_percent_for_n_4_to_32(topology):
-    """gap = (H_cell − 2·pitch)/(N·pitch): the analytic grid counts stacking space under the
-    last row that the bounding box does not have. MZI-only estimate misses the idle slots."""
-    height = cell_geometry_um()["bbox_height_um"]
-    for row in compare_mesh_areas(ns=(4, 5, 8, 16, 32), topologies=(topology,)):
+def test_analytic_area_from_the_device_against_the_independent_layout(topology):
+    """Analytic: depth × (2 L_shifter + 2 L_coupler + 2 L_sbend + 2 L_arm + 2 L_lead) ×
+    (N − 1) pitches from DeviceParams alone; layout: the drawn mesh, whose MMIs (25.5 µm) are
+    shorter than the 31 µm coupler and whose box overhangs the outer waveguides by a few µm.
+    Both are exact here, so the gap is pinned to the µm."""
+    device = DeviceParams()
+    cell_a = device.mzi_cell_length_um
+    assert cell_a == pytest.approx(2 * (100 + 31 + 40 + 20 + 16))
+    geo = cell_geometry_um(**settings_from_device(device))
+    for row in compare_mesh_areas(device, ns=(4, 8, 16), topologies=(topology,)):
         n, lay = row["n"], mesh_layout(row["n"], topology)
-        assert row["gap"] == pytest.approx((height - 2 * P) / (n * P), abs=1e-12)
-        assert abs(row["gap"]) < 0.15
-        slots_per_mzi = lay.depth * n / (2 * lay.num_mzis)
-        assert row["gap_mzi_only"] == pytest.approx(slots_per_mzi * (1 + row["gap"]) - 1, abs=1e-12)
-    assert row["gap_mzi_only"] > {"clements": 0.0, "reck": 0.9}[topology]  # N = 32
+        assert row["analytic_area_um2"] == pytest.approx(lay.depth * cell_a * (n - 1) * 50.0)
+        box = build("mesh", n=n, topology=topology, **settings_from_device(device)).dbbox()
+        assert box.width() == pytest.approx(lay.depth * geo["column_pitch_um"], abs=1e-3)
+        assert row["layout_area_um2"] == pytest.approx(box.width() * box.height(), rel=1e-12)
+        assert abs(row["gap"]) < 0.05
 
 
-def test_analytic_area_counts_mzis_and_idle_slots():
+def test_layout_area_is_the_bounding_box():
     geometry = cell_geometry_um()
     assert geometry["mzi_height_um"] == 2 * P
     assert geometry["bbox_height_um"] == pytest.approx(build("mzi").dysize)
-    length = geometry["column_pitch_um"]
-    assert analytic_mesh_area_um2(n=8, with_routing=False) == pytest.approx(28 * length * 2 * P)
-    assert analytic_mesh_area_um2(n=8, topology="reck") == pytest.approx(13 * 4 * length * 2 * P)
     assert layout_area_um2("mesh", n=8) == pytest.approx(footprint_um2(build("mesh", n=8)))
 
 

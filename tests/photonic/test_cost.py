@@ -14,9 +14,10 @@ from photonic.cost import (
     Stage,
     TrainingStep,
     estimate_cost,
-    laser_power_mw,
     svd_mzis,
 )
+from photonic.devices import DetectorParams, DeviceParams
+from photonic.power import adc_snr_db, detector_sensitivity_mw
 from photonic.tonn import DenseLayer, TTLayer, count_mzis, network_stages, tt_core_shapes
 
 
@@ -85,24 +86,92 @@ def test_thermal_preset_has_static_power_moscap_not(thermal, moscap):
     assert estimate_cost(device=moscap, stages=st).static_power_mw["shifter_hold"] == 0.0
 
 
-def test_laser_power_formula():
-    # 10 dB path loss, −20 dBm sensitivity, fan-out 100 → 10 dBm = 10 mW
-    assert laser_power_mw(path_loss_db=10.0, sensitivity_dbm=-20.0, fan_out=100) == \
-        pytest.approx(10.0)
+def test_adc_snr_and_shot_noise_limited_sensitivity():
+    """6.02 b + 1.76 dB; with a strong LO and no thermal / dark noise the homodyne receiver
+    is shot-noise limited: SNR = 2R²P_LO P / (2qB R (P_LO + P)) → R P / (qB) as P_LO → ∞."""
+    assert adc_snr_db(8) == pytest.approx(49.92)
+    det = DetectorParams(responsivity_a_per_w=1.0, dark_current_na=0.0,
+                         load_resistance_ohm=1e30, bandwidth_ghz=10.0, lo_power_mw=1e9)
+    snr = 10 ** (adc_snr_db(8) / 10)
+    q, b = 1.602176634e-19, 10e9
+    assert detector_sensitivity_mw(det, snr_db=adc_snr_db(8)) == pytest.approx(
+        snr * q * b * 1e3, rel=1e-6)
+    # a 10 dB higher SNR needs 10× the signal (shot-noise limit is linear in P)
+    assert detector_sensitivity_mw(det, snr_db=adc_snr_db(8) + 10) == pytest.approx(
+        10 * detector_sensitivity_mw(det, snr_db=adc_snr_db(8)), rel=1e-6)
+    # an LO too weak for the SNR: no signal power reaches it
+    weak = det.model_copy(update={"lo_power_mw": 1e-6})
+    assert math.isinf(detector_sensitivity_mw(weak, snr_db=adc_snr_db(8)))
 
 
-def test_laser_budget_uses_longest_path(thermal):
+def test_laser_budget_uses_longest_path_and_costs_the_lo(thermal):
     st = Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=2)
     assert st.path_mzis == 8 + 1 + 8
     rep = estimate_cost(device=thermal, stages=[st])
-    loss = thermal.modulator.insertion_loss_db + 17 * thermal.mzi.insertion_loss_db
-    assert rep.worst_path_loss_db == pytest.approx(loss)
-    p_opt = 10 ** ((loss + thermal.detector.sensitivity_dbm + 10 * math.log10(16)) / 10)
-    assert rep.laser_optical_mw == pytest.approx(p_opt)
+    mesh_loss = 17 * thermal.mzi.insertion_loss_db
+    assert rep.worst_path_loss_db == pytest.approx(thermal.modulator.insertion_loss_db
+                                                   + mesh_loss)
+    sens = detector_sensitivity_mw(thermal.detector, snr_db=6.02 * 8 + 1.76)
+    signal = 16 * sens * 10 ** ((mesh_loss + thermal.modulator.insertion_loss_db) / 10)
+    lo = 16 * thermal.detector.lo_power_mw
+    assert rep.power.signal_optical_mw == pytest.approx(signal)
+    assert rep.power.lo_optical_mw == pytest.approx(lo)
+    assert rep.laser_optical_mw == pytest.approx(signal + lo)
     assert rep.static_power_mw["laser_electrical"] == pytest.approx(
-        p_opt / thermal.laser.wall_plug_efficiency)
+        (signal + lo) / thermal.laser.wall_plug_efficiency)
     reck = Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=1, topology="reck")
     assert reck.path_mzis == 2 * (2 * 8 - 3) + 1
+
+
+def _core(n):
+    return [Stage(name=f"core{n}", mesh_rows=n, mesh_cols=n, tiles=1)]
+
+
+def test_n64_soi_thermal_is_flagged_infeasible_and_n4_is_not(thermal):
+    big = estimate_cost(device=thermal, stages=_core(64))
+    assert not big.feasible
+    assert any("max_power_per_laser_mw" in r for r in big.infeasible_reasons)
+    assert any("max_power_per_chip_mw" in r for r in big.infeasible_reasons)
+    assert big.laser_optical_mw > thermal.laser.max_power_per_chip_mw
+    small = estimate_cost(device=thermal, stages=_core(4))
+    assert small.feasible and small.infeasible_reasons == ()
+    assert small.laser_optical_mw < thermal.laser.max_power_per_laser_mw
+    d = big.as_dict()
+    assert d["feasible"] is False and "exceeds" in d["infeasible_reasons"]
+    assert d["power.laser_optical_mw"] == big.laser_optical_mw
+
+
+def test_a_fixed_launch_power_below_the_sensitivity_is_flagged(thermal):
+    dev = thermal.model_copy(update={"laser": thermal.laser.model_copy(
+        update={"power_per_channel_mw": 0.01})})
+    rep = estimate_cost(device=dev, stages=_core(4))
+    assert not rep.feasible and "below the" in rep.infeasible_reasons[0]
+    assert rep.power.signal_optical_mw == pytest.approx(
+        4 * 0.01 * 10 ** (dev.modulator.insertion_loss_db / 10))
+
+
+def test_mzi_loss_is_derived_from_the_parts_and_a_disagreeing_one_is_refused(moscap):
+    cell_cm = moscap.mzi_cell_length_um * 1e-4
+    expected = (2 * moscap.coupler.insertion_loss_db + moscap.shifter.insertion_loss_db
+                + moscap.waveguide.loss_db_per_cm * cell_cm)
+    assert moscap.mzi.insertion_loss_db == pytest.approx(expected) and expected > 0.66
+    # path loss grows with the depth: 9, 17, 33 MZIs on the longest path
+    losses = [estimate_cost(device=moscap, stages=_core(n)).worst_path_loss_db
+              for n in (4, 8, 16)]
+    assert losses[0] > moscap.modulator.insertion_loss_db
+    assert losses[1] - losses[0] == pytest.approx(8 * expected)
+    assert losses[2] - losses[1] == pytest.approx(16 * expected)
+    data = moscap.model_dump()
+    assert DeviceParams.model_validate(data) == moscap  # round trip derives the same value
+    # a dump with a changed part (as chip.overrides make) derives the loss afresh
+    longer = {**data, "shifter": {**data["shifter"], "length_um": 1000.0, "v_pi_v": 1.2,
+                                  "v_max_v": 2.4}}
+    assert DeviceParams.model_validate(longer).mzi.insertion_loss_db == pytest.approx(
+        expected + moscap.waveguide.loss_db_per_cm * 2 * 500.0 * 1e-4)
+    data["mzi"]["insertion_loss_db"] = 0.1
+    with pytest.raises(ValueError, match="disagrees with the"):
+        DeviceParams.model_validate(data)
+    assert DeviceParams(mzi={"insertion_loss_db": 0.3}).mzi.insertion_loss_db == 0.3
 
 
 def test_counts_of_a_tensor_core_match_the_svd_rule(core16):
@@ -123,7 +192,7 @@ def test_isometry_count_is_m_times_n():
 def test_latency_of_one_vector(thermal):
     st = Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=1)
     rep = estimate_cost(device=thermal, stages=[st])
-    t_opt = (17 * thermal.mzi.length_um + thermal.modulator.length_um) * 4.2 / C_UM_PER_NS
+    t_opt = (17 * thermal.mzi_cell_length_um + thermal.modulator.length_um) * 4.2 / C_UM_PER_NS
     expected = 1 / thermal.dac.sample_rate_gsps + t_opt + 1 / thermal.adc.sample_rate_gsps
     assert rep.latency_ns == pytest.approx(expected)
     assert rep.latency_breakdown_ns["streaming"] == 0.0
@@ -144,13 +213,16 @@ def test_time_multiplexed_pays_reprogramming_per_tile(thermal):
         bits_phases * CostParams().sram_area_um2_per_bit)
 
 
-def test_mesh_area_is_the_mzi_grid(thermal):
+def test_mesh_area_is_depth_cells_by_the_mode_span(thermal):
+    """Cell = 2 shifters + 2 couplers + 2 S-bends + 2 arm bends + 2 contacts (SimPhony
+    100 µm heater, 31 µm coupler; 40, 20, 16 µm routing) = 414 µm; mesh = depth × cell ×
+    (N − 1) pitches."""
+    assert thermal.mzi_cell_length_um == pytest.approx(2 * (100 + 31 + 40 + 20 + 16))
     st = Stage(name="tile", mesh_rows=8, mesh_cols=8, tiles=1)
     a = estimate_cost(device=thermal, stages=[st]).area_breakdown_um2
-    grid = 8 * thermal.mzi.length_um * 4 * thermal.mzi.height_um  # depth × L × N/2 × H
+    grid = 8 * 414.0 * 7 * thermal.layout.mode_pitch_um
     assert a["meshes"] == pytest.approx(2 * grid)
-    assert a["sigma_attenuators"] == pytest.approx(8 * thermal.mzi.length_um
-                                                   * thermal.mzi.height_um)
+    assert a["sigma_attenuators"] == pytest.approx(8 * 414.0 * 2 * thermal.layout.mode_pitch_um)
 
 
 def test_training_step_is_queries_times_program_plus_batch(thermal):
@@ -206,3 +278,44 @@ def test_hjb_mzi_ratio_dense_vs_tt():
     # The count that reproduces the published 1.17e3: TT cores as two 8×8 unitaries
     # (8·7 MZIs), output layer not counted on the TT side.
     assert dense / (8 * 8 * 7) == pytest.approx(1.17e3, rel=1e-3)
+
+
+def test_noise_model_runs_at_the_budget_power_and_meets_the_adc_snr(thermal):
+    """One budget: optical_matmul launches the channel power of photonic.power, so light
+    that crosses the worst path of a 4×4 tile reaches its detector with exactly the SNR of
+    the 8-bit ADC (6.02·8 + 1.76 dB, full-scale sine convention)."""
+    from photonic.core import optical_matmul
+    from photonic.noise import NoiseConfig
+    from photonic.power import channel_power_mw, svd_path_loss_db
+
+    loss_db = svd_path_loss_db(thermal, 4, 4)
+    assert channel_power_mw(thermal, mesh_path_loss_db=loss_db) == pytest.approx(
+        detector_sensitivity_mw(thermal.detector, snr_db=adc_snr_db(8)) * 10 ** (loss_db / 10))
+    a = 10 ** (-loss_db / 20)  # field amplitude left after the worst path
+    tiles = (a * torch.eye(4, dtype=torch.complex128)).reshape(1, 1, 4, 4)
+    x = torch.full((40_000, 4), 0.5, dtype=torch.float64)
+    y = optical_matmul(tiles, torch.ones(1, 1, dtype=torch.float64), x, (4, 4), device=thermal,
+                       noise=NoiseConfig(detector_noise=True),
+                       generator=torch.Generator().manual_seed(5))
+    snr = (0.5 * a) ** 2 / 2 / (y - 0.5 * a).var().item()
+    assert 10 * math.log10(snr) == pytest.approx(adc_snr_db(8), abs=0.1)
+
+
+def test_sweep_rows_carry_the_feasibility_and_show_where_it_ends(thermal):
+    from photonic.noise import NoiseConfig
+    from photonic.sweep import _feasibility_lines, grid, plot_costs, run_sweep, summarize
+
+    pts = grid(n=[4, 8], topology=["clements"], preset="soi_thermal")
+    df = run_sweep(pts, devices={"soi_thermal": thermal}, seeds=[0], noise=NoiseConfig.ideal(),
+                   batch=4)
+    assert df["feasible"].tolist() == [True, False]
+    assert df["laser_optical_mw"].iloc[1] > thermal.laser.max_power_per_laser_mw
+    assert df["laser_optical_mw"].iloc[0] == pytest.approx(
+        estimate_cost(device=thermal, stages=_core(4)).laser_optical_mw)
+    summary = summarize(df)
+    assert summary["feasible"].tolist() == [True, False]
+    lines = _feasibility_lines(summary)
+    assert lines[2].startswith("- `soi_thermal`, clements: feasible up to N = 4; infeasible "
+                               "from N = 8 (tile 8, laser ")
+    fig = plot_costs(df)
+    assert fig.axes[3].get_ylabel() == "laser_optical_mw"

@@ -107,7 +107,8 @@ def test_exponential_crosstalk_follows_distance_law():
 def _detected_noise_var(power_mw, load_ohm, seed=0):
     dev = DeviceParams(
         detector=DetectorParams(responsivity_a_per_w=1.0, dark_current_na=0.0,
-                                load_resistance_ohm=load_ohm, bandwidth_ghz=20.0),
+                                load_resistance_ohm=load_ohm, bandwidth_ghz=20.0,
+                                lo_power_mw=power_mw),  # LO scaled with the signal
         laser=LaserParams(power_per_channel_mw=power_mw),
     )
     tiles = torch.eye(4, dtype=torch.complex128).reshape(1, 1, 4, 4)
