@@ -22,7 +22,11 @@ DEVICE = DeviceParams(
     coupler=CouplerParams(split_error_std_rad=0.05, dispersion_per_um=0.3),
     mzi=MziParams(insertion_loss_db=0.3, loss_std_db=0.1),
 )
-CASES = [(n, t) for n in (4, 8, 16) for t in ("clements", "reck")]
+CASES = [
+    pytest.param((n, t), id=f"{t}-{n}", marks=[pytest.mark.slow] if n == 16 else [])
+    for n in (4, 8, 16)
+    for t in ("clements", "reck")
+]
 
 
 def _errors(k: int, n: int, seed: int) -> MeshErrors:
@@ -47,7 +51,7 @@ def _hub(phases, errors: MeshErrors | None) -> np.ndarray:
     ])
 
 
-@pytest.fixture(scope="module", params=CASES, ids=[f"{t}-{n}" for n, t in CASES])
+@pytest.fixture(scope="module", params=CASES)
 def solved(request):
     """One mesh per case, solved ideal and with chip errors over the sweep (one structure, so
     SAX's analysis of the second solve is cached)."""
