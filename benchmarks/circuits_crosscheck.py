@@ -141,19 +141,20 @@ def layouts(out: Path) -> None:
 def presets(n: int = 16) -> None:
     """Layout-true MZI cell per shipped preset vs the preset's analytic MZI footprint."""
     import calibration
-    from photonic import mesh_layout
+    from photonic import Stage, estimate_cost
 
     print(
         f"\n{'preset':24s} {'heater_um':>9s} {'pitch_um':>8s} {'cell_LxH_um':>13s} "
         f"{'preset_LxH_um':>13s} {f'mesh{n}_layout_mm2':>17s} {'preset_analytic_mm2':>19s}"
     )
-    lay = mesh_layout(n, "clements")
+    mesh = Stage(name="mesh", mesh_rows=n, mesh_cols=1, tiles=1, topology="clements")
     for name in calibration.list_presets():
         device = calibration.load_preset(name)
         settings = circuits.settings_from_device(device)
         geo = circuits.cell_geometry_um(**settings)
         layout = circuits.layout_area_um2("mesh", n=n, **settings) / 1e6
-        analytic = lay.depth * device.mzi.length_um * n / 2 * device.mzi.height_um / 1e6
+        # the hub's analytic mesh area (depth × L × n/2 × H), as photonic.estimate_cost has it
+        analytic = estimate_cost(device=device, stages=[mesh]).area_breakdown_um2["meshes"] / 1e6
         print(
             f"{name:24s} {settings['heater_length_um']:9.1f} {settings['mode_pitch_um']:8.1f} "
             f"{geo['mzi_length_um']:6.1f}x{geo['mzi_height_um']:<6.1f} "

@@ -12,7 +12,7 @@ from circuits import ArmWaveguide, mesh_netlist, mesh_path_factor, mesh_smatrix
 from photonic import DeviceParams, Mesh, NoiseConfig, decompose
 from photonic.devices import CouplerParams, MziParams
 from photonic.mesh import BALANCED_TOPOLOGIES
-from photonic.noise import MeshErrors
+from photonic.noise import MeshErrors, sample_mesh_errors
 
 SWEEP_UM = np.linspace(1.53, 1.57, 5)  # ±20 nm around 1.55 µm
 CENTRE = 2  # index of the design wavelength in SWEEP_UM
@@ -27,18 +27,6 @@ CASES = [
     for n in (4, 8, 16)
     for t in ("clements", "reck")
 ]
-
-
-def _errors(k: int, n: int, seed: int) -> MeshErrors:
-    g = torch.Generator().manual_seed(seed)
-    zeros = torch.zeros(2 * k + n, dtype=torch.float64)
-    return MeshErrors(
-        gamma_rel=zeros,
-        phase_offset_rad=zeros,
-        alpha_rad=0.05 * torch.randn(k, generator=g, dtype=torch.float64),
-        beta_rad=0.05 * torch.randn(k, generator=g, dtype=torch.float64),
-        loss_db=0.3 + 0.1 * torch.rand(k, generator=g, dtype=torch.float64),
-    )
 
 
 def _hub(phases, errors: MeshErrors | None) -> np.ndarray:
@@ -58,8 +46,7 @@ def solved(request):
     n, topology = request.param
     u = unitary_group.rvs(n, random_state=7)
     phases = decompose(torch.as_tensor(u), topology=topology)
-    k = phases.layout.num_mzis
-    errors = _errors(k, n, seed=11)
+    errors = sample_mesh_errors(phases.layout, DEVICE, generator=torch.Generator().manual_seed(11))
     sweep = dict(wavelength_um=SWEEP_UM, wavelength0_um=DEVICE.design_wavelength_um,
                  coupler_dispersion_per_um=DEVICE.coupler.dispersion_per_um, arm=ARM)
     common = mesh_path_factor(phases.layout, **{k: sweep[k] for k in
