@@ -146,9 +146,9 @@ def coupler_angle_rad(
     error_rad: float | np.ndarray = 0.0,
     coupler_dispersion_per_um: float = 0.0,
 ):
-    """The hub's coupler angle κ(λ) = (π/4 + error) · (1 + D · (λ − λ0))."""
-    wl = jnp.asarray(wavelength_um)
-    return (math.pi / 4 + error_rad) * (1.0 + coupler_dispersion_per_um * (wl - wavelength0_um))
+    """The hub's coupler angle κ(λ) = (π/4 + error) · (1 + D · (λ − λ0)); NumPy or JAX in, out."""
+    scale = 1.0 + coupler_dispersion_per_um * (wavelength_um - wavelength0_um)
+    return (math.pi / 4 + error_rad) * scale
 
 
 def coupling_from_angle(kappa_rad):
@@ -156,16 +156,29 @@ def coupling_from_angle(kappa_rad):
     return jnp.sin(kappa_rad) ** 2
 
 
-def check_coupler_angles(kappa_rad: np.ndarray, where: str) -> None:
-    """The ``coupling = sin²κ`` mapping is exact for 0 ≤ κ ≤ π/2 only."""
-    kappa = np.asarray(kappa_rad, dtype=np.float64)
-    bad = ~((kappa >= 0) & (kappa <= math.pi / 2))
-    if bad.any():
-        raise ValueError(
-            f"{where}: coupler angle κ={float(kappa[bad].flat[0])!r} rad is outside [0, π/2], "
-            "where a library coupler (coupling = sin²κ) represents B(κ); reduce the coupler "
-            "error or the dispersion over the sweep"
-        )
+def check_coupler_angles(
+    *,
+    where: str,
+    wavelength_um: float | np.ndarray,
+    wavelength0_um: float,
+    coupler_dispersion_per_um: float,
+    **errors_rad: float | np.ndarray,
+) -> None:
+    """Every angle κ(λ) of these coupler errors over the sweep must lie in [0, π/2], where a
+    library coupler (``coupling = sin²κ``) represents the hub's B(κ)."""
+    wl = np.asarray(wavelength_um, dtype=np.float64)[..., None]
+    for name, err in errors_rad.items():
+        kappa = coupler_angle_rad(wavelength_um=wl, wavelength0_um=wavelength0_um,
+                                  error_rad=np.asarray(err, dtype=np.float64),
+                                  coupler_dispersion_per_um=coupler_dispersion_per_um)
+        bad = ~((kappa >= 0) & (kappa <= math.pi / 2))
+        if bad.any():
+            raise ValueError(
+                f"{where}: {name} gives a coupler angle κ={float(kappa[bad].flat[0])!r} rad "
+                f"with coupler_dispersion_per_um={coupler_dispersion_per_um!r}, outside "
+                "[0, π/2] where a library coupler (coupling = sin²κ) represents B(κ); reduce "
+                "the coupler error or the dispersion over the sweep"
+            )
 
 
 @double_precision
@@ -278,12 +291,9 @@ def mzi(
     Equals ``common_path_factor(sections=2) · 10^(−loss_db/20) · B(β) diag(e^{iθ'}, 1) B(α)
     diag(e^{iφ'}, 1)`` with θ' = θ λ0/λ, φ' = φ λ0/λ and κ(λ) of :func:`coupler_angle_rad`.
     """
-    for name, err in (("alpha_rad", alpha_rad), ("beta_rad", beta_rad)):
-        kappa = coupler_angle_rad(
-            wavelength_um=wavelength_um, wavelength0_um=wavelength0_um, error_rad=err,
-            coupler_dispersion_per_um=coupler_dispersion_per_um,
-        )
-        check_coupler_angles(kappa, f"mzi({name}={err!r})")
+    check_coupler_angles(where="mzi", wavelength_um=wavelength_um, wavelength0_um=wavelength0_um,
+                         coupler_dispersion_per_um=coupler_dispersion_per_um,
+                         alpha_rad=alpha_rad, beta_rad=beta_rad)
     instances, connections, ports = mzi_netlist(
         theta_rad=theta_rad, phi_rad=phi_rad, alpha_rad=alpha_rad, beta_rad=beta_rad,
         loss_db=loss_db, arm=arm, wavelength0_um=wavelength0_um,

@@ -26,7 +26,6 @@ from circuits.models import (
     ArmWaveguide,
     check_coupler_angles,
     common_path_factor,
-    coupler_angle_rad,
     double_precision,
     mzi_netlist,
     sax,  # imported there with JAX's process-wide flags kept
@@ -164,19 +163,6 @@ def sdict_to_transfer(s: dict[tuple[str, str], Any], n: int) -> np.ndarray:
     return t
 
 
-def _check_sweep(alpha: np.ndarray, beta: np.ndarray, wavelength_um: np.ndarray,
-                 wavelength0_um: float, coupler_dispersion_per_um: float) -> None:
-    """Every coupler angle of the sweep must be one a library coupler represents."""
-    for name, err in (("alpha_rad", alpha), ("beta_rad", beta)):
-        kappa = coupler_angle_rad(
-            wavelength_um=np.asarray(wavelength_um, dtype=np.float64)[..., None],
-            wavelength0_um=wavelength0_um, error_rad=err,
-            coupler_dispersion_per_um=coupler_dispersion_per_um,
-        )
-        check_coupler_angles(kappa, f"mesh_smatrix({name}, coupler_dispersion_per_um="
-                                    f"{coupler_dispersion_per_um!r})")
-
-
 @double_precision
 def mesh_smatrix(
     phases: Any,
@@ -204,8 +190,11 @@ def mesh_smatrix(
             f"{sorted(BACKENDS)}{did_you_mean(backend, BACKENDS)}"
         )
     k = phases.layout.num_mzis
-    _check_sweep(_per_mzi(alpha_rad, k, "alpha_rad"), _per_mzi(beta_rad, k, "beta_rad"),
-                 wavelength_um, wavelength0_um, coupler_dispersion_per_um)
+    check_coupler_angles(
+        where="mesh_smatrix", wavelength_um=wavelength_um, wavelength0_um=wavelength0_um,
+        coupler_dispersion_per_um=coupler_dispersion_per_um,
+        alpha_rad=_per_mzi(alpha_rad, k, "alpha_rad"), beta_rad=_per_mzi(beta_rad, k, "beta_rad"),
+    )
     netlist = mesh_netlist(
         phases, alpha_rad=alpha_rad, beta_rad=beta_rad, loss_db=loss_db,
         pad_loss_db=pad_loss_db, arm=arm, wavelength0_um=wavelength0_um,

@@ -156,6 +156,6 @@ def test_bad_parameters_name_the_field_value_and_rule():
         ArmWaveguide(ng=-1.0)
     with pytest.raises(ValueError, match=r"ArmWaveguide.loss_db_per_cm=nan must be finite"):
         ArmWaveguide(loss_db_per_cm=float("nan"))
-    with pytest.raises(ValueError, match=r"mzi\(alpha_rad=1.0\): coupler angle κ=1.785.* "
+    with pytest.raises(ValueError, match=r"mzi: alpha_rad gives a coupler angle κ=1.785.* "
                                          r"outside \[0, π/2\]"):
         mzi(alpha_rad=1.0)

@@ -124,5 +124,6 @@ def test_errors_name_valid_choices_shapes_and_coupler_range():
         mesh_netlist(batched)
     with pytest.raises(ValueError, match=r"pad_loss_db=-0.1 must be finite and ≥ 0"):
         mesh_netlist(phases, pad_loss_db=-0.1)
-    with pytest.raises(ValueError, match=r"coupler_dispersion_per_um=60.0\): coupler angle"):
+    with pytest.raises(ValueError, match=r"mesh_smatrix: alpha_rad gives .* "
+                                         r"coupler_dispersion_per_um=60.0, outside"):
         mesh_smatrix(phases, wavelength_um=SWEEP_UM, coupler_dispersion_per_um=60.0)
