@@ -25,7 +25,6 @@ from scipy.stats import unitary_group
 import circuits
 from photonic import DeviceParams, Mesh, NoiseConfig, decompose
 from photonic.devices import CouplerParams, MziParams
-from photonic.mesh import BALANCED_TOPOLOGIES
 from photonic.noise import sample_mesh_errors
 from photonic.textutil import markdown_table
 
@@ -39,10 +38,13 @@ DEVICE = DeviceParams(
 )
 
 
-def _hub_sweep(phases, noise: dict, errors) -> np.ndarray:
+CHIP = NoiseConfig(coupler_error=True, insertion_loss=True)
+
+
+def _hub_sweep(phases, noise: NoiseConfig, errors) -> np.ndarray:
     return np.stack([
         Mesh(phases, device=DEVICE, errors=errors,
-             noise=NoiseConfig(wavelength_um=float(wl), **noise)).matrix().numpy()
+             noise=noise.model_copy(update={"wavelength_um": float(wl)})).matrix().numpy()
         for wl in SWEEP_UM
     ])
 
@@ -52,23 +54,19 @@ def _case(n: int, topology: str, seed: int) -> np.ndarray:
     phases = decompose(torch.as_tensor(unitary_group.rvs(n, random_state=seed)), topology)
     errors = sample_mesh_errors(phases.layout, DEVICE,
                                 generator=torch.Generator().manual_seed(seed))
-    sweep = dict(wavelength_um=SWEEP_UM, arm=ARM,
-                 coupler_dispersion_per_um=DEVICE.coupler.dispersion_per_um)
     common = circuits.mesh_path_factor(phases.layout, wavelength_um=SWEEP_UM, arm=ARM)
+    common = common[:, None, None]
     t0 = time.perf_counter()
-    ideal = circuits.mesh_smatrix(phases, **sweep) / common[:, None, None]
+    ideal = circuits.mesh_smatrix(phases, wavelength_um=SWEEP_UM,
+                                  **circuits.hub_settings(phases.layout, DEVICE, arm=ARM))
     t_solve = time.perf_counter() - t0
-    real = circuits.mesh_smatrix(
-        phases, alpha_rad=errors.alpha_rad.numpy(), beta_rad=errors.beta_rad.numpy(),
-        loss_db=errors.loss_db.numpy(),
-        pad_loss_db=DEVICE.mzi.insertion_loss_db if topology in BALANCED_TOPOLOGIES else 0.0,
-        **sweep,
-    ) / common[:, None, None]
+    chip = circuits.hub_settings(phases.layout, DEVICE, noise=CHIP, errors=errors, arm=ARM)
+    real = circuits.mesh_smatrix(phases, wavelength_um=SWEEP_UM, **chip) / common
+    ideal = ideal / common
     centre = int(np.argmin(np.abs(SWEEP_UM - DEVICE.design_wavelength_um)))
     err_ideal = np.abs(ideal[centre] - Mesh(phases).matrix().numpy()).max()
-    err_sweep = np.abs(ideal - _hub_sweep(phases, {}, None)).max()
-    noise = dict(coupler_error=True, insertion_loss=True)
-    err_real = np.abs(real - _hub_sweep(phases, noise, errors)).max()
+    err_sweep = np.abs(ideal - _hub_sweep(phases, NoiseConfig(), None)).max()
+    err_real = np.abs(real - _hub_sweep(phases, CHIP, errors)).max()
     moved = np.abs(ideal[0] - ideal[centre]).max()
     return np.array([err_ideal, err_sweep, err_real, moved, t_solve])
 

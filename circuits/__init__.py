@@ -26,6 +26,7 @@ _EXPORTS: dict[str, str] = {
     "shifter_index_change": "circuits.models",
     # netlist builder and S-matrix of a programmed hub mesh (circuits.netlist)
     "BACKENDS": "circuits.netlist",
+    "hub_settings": "circuits.netlist",
     "mesh_netlist": "circuits.netlist",
     "mesh_path_factor": "circuits.netlist",
     "mesh_sections": "circuits.netlist",
@@ -97,6 +98,7 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     )
     from circuits.netlist import (  # noqa: F401
         BACKENDS,
+        hub_settings,
         mesh_netlist,
         mesh_path_factor,
         mesh_sections,

@@ -19,7 +19,7 @@ from typing import Any
 
 import numpy as np
 
-from circuits.models import (
+from circuits.models import (  # sax is imported there with JAX's process-wide flags kept
     MODELS,
     WAVEGUIDE_PORTS,
     WAVELENGTH0_UM,
@@ -28,13 +28,17 @@ from circuits.models import (
     common_path_factor,
     double_precision,
     mzi_netlist,
-    sax,  # imported there with JAX's process-wide flags kept
+    sax,
     shifter_index_change,
 )
+from photonic.devices import DeviceParams
+from photonic.mesh import BALANCED_TOPOLOGIES
+from photonic.noise import MeshErrors, NoiseConfig
 from photonic.textutil import did_you_mean
 
 __all__ = [
     "BACKENDS",
+    "hub_settings",
     "mesh_netlist",
     "mesh_path_factor",
     "mesh_sections",
@@ -45,6 +49,56 @@ __all__ = [
 # SAX circuit solvers by name (klu: sparse LU, the SAX default; fg: Filipsson–Gunnar).
 # SAX's "additive" backend is left out: it enumerates paths, exponential in a mesh's depth.
 BACKENDS: dict[str, str] = {"klu": "klu", "fg": "filipsson_gunnar"}
+
+
+# Hub noise switches the circuit's parts represent, and those that act after the mesh (on its
+# inputs and detected outputs); any other switch acts on the phases.
+_CIRCUIT_SWITCHES = ("coupler_error", "insertion_loss")
+_DETECTION_SWITCHES = ("input_quantization", "detector_noise", "output_quantization")
+
+
+def hub_settings(
+    layout: Any,
+    device: DeviceParams,
+    *,
+    noise: NoiseConfig | None = None,
+    errors: MeshErrors | None = None,
+    arm: ArmWaveguide | None = None,
+) -> dict[str, Any]:
+    """:func:`mesh_smatrix` keyword arguments that put a hub chip on the library circuit.
+
+    ``device.design_wavelength_um`` → λ0 of every part; ``device.coupler.dispersion_per_um`` →
+    the couplers' κ(λ); with ``noise.coupler_error`` the chip's ``errors.alpha_rad``/``beta_rad``
+    → coupler errors; with ``noise.insertion_loss`` ``errors.loss_db`` (or the nominal
+    ``device.mzi.insertion_loss_db``) → MZI losses, and in a balanced topology the nominal loss
+    → every pad. ``arm`` defaults to sections of ``device.shifter.length_um``;
+    ``noise.wavelength_um`` (if set) → ``wavelength_um``, which a sweep overrides.
+    """
+    noise = noise or NoiseConfig()
+    others = [f for f, v in noise.model_dump().items()
+              if v is True and f not in _CIRCUIT_SWITCHES + _DETECTION_SWITCHES]
+    if others:
+        raise ValueError(
+            f"noise switches {others} act on the phases, not on circuit parts; pass the "
+            "realised phases (photonic.noise.realise_phases) and switch them off here"
+        )
+    if noise.coupler_error and errors is None:
+        raise ValueError("noise.coupler_error=True needs the chip's errors (errors=MeshErrors)")
+    kw: dict[str, Any] = {
+        "wavelength0_um": device.design_wavelength_um,
+        "coupler_dispersion_per_um": device.coupler.dispersion_per_um,
+        "arm": arm or ArmWaveguide(section_length_um=device.shifter.length_um),
+    }
+    if noise.wavelength_um is not None:
+        kw["wavelength_um"] = noise.wavelength_um
+    if noise.coupler_error:
+        kw["alpha_rad"] = _as_numpy(errors.alpha_rad)
+        kw["beta_rad"] = _as_numpy(errors.beta_rad)
+    if noise.insertion_loss:
+        nominal = device.mzi.insertion_loss_db
+        kw["loss_db"] = _as_numpy(errors.loss_db) if errors is not None else nominal
+        kw["pad_loss_db"] = nominal if layout.topology in BALANCED_TOPOLOGIES else 0.0
+    return kw
 
 
 def _per_mzi(value: Any, k: int, name: str) -> np.ndarray:

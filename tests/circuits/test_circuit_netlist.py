@@ -8,10 +8,9 @@ import pytest
 import torch
 from scipy.stats import unitary_group
 
-from circuits import ArmWaveguide, mesh_netlist, mesh_path_factor, mesh_smatrix
+from circuits import ArmWaveguide, hub_settings, mesh_netlist, mesh_path_factor, mesh_smatrix
 from photonic import DeviceParams, Mesh, NoiseConfig, decompose
 from photonic.devices import CouplerParams, MziParams
-from photonic.mesh import BALANCED_TOPOLOGIES
 from photonic.noise import MeshErrors, sample_mesh_errors
 
 SWEEP_UM = np.linspace(1.53, 1.57, 5)  # ±20 nm around 1.55 µm
@@ -22,6 +21,7 @@ DEVICE = DeviceParams(
     coupler=CouplerParams(split_error_std_rad=0.05, dispersion_per_um=0.3),
     mzi=MziParams(insertion_loss_db=0.3, loss_std_db=0.1),
 )
+CHIP = NoiseConfig(coupler_error=True, insertion_loss=True)
 CASES = [
     pytest.param((n, t), id=f"{t}-{n}", marks=[pytest.mark.slow] if n == 16 else [])
     for n in (4, 8, 16)
@@ -29,12 +29,11 @@ CASES = [
 ]
 
 
-def _hub(phases, errors: MeshErrors | None) -> np.ndarray:
+def _hub(phases, noise: NoiseConfig, errors: MeshErrors | None) -> np.ndarray:
     """The hub's Mesh.matrix() at every wavelength of the sweep (dispersion on)."""
-    noise = dict(coupler_error=True, insertion_loss=True) if errors is not None else {}
     return np.stack([
         Mesh(phases, device=DEVICE, errors=errors,
-             noise=NoiseConfig(wavelength_um=float(wl), **noise)).matrix().numpy()
+             noise=noise.model_copy(update={"wavelength_um": float(wl)})).matrix().numpy()
         for wl in SWEEP_UM
     ])
 
@@ -47,17 +46,12 @@ def solved(request):
     u = unitary_group.rvs(n, random_state=7)
     phases = decompose(torch.as_tensor(u), topology=topology)
     errors = sample_mesh_errors(phases.layout, DEVICE, generator=torch.Generator().manual_seed(11))
-    sweep = dict(wavelength_um=SWEEP_UM, wavelength0_um=DEVICE.design_wavelength_um,
-                 coupler_dispersion_per_um=DEVICE.coupler.dispersion_per_um, arm=ARM)
-    common = mesh_path_factor(phases.layout, **{k: sweep[k] for k in
-                                                ("wavelength_um", "wavelength0_um", "arm")})
-    ideal = mesh_smatrix(phases, **sweep) / common[:, None, None]
-    balanced = topology in BALANCED_TOPOLOGIES
-    real = mesh_smatrix(
-        phases, alpha_rad=errors.alpha_rad.numpy(), beta_rad=errors.beta_rad.numpy(),
-        loss_db=errors.loss_db.numpy(),
-        pad_loss_db=DEVICE.mzi.insertion_loss_db if balanced else 0.0, **sweep,
-    ) / common[:, None, None]
+    common = mesh_path_factor(phases.layout, wavelength_um=SWEEP_UM,
+                              wavelength0_um=DEVICE.design_wavelength_um, arm=ARM)[:, None, None]
+    ideal = mesh_smatrix(phases, wavelength_um=SWEEP_UM,
+                         **hub_settings(phases.layout, DEVICE, arm=ARM)) / common
+    chip = hub_settings(phases.layout, DEVICE, noise=CHIP, errors=errors, arm=ARM)
+    real = mesh_smatrix(phases, wavelength_um=SWEEP_UM, **chip) / common
     return u, phases, errors, ideal, real
 
 
@@ -70,14 +64,14 @@ def test_ideal_circuit_equals_hub_mesh_matrix_at_the_design_wavelength(solved):
 
 def test_ideal_circuit_equals_hub_over_the_sweep_with_dispersion(solved):
     _, phases, _, ideal, _ = solved
-    assert np.abs(ideal - _hub(phases, None)).max() < 1e-9
+    assert np.abs(ideal - _hub(phases, NoiseConfig(), None)).max() < 1e-9
     # the sweep is not flat: ±20 nm moves the matrix by far more than the tolerance
     assert np.abs(ideal[0] - ideal[CENTRE]).max() > 1e-2
 
 
 def test_circuit_with_chip_errors_equals_hub_over_the_sweep(solved):
     _, phases, errors, ideal, real = solved
-    assert np.abs(real - _hub(phases, errors)).max() < 1e-9
+    assert np.abs(real - _hub(phases, CHIP, errors)).max() < 1e-9
     # the injected errors matter: the error-free circuit is far from the erroneous one
     assert np.abs(ideal - real).max() > 1e-2
 
@@ -122,6 +116,13 @@ def test_errors_name_valid_choices_shapes_and_coupler_range():
     )
     with pytest.raises(ValueError, match="takes one mesh"):
         mesh_netlist(batched)
+    assert hub_settings(phases.layout, DEVICE)["arm"].section_length_um == 100.0  # shifter
+    assert hub_settings(phases.layout, DEVICE, noise=NoiseConfig(insertion_loss=True)) == {
+        **hub_settings(phases.layout, DEVICE), "loss_db": 0.3, "pad_loss_db": 0.3}
+    with pytest.raises(ValueError, match=r"noise switches \['crosstalk'\] act on the phases"):
+        hub_settings(phases.layout, DEVICE, noise=NoiseConfig(crosstalk=True, coupler_error=True))
+    with pytest.raises(ValueError, match=r"coupler_error=True needs the chip's errors"):
+        hub_settings(phases.layout, DEVICE, noise=CHIP)
     with pytest.raises(ValueError, match=r"pad_loss_db=-0.1 must be finite and ≥ 0"):
         mesh_netlist(phases, pad_loss_db=-0.1)
     with pytest.raises(ValueError, match=r"mesh_smatrix: alpha_rad gives .* "
