@@ -104,7 +104,7 @@ def rounding_floor(n: int = 8, topology: str = "reck") -> None:
         rows.append([length_um, f"{phase:.3g}", f"{err:.1e}"])
     print(f"\n{topology} N={n}, ideal, 1.55 µm, seed 0: residual vs arm section length")
     print("\n".join(markdown_table(["section_um", "phase per section (rad)",
-                                     "max |S/c − T_hub|"], rows)))
+                                     "max abs(S/c − T_hub)"], rows)))
 
 
 def layouts(out: Path) -> None:
