@@ -1,9 +1,11 @@
-"""Circuit cross-check and layout figures for issue 3 (prints tables; not part of the tests).
+"""Circuit cross-check and layout figures (prints tables; not part of the tests).
 
-    python benchmarks/circuits_crosscheck.py [--out DIR]
+    python benchmarks/circuits_crosscheck.py [--out DIR] [--parts crosscheck layouts presets]
 
-1. SAX circuit S-matrix vs hub transfer matrix of programmed 8×8 Clements / Reck meshes:
-   ideal, with coupler errors and losses, and over a ±20 nm sweep (max |S − T|).
+1. The S-matrix of programmed Clements / Reck meshes (N = 4, 8, 16) built from simphony's own
+   coupler and waveguide models and solved by SAX, against the hub's ``Mesh.matrix()``
+   (max |S / common_path_factor − T_hub|): ideal at 1.55 µm, over a ±20 nm sweep with coupler
+   dispersion and dispersive arms, and over the sweep with coupler errors and losses.
 2. Layout build times, layout-true vs analytic mesh areas for N = 4 … 32, and a GDS + PNG of
    an 8×8 tensor core written to DIR (default reports/circuits_crosscheck).
 3. Per shipped preset: layout-true MZI cell and 16×16 mesh area vs the preset's analytic
@@ -21,50 +23,88 @@ import torch
 from scipy.stats import unitary_group
 
 import circuits
-from photonic import DeviceParams, NoiseConfig, decompose
+from photonic import DeviceParams, Mesh, NoiseConfig, decompose
 from photonic.devices import CouplerParams, MziParams
-from photonic.mesh import BALANCED_TOPOLOGIES
-from photonic.noise import realise_mesh, sample_mesh_errors
+from photonic.noise import sample_mesh_errors
+from photonic.textutil import markdown_table
+
+SWEEP_UM = np.linspace(1.53, 1.57, 9)
+# Dispersive arms (ng ≠ neff): a 500 nm × 220 nm SOI strip, TE, neff ≈ 2.44 and ng ≈ 4.2 at
+# 1.55 µm (Chrostowski & Hochberg, Silicon Photonics Design, 2015, ch. 3).
+ARM = circuits.ArmWaveguide(section_length_um=100.0, neff=2.44, ng=4.2)
+DEVICE = DeviceParams(
+    coupler=CouplerParams(split_error_std_rad=0.05, dispersion_per_um=0.3),
+    mzi=MziParams(insertion_loss_db=0.3, loss_std_db=0.1),
+)
 
 
-def crosscheck(n: int = 8) -> None:
-    device = DeviceParams(
-        coupler=CouplerParams(split_error_std_rad=0.05, dispersion_per_um=0.3),
-        mzi=MziParams(insertion_loss_db=0.3, loss_std_db=0.1),
-    )
-    sweep = np.linspace(1.53, 1.57, 41)
-    print(f"{'topology':9s} {'ideal':>9s} {'errors':>9s} {'sweep±20nm':>11s} {'t_sweep_s':>9s}")
+CHIP = NoiseConfig(coupler_error=True, insertion_loss=True)
+
+
+def _hub_sweep(phases, noise: NoiseConfig, errors) -> np.ndarray:
+    return np.stack([
+        Mesh(phases, device=DEVICE, errors=errors,
+             noise=noise.model_copy(update={"wavelength_um": float(wl)})).matrix().numpy()
+        for wl in SWEEP_UM
+    ])
+
+
+def _case(n: int, topology: str, seed: int) -> np.ndarray:
+    """Errors (ideal @λ0, ideal sweep, errors+loss sweep), sweep movement, solve seconds."""
+    phases = decompose(torch.as_tensor(unitary_group.rvs(n, random_state=seed)), topology)
+    errors = sample_mesh_errors(phases.layout, DEVICE,
+                                generator=torch.Generator().manual_seed(seed))
+    common = circuits.mesh_path_factor(phases.layout, wavelength_um=SWEEP_UM, arm=ARM)
+    common = common[:, None, None]
+    t0 = time.perf_counter()
+    ideal = circuits.mesh_smatrix(phases, wavelength_um=SWEEP_UM,
+                                  **circuits.hub_settings(phases.layout, DEVICE, arm=ARM))
+    t_solve = time.perf_counter() - t0
+    chip = circuits.hub_settings(phases.layout, DEVICE, noise=CHIP, errors=errors, arm=ARM)
+    real = circuits.mesh_smatrix(phases, wavelength_um=SWEEP_UM, **chip) / common
+    ideal = ideal / common
+    centre = int(np.argmin(np.abs(SWEEP_UM - DEVICE.design_wavelength_um)))
+    err_ideal = np.abs(ideal[centre] - Mesh(phases).matrix().numpy()).max()
+    err_sweep = np.abs(ideal - _hub_sweep(phases, NoiseConfig(), None)).max()
+    err_real = np.abs(real - _hub_sweep(phases, CHIP, errors)).max()
+    moved = np.abs(ideal[0] - ideal[centre]).max()
+    return np.array([err_ideal, err_sweep, err_real, moved, t_solve])
+
+
+def crosscheck(ns=(4, 8, 16), seeds=(0, 1, 2)) -> None:
+    """Max |S/c − T_hub| per mesh: median and worst over seeds (unitary and chip errors)."""
+    print(f"sweep {SWEEP_UM[0]:.2f}–{SWEEP_UM[-1]:.2f} µm ({SWEEP_UM.size} points), coupler "
+          f"dispersion {DEVICE.coupler.dispersion_per_um} /µm, arms neff {ARM.neff}, "
+          f"ng {ARM.ng}, section {ARM.section_length_um} µm")
+    rows = []
     for topology in ("clements", "reck"):
-        phases = decompose(torch.as_tensor(unitary_group.rvs(n, random_state=0)), topology=topology)
-        errors = sample_mesh_errors(
-            phases.layout, device, generator=torch.Generator().manual_seed(0)
-        )
-        kw = dict(
-            alpha_rad=errors.alpha_rad.numpy(),
-            beta_rad=errors.beta_rad.numpy(),
-            loss_db=errors.loss_db.numpy(),
-            pad_loss_db=device.mzi.insertion_loss_db if topology in BALANCED_TOPOLOGIES else 0.0,
-        )
-        ideal = np.abs(circuits.mesh_smatrix(phases) - phases.matrix().numpy()).max()
-        noise = NoiseConfig(coupler_error=True, insertion_loss=True)
-        hub = realise_mesh(phases, device=device, noise=noise, errors=errors).numpy()
-        err = np.abs(circuits.mesh_smatrix(phases, **kw) - hub).max()
-        t0 = time.perf_counter()
-        s = circuits.mesh_smatrix(phases, wavelength_um=sweep, coupler_dispersion_per_um=0.3, **kw)
-        t_sweep = time.perf_counter() - t0
-        hub_sweep = np.stack(
-            [
-                realise_mesh(
-                    phases,
-                    device=device,
-                    noise=noise.model_copy(update={"wavelength_um": float(wl)}),
-                    errors=errors,
-                ).numpy()
-                for wl in sweep
-            ]
-        )
-        sw = np.abs(s - hub_sweep).max()
-        print(f"{topology:9s} {ideal:9.2e} {err:9.2e} {sw:11.2e} {t_sweep:9.2f}")
+        for n in ns:
+            r = np.stack([_case(n, topology, seed) for seed in seeds])
+            med, worst = np.median(r, 0), r.max(0)
+            rows.append([topology, n, *(f"{med[i]:.1e} / {worst[i]:.1e}" for i in range(3)),
+                         f"{r[:, 3].min():.3f}", f"{med[4]:.1f}"])
+    headers = ["topology", "N", "ideal @1.55 µm", "ideal sweep", "errors+loss sweep",
+               "sweep moves T by (min over seeds)", "solve_s (median)"]
+    print(f"max |S/c − T_hub|, median / worst over seeds {list(seeds)}:")
+    print("\n".join(markdown_table(headers, rows)))
+    rounding_floor()
+
+
+def rounding_floor(n: int = 8, topology: str = "reck") -> None:
+    """The agreement is float64 rounding of the arms' absolute phases 2π n L / λ, which grow
+    with the section length: shorter sections, smaller residual."""
+    phases = decompose(torch.as_tensor(unitary_group.rvs(n, random_state=0)), topology)
+    hub = Mesh(phases).matrix().numpy()
+    rows = []
+    for length_um in (1.0, 10.0, 100.0, 1000.0):
+        arm = circuits.ArmWaveguide(section_length_um=length_um, neff=ARM.neff, ng=ARM.ng)
+        s = circuits.mesh_smatrix(phases, arm=arm)
+        err = np.abs(s / circuits.mesh_path_factor(phases.layout, arm=arm) - hub).max()
+        phase = 2 * np.pi * ARM.neff * length_um / DEVICE.design_wavelength_um
+        rows.append([length_um, f"{phase:.3g}", f"{err:.1e}"])
+    print(f"\n{topology} N={n}, ideal, 1.55 µm, seed 0: residual vs arm section length")
+    print("\n".join(markdown_table(["section_um", "phase per section (rad)",
+                                     "max abs(S/c − T_hub)"], rows)))
 
 
 def layouts(out: Path) -> None:
@@ -119,14 +159,23 @@ def presets(n: int = 16) -> None:
         )
 
 
+PARTS = {  # name → part, run in this order
+    "crosscheck": lambda args: crosscheck(),
+    "layouts": lambda args: layouts(args.out),
+    "presets": lambda args: presets(),
+}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=Path("reports/circuits_crosscheck"))
+    parser.add_argument("--parts", nargs="+", choices=sorted(PARTS), default=list(PARTS),
+                        help="parts to run (default: all)")
     args = parser.parse_args()
     torch.set_num_threads(1)
-    crosscheck()
-    layouts(args.out)
-    presets()
+    for name, part in PARTS.items():
+        if name in args.parts:
+            part(args)
 
 
 if __name__ == "__main__":

@@ -1,10 +1,11 @@
-"""circuits — component and circuit level: SAX (simphony) S-parameter models, a netlist builder
-that turns a programmed hub mesh into a circuit, and gdsfactory layouts with layout-true
-footprints.
+"""circuits — component and circuit level: a programmed hub mesh as a SAX circuit of
+simphony's own library components (couplers, waveguides), its S-matrix, and gdsfactory layouts
+with layout-true footprints.
 
 The public API is exactly what this module re-exports (``__all__``). Submodules load on first
 use (PEP 562), so ``import circuits`` stays cheap for code that needs neither gdsfactory nor
-JAX; importing :mod:`circuits.models` switches JAX to float64.
+JAX. Nothing here changes JAX's process-wide settings: the circuit solvers run in float64 inside
+a scoped ``jax.enable_x64`` (:mod:`circuits.models`).
 """
 
 from __future__ import annotations
@@ -13,17 +14,22 @@ import importlib
 from typing import TYPE_CHECKING
 
 _EXPORTS: dict[str, str] = {
-    # SAX device models (circuits.models)
+    # library component models and the hub → library parameter mapping (circuits.models)
     "MODELS": "circuits.models",
+    "ArmWaveguide": "circuits.models",
+    "common_path_factor": "circuits.models",
+    "coupler": "circuits.models",
     "coupler_angle_rad": "circuits.models",
-    "directional_coupler": "circuits.models",
+    "coupling_from_angle": "circuits.models",
     "mzi": "circuits.models",
     "mzi_netlist": "circuits.models",
-    "phase_shifter": "circuits.models",
-    "waveguide": "circuits.models",
+    "shifter_index_change": "circuits.models",
     # netlist builder and S-matrix of a programmed hub mesh (circuits.netlist)
     "BACKENDS": "circuits.netlist",
+    "hub_settings": "circuits.netlist",
     "mesh_netlist": "circuits.netlist",
+    "mesh_path_factor": "circuits.netlist",
+    "mesh_sections": "circuits.netlist",
     "mesh_smatrix": "circuits.netlist",
     "sdict_to_transfer": "circuits.netlist",
     # gdsfactory layouts, footprints, GDS and PNG (circuits.layout)
@@ -79,16 +85,21 @@ if TYPE_CHECKING:  # static analysers and IDEs see the eager imports
     )
     from circuits.models import (  # noqa: F401
         MODELS,
+        ArmWaveguide,
+        common_path_factor,
+        coupler,
         coupler_angle_rad,
-        directional_coupler,
+        coupling_from_angle,
         mzi,
         mzi_netlist,
-        phase_shifter,
-        waveguide,
+        shifter_index_change,
     )
     from circuits.netlist import (  # noqa: F401
         BACKENDS,
+        hub_settings,
         mesh_netlist,
+        mesh_path_factor,
+        mesh_sections,
         mesh_smatrix,
         sdict_to_transfer,
     )
