@@ -317,6 +317,10 @@ def _run_seeds(config: str, sets: list[str], seeds: str | None, *, kind: str, ou
                         executor="dask" if scheduler else "processes", show_progress=not quiet)
     except SeedsInputError as e:
         _fail(str(e), 2)
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; finished seeds and checkpoints are in {out}; continue with "
+                   "--resume", err=True)
+        raise typer.Exit(130) from None
     typer.echo(f"wrote {out}/ (summary.md, summary.json; seeds run {res.ran}, "
                f"finished before {res.skipped})")
     if res.failed:

@@ -445,12 +445,14 @@ def _curves_figure(curves: Mapping[int, list[Curve]]):
 def _values_figure(per_seed: Mapping[int, dict], heads, stats):
     from photonic.runio import new_figure
 
+    better = {"min": "lower is better", "max": "higher is better"}
     keys = list(heads) or ["(no headline metric)"]
     seeds = list(per_seed)
     fig = new_figure(figsize=(3.6 * len(keys), 3.6), constrained_layout=True)
     axes = np.atleast_1d(fig.subplots(1, len(keys)))
     for ax, k in zip(axes, keys, strict=True):
-        ax.set(xlabel="seed", ylabel=k, title=f"{k} per seed")
+        ax.set(xlabel="seed", ylabel=k,
+               title=f"{k} per seed" + (f" ({better[heads[k]]})" if k in heads else ""))
         if k in stats:
             ax.plot(seeds, [_finite(per_seed[s].get(k)) for s in seeds], "o", label="seed")
             ax.axhline(stats[k]["median"], color="k", lw=0.8, ls="--", label="median")
