@@ -50,7 +50,6 @@ import math
 import os
 import re
 import shlex
-import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -228,13 +227,12 @@ class _SeedTask:
     threads: int
 
 
-def _run_seed(task: _SeedTask) -> tuple[int, int, float, str]:
+def _run_seed(task: _SeedTask) -> tuple[int, int, str]:
     """Worker entry point: one seed's run through the runner, its output captured in
-    ``run.log``; returns (seed, exit code, wall s, the log's last lines)."""
+    ``run.log``; returns (seed, exit code, the log's last lines)."""
     from photonic.executors import limited_threads
 
     buf = io.StringIO()
-    t0 = time.perf_counter()
     code = 0
     with contextlib.redirect_stdout(buf), contextlib.redirect_stderr(buf):
         try:
@@ -248,7 +246,7 @@ def _run_seed(task: _SeedTask) -> tuple[int, int, float, str]:
                 buf.write(f"{type(e).__name__}: {e}\n")
     text = buf.getvalue()
     atomic_write_bytes(task.out / "run.log", text.encode())
-    return task.seed, code, time.perf_counter() - t0, "\n".join(text.splitlines()[-5:])
+    return task.seed, code, "\n".join(text.splitlines()[-5:])
 
 
 # --------------------------------------------------------------------------- the fan-out
@@ -292,7 +290,7 @@ def _fan_out(tasks: list[_SeedTask], *, executor: str, workers: int | None,
     bar = ctx.progress(len(result.seeds), "seeds", initial=len(result.skipped))
     try:
         with make_executor(executor, workers=k, address=address) as ex:
-            for seed, code, _, tail in ex.imap_unordered(_run_seed, tasks):
+            for seed, code, tail in ex.imap_unordered(_run_seed, tasks):
                 if code:
                     result.failed[seed] = (code, tail)
                 else:
