@@ -257,8 +257,9 @@ def run(
     except BadInput as e:
         _fail(str(e), 2)
     if seeds is not None or workers is not None or scheduler is not None:
-        _run_seeds(str(path), set_, seeds, kind=wcfg.kind, out=out or Path("reports") / cfg.name,
-                   resume=resume, workers=workers, scheduler=scheduler, quiet=quiet)
+        _run_seeds(str(path), config, set_, seeds, kind=wcfg.kind,
+                   out=out or Path("reports") / cfg.name, resume=resume, workers=workers,
+                   scheduler=scheduler, quiet=quiet)
         return
     from photonic import __version__
     from photonic.runio import RunContext, atomic_write_bytes
@@ -303,8 +304,9 @@ def run(
     typer.echo(f"wrote {out_dir}/ (report.md, metrics.json, config.resolved.yaml)")
 
 
-def _run_seeds(config: str, sets: list[str], seeds: str | None, *, kind: str, out: Path,
-               resume: bool, workers: int | None, scheduler: str | None, quiet: bool) -> None:
+def _run_seeds(config: str, label: str, sets: list[str], seeds: str | None, *, kind: str,
+               out: Path, resume: bool, workers: int | None, scheduler: str | None,
+               quiet: bool) -> None:
     """``run --seeds``: this command once per seed on an executor (photonic.multiseed)."""
     from photonic.multiseed import SeedsInputError, run_seeds
 
@@ -312,7 +314,7 @@ def _run_seeds(config: str, sets: list[str], seeds: str | None, *, kind: str, ou
         _fail(f"--workers {workers} / --scheduler {scheduler}: these set how --seeds runs; "
               "give --seeds too, e.g. --seeds 0-4", 2)
     try:
-        res = run_seeds(run, config=config, sets=list(sets), seeds=seeds, kind=kind,
+        res = run_seeds(run, config=config, label=label, sets=list(sets), seeds=seeds, kind=kind,
                         out=out, resume=resume, workers=workers, address=scheduler,
                         executor="dask" if scheduler else "processes", show_progress=not quiet)
     except SeedsInputError as e:

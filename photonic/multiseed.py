@@ -38,7 +38,8 @@ Executors (:mod:`photonic.executors`): ``"processes"`` (default; a local pool) o
 (``address``: an existing scheduler). Each seed runs with ``threads`` torch/numba threads
 (default 1). The seed runs write their folders themselves: with a Dask scheduler, ``out``
 and the config must be reachable under the same paths on every worker (a shared file
-system); a seed whose ``metrics.json`` is not visible here afterwards is an error.
+system; a relative config path is read from each worker's working directory); a seed whose
+``metrics.json`` is not visible here afterwards is an error.
 """
 
 from __future__ import annotations
@@ -118,7 +119,9 @@ def parse_seeds(spec: str) -> list[int]:
 # --------------------------------------------------------------------------- headline metrics
 # kind → {metric: direction}; "min": lower is better. Keys as in each workload's metrics.json.
 HEADLINES: dict[str, dict[str, Direction]] = {
-    "pinn": {"rel_l2": "min", "rel_l2_best": "min", "final_loss": "min", "wall_s": "min"},
+    # finish.rel_l2_start: the error the phase stage delivered to the electronic finish
+    "pinn": {"rel_l2": "min", "finish.rel_l2_start": "min", "rel_l2_best": "min",
+             "final_loss": "min", "wall_s": "min"},
     "mesh_demo": {"fidelity": "max", "rel_frobenius_error": "min", "output_rel_error": "min"},
     "calibrate_mesh": {"calibrated_rel_error": "min", "calibrated_fidelity": "max",
                        "error_reduction": "max"},
@@ -304,6 +307,7 @@ def run_seeds(
     runner: Callable[..., Any],
     *,
     config: str,
+    label: str | None = None,
     sets: Sequence[str] = (),
     seeds: str | Sequence[int],
     kind: str,
@@ -319,7 +323,9 @@ def run_seeds(
 
     ``runner(config, *, set_, out, resume, quiet)`` is the single-run function (the CLI's
     ``run``): it returns on success and raises an exception carrying ``exit_code`` (or
-    ``SystemExit``) otherwise; it must be module-level, to pickle. ``sets``: its ``--set``
+    ``SystemExit``) otherwise; it must be module-level, to pickle. ``config``: the config
+    file the seeds run (``label``: as the user wrote it, for the summary's reproduce
+    command; default ``config``). ``sets``: its ``--set``
     overrides (``seed=<n>`` is appended per seed); ``seeds``: a spec for
     :func:`parse_seeds` or a list; ``kind``: the workload kind (headline metrics, curves);
     ``workers``: default one per seed, at most the CPU count. Failed seeds are in
@@ -352,7 +358,7 @@ def run_seeds(
                                 "with a Dask scheduler, --out must be on a file system the "
                                 "workers share")
     result.ran = sorted(s for s in result.ran if s not in result.failed)
-    command = " ".join(["photonic-sim run", shlex.quote(str(config)), "--seeds", spec,
+    command = " ".join(["photonic-sim run", shlex.quote(label or str(config)), "--seeds", spec,
                         *(f"--set {shlex.quote(s)}" for s in sets)])
     result.summary = _write_summary(ctx, kind=kind, seeds=seed_list, command=command,
                                     failed=result.failed)
