@@ -84,6 +84,26 @@ def test_worst_is_the_worse_end_for_the_direction():
     assert np.isnan(seed_stats([None], "min")["median"])
 
 
+def test_a_seed_runs_on_one_thread_and_the_caller_keeps_its_own(tmp_path):
+    import torch
+
+    from photonic.executors import limited_threads
+
+    before = torch.get_num_threads()
+    seen = []
+    torch.set_num_threads(2)
+    try:
+        run_seeds(lambda config, **kw: seen.append(torch.get_num_threads()), config="x.yaml",
+                  seeds="0", kind="mesh_demo", out=tmp_path, executor="inprocess",
+                  show_progress=False)
+        assert seen == [1] and torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+    with pytest.raises(ValueError, match="threads=0: need at least one thread"):
+        with limited_threads(0):
+            pass
+
+
 # --------------------------------------------------------------------------- real runs
 @pytest.fixture(scope="module")
 def three_seeds(tmp_path_factory):
