@@ -247,12 +247,20 @@ def run(
     out: Annotated[Path | None, typer.Option(help="Output folder (default reports/<name>)")] = None,
     resume: Annotated[bool, typer.Option(help="Continue from OUT/checkpoint.pt")] = False,
     quiet: Annotated[bool, typer.Option(help="No progress bars")] = False,
+    seeds: Annotated[str | None, typer.Option(help="Run once per seed, in parallel: N, LOW-HIGH or a list (0-4, 0,2,5); OUT/seed_<n>/ each, OUT/summary.md")] = None,  # noqa: E501
+    workers: Annotated[int | None, typer.Option(min=1, help="With --seeds: seeds run at once (default one per seed, at most the CPU count)")] = None,  # noqa: E501
+    scheduler: Annotated[str | None, typer.Option(help="With --seeds: a Dask scheduler address, e.g. tcp://10.0.0.5:8786 (default: local processes)")] = None,  # noqa: E501
 ) -> None:
     """Run a workload config and write metrics.json, report.md and figures."""
     try:
         path, cfg, wcfg, module, extra = load_run(config, set_)
     except BadInput as e:
         _fail(str(e), 2)
+    if seeds is not None or workers is not None or scheduler is not None:
+        _run_seeds(str(path), config, set_, seeds, kind=wcfg.kind,
+                   out=out or Path("reports") / cfg.name, resume=resume, workers=workers,
+                   scheduler=scheduler, quiet=quiet)
+        return
     from photonic import __version__
     from photonic.runio import RunContext, atomic_write_bytes
 
@@ -294,6 +302,32 @@ def run(
     flat.setdefault("wall_s", time.perf_counter() - t0)
     ctx.write_json("metrics.json", flat)
     typer.echo(f"wrote {out_dir}/ (report.md, metrics.json, config.resolved.yaml)")
+
+
+def _run_seeds(config: str, label: str, sets: list[str], seeds: str | None, *, kind: str,
+               out: Path, resume: bool, workers: int | None, scheduler: str | None,
+               quiet: bool) -> None:
+    """``run --seeds``: this command once per seed on an executor (photonic.multiseed)."""
+    from photonic.multiseed import SeedsInputError, run_seeds
+
+    if seeds is None:
+        _fail(f"--workers {workers} / --scheduler {scheduler}: these set how --seeds runs; "
+              "give --seeds too, e.g. --seeds 0-4", 2)
+    try:
+        res = run_seeds(run, config=config, label=label, sets=list(sets), seeds=seeds, kind=kind,
+                        out=out, resume=resume, workers=workers, address=scheduler,
+                        executor="dask" if scheduler else "processes", show_progress=not quiet)
+    except SeedsInputError as e:
+        _fail(str(e), 2)
+    except KeyboardInterrupt:
+        typer.echo(f"\ninterrupted; finished seeds and checkpoints are in {out}; continue with "
+                   "--resume", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(f"wrote {out}/ (summary.md, summary.json; seeds run {res.ran}, "
+               f"finished before {res.skipped})")
+    if res.failed:
+        _fail("seeds failed: " + "; ".join(f"seed {s} (exit {c}): {tail}"
+                                           for s, (c, tail) in sorted(res.failed.items())), 1)
 
 
 @app.command()

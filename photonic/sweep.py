@@ -21,10 +21,11 @@ given matrix's bytes and :data:`SCHEMA_VERSION` — so an interrupted sweep reru
 ``cache_dir`` evaluates only the rows it has not finished, and a changed preset value is
 recomputed rather than served stale.
 
-Executors (registry :data:`EXECUTORS`): ``"inprocess"`` (default), ``"processes"`` (a local
-process pool) and ``"dask"`` (``dask.distributed``: a small ``LocalCluster`` by default, or
-the scheduler at ``address``). Workers only compute; the calling process writes the cache,
-so remote workers need no shared file system.
+Executors (:mod:`photonic.executors`, re-exported here; registry :data:`EXECUTORS`):
+``"inprocess"`` (default), ``"processes"`` (a local process pool) and ``"dask"``
+(``dask.distributed``: a small ``LocalCluster`` by default, or the scheduler at
+``address``). Workers only compute; the calling process writes the cache, so remote workers
+need no shared file system.
 
 The workload interface (``kind: sweep``; ``photonic-sim sweep CONFIG``) is :class:`Config`
 and :func:`run`; it writes ``sweep.csv`` (and ``sweep.parquet`` when pyarrow is installed),
@@ -54,9 +55,8 @@ import io
 import itertools
 import json
 import math
-from abc import ABC, abstractmethod
-from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
-from contextlib import ExitStack, contextmanager
+from collections.abc import Callable, Iterable, Mapping, Sequence
+from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -69,6 +69,15 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validat
 from photonic.core import TensorCore
 from photonic.cost import Stage, estimate_cost
 from photonic.devices import DeviceParams
+from photonic.executors import (
+    EXECUTORS,
+    DaskExecutor,
+    Executor,
+    InProcessExecutor,
+    ProcessExecutor,
+    limited_threads,
+    make_executor,
+)
 from photonic.mesh import TOPOLOGIES
 from photonic.metrics import matrix_fidelity, rel_frobenius_error
 from photonic.noise import NoiseConfig
@@ -239,26 +248,6 @@ def point_key(
 
 
 # --------------------------------------------------------------------------- evaluation
-@contextmanager
-def _single_threaded() -> Iterator[None]:
-    """torch and numba on one thread, restored afterwards.
-
-    Two reasons: results must not depend on a thread count (BLAS reductions may split
-    differently), and these matrices are small, where numba's parallel-loop start-up costs
-    more than the work (≈ 15× slower per point on a loaded 2-core machine).
-    """
-    import numba
-
-    t_old, n_old = torch.get_num_threads(), numba.get_num_threads()
-    torch.set_num_threads(1)
-    numba.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(t_old)
-        numba.set_num_threads(n_old)
-
-
 def _streams(seed: int) -> tuple[torch.Generator, int, torch.Generator]:
     """Independent generators for (matrix, chip errors + noise, input vectors) of a seed."""
     m, c, x = (int(s) for s in np.random.SeedSequence(int(seed)).generate_state(3))
@@ -345,167 +334,12 @@ class _Task:
 def _evaluate_chunk(chunk: Sequence[_Task]) -> list[tuple[str, dict[str, Any]]]:
     """Worker entry point (module level, so process pools and Dask can pickle it)."""
     out = []
-    with _single_threaded():
+    with limited_threads(1):
         for t in chunk:
             row = evaluate_point(t.point, device=t.device, noise=t.noise, seed=t.seed,
                                  batch=t.batch, matrix=t.matrix)
             out.append((t.key, row))
     return out
-
-
-# --------------------------------------------------------------------------- executors
-class Executor(ABC):
-    """Runs chunks of tasks; a context manager that owns its workers.
-
-    Subclasses implement :meth:`imap_unordered`, yielding each chunk's result as it
-    completes; ``__exit__`` must release every worker (also on KeyboardInterrupt).
-    """
-
-    #: workers that run at once (sizes the chunks)
-    workers: int = 1
-    #: whether tasks cross a process boundary (then rows travel in chunks, to amortise the
-    #: round trip; in-process every row is its own chunk, cached as soon as it is done)
-    remote: bool = True
-
-    def __enter__(self) -> Executor:
-        return self
-
-    def __exit__(self, *exc) -> None:
-        return None
-
-    @property
-    def started(self) -> bool:
-        """Whether workers are up (inside ``with executor:``)."""
-        return True
-
-    @abstractmethod
-    def imap_unordered(self, fn: Callable, items: Sequence) -> Iterator:
-        """``fn(item)`` for every item, yielded in completion order."""
-
-
-class InProcessExecutor(Executor):
-    """Evaluate in the calling process, one chunk after the other (the default)."""
-
-    remote = False
-
-    def __init__(self, **_: Any) -> None:
-        self.workers = 1
-
-    def imap_unordered(self, fn, items):
-        for item in items:
-            yield fn(item)
-
-
-class ProcessExecutor(Executor):
-    """A local pool of ``workers`` processes (``spawn`` start method: safe with torch and
-    numba thread pools, unlike ``fork``)."""
-
-    def __init__(self, *, workers: int = 2, **_: Any) -> None:
-        if workers < 1:
-            raise ValueError(f"workers={workers}: need at least one worker process")
-        self.workers = workers
-        self._pool = None
-
-    def __enter__(self) -> ProcessExecutor:
-        import multiprocessing
-        from concurrent.futures import ProcessPoolExecutor
-
-        self._pool = ProcessPoolExecutor(max_workers=self.workers,
-                                         mp_context=multiprocessing.get_context("spawn"))
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=True, cancel_futures=True)
-            self._pool = None
-
-    @property
-    def started(self) -> bool:
-        return self._pool is not None
-
-    def imap_unordered(self, fn, items):
-        from concurrent.futures import as_completed
-
-        futures = [self._pool.submit(fn, item) for item in items]
-        try:
-            for f in as_completed(futures):
-                yield f.result()
-        finally:
-            for f in futures:
-                f.cancel()
-
-
-class DaskExecutor(Executor):
-    """``dask.distributed``: the scheduler at ``address`` (e.g. ``"tcp://10.0.0.5:8786"``),
-    or else a ``LocalCluster`` of ``workers`` processes with one thread each, closed on exit.
-
-    Workers of an existing cluster need ``photonic-sim`` installed (same versions) to
-    unpickle the tasks; they write nothing — rows come back to the caller, which caches them.
-    """
-
-    def __init__(self, *, workers: int = 2, address: str | None = None, **_: Any) -> None:
-        if workers < 1:
-            raise ValueError(f"workers={workers}: need at least one Dask worker")
-        self.workers = workers
-        self.address = address
-        self._cluster = self._client = None
-
-    def __enter__(self) -> DaskExecutor:
-        import logging
-
-        from dask.distributed import Client, LocalCluster
-
-        if self.address is None:
-            self._cluster = LocalCluster(n_workers=self.workers, threads_per_worker=1,
-                                         processes=True, dashboard_address=":0",
-                                         silence_logs=logging.ERROR)
-            self._client = Client(self._cluster)
-        else:
-            self._client = Client(self.address)
-            threads = sum(self._client.nthreads().values())
-            self.workers = max(1, threads)
-        return self
-
-    def __exit__(self, *exc) -> None:
-        if self._client is not None:
-            self._client.close()
-            self._client = None
-        if self._cluster is not None:
-            self._cluster.close()
-            self._cluster = None
-
-    @property
-    def started(self) -> bool:
-        return self._client is not None
-
-    def imap_unordered(self, fn, items):
-        from dask.distributed import as_completed
-
-        futures = self._client.map(fn, list(items), pure=False)
-        try:
-            for f in as_completed(futures):
-                yield f.result()
-        finally:
-            self._client.cancel(futures)
-
-
-# name → executor class; ``run_sweep(executor=...)`` and the workload's ``executor:`` key.
-EXECUTORS: dict[str, type[Executor]] = {
-    "inprocess": InProcessExecutor,
-    "processes": ProcessExecutor,
-    "dask": DaskExecutor,
-}
-
-
-def make_executor(name: str, *, workers: int = 2, address: str | None = None) -> Executor:
-    """The registered executor ``name`` (``address`` only for ``"dask"``)."""
-    if name not in EXECUTORS:
-        raise ValueError(f"executor={name!r} is not known; valid choices: "
-                         f"{sorted(EXECUTORS)}{_did_you_mean(name, EXECUTORS)}")
-    if address is not None and name != "dask":
-        raise ValueError(f"address={address!r} is a Dask scheduler address; it needs "
-                         f"executor='dask' (got executor={name!r})")
-    return EXECUTORS[name](workers=workers, address=address)
 
 
 # --------------------------------------------------------------------------- the sweep
