@@ -450,6 +450,8 @@ def load_run(config: str, sets: list[str]) -> tuple[Path, RunConfig, Any, Any, d
 
 # --------------------------------------------------------------------------- resources
 def _gib(n_bytes: float) -> str:
+    if n_bytes < 2**30:
+        return f"{n_bytes / 2**20:.3g} MiB"
     return f"{n_bytes / 2**30:.3g} GiB"
 
 
@@ -769,8 +771,8 @@ def run(
     try:
         metrics = _execute(p.module, p.wcfg, ctx, config, out_dir)
     except typer.Exit:
-        if created and out_dir.is_dir() and not any(out_dir.iterdir()):
-            out_dir.rmdir()  # nothing was written: leave no empty folder behind
+        if created and out_dir.is_dir() and not any(p.is_file() for p in out_dir.rglob("*")):
+            shutil.rmtree(out_dir)  # nothing was written: leave no empty folders behind
         raise
     flat = flatten_metrics(metrics)
     flat.setdefault("wall_s", time.perf_counter() - t0)

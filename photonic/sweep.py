@@ -57,20 +57,20 @@ from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from photonic.core import TensorCore
+from photonic.core import TensorCore, tensor_core_memory_bytes
 from photonic.cost import Stage, estimate_cost
 from photonic.devices import DeviceParams
 from photonic.mesh import TOPOLOGIES
 from photonic.metrics import matrix_fidelity, rel_frobenius_error
 from photonic.noise import NoiseConfig
-from photonic.runio import RunContext, WorkloadConfig, atomic_write_bytes
+from photonic.runio import BadInput, RunContext, WorkloadConfig, atomic_write_bytes
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -431,6 +431,10 @@ class ProcessExecutor(Executor):
                 f.cancel()
 
 
+# Seconds to wait for an existing Dask scheduler before refusing its address.
+DASK_CONNECT_TIMEOUT_S = 5
+
+
 class DaskExecutor(Executor):
     """``dask.distributed``: the scheduler at ``address`` (e.g. ``"tcp://10.0.0.5:8786"``),
     or else a ``LocalCluster`` of ``workers`` processes with one thread each, closed on exit.
@@ -457,7 +461,13 @@ class DaskExecutor(Executor):
                                          silence_logs=logging.ERROR)
             self._client = Client(self._cluster)
         else:
-            self._client = Client(self.address)
+            try:
+                self._client = Client(self.address, timeout=DASK_CONNECT_TIMEOUT_S)
+            except (OSError, TimeoutError) as e:
+                raise BadInput(f"scheduler_address={self.address!r}: no Dask scheduler "
+                               f"answered within {DASK_CONNECT_TIMEOUT_S} s ({type(e).__name__}"
+                               "); start one there (`dask scheduler`) or use executor: "
+                               "processes") from None
             threads = sum(self._client.nthreads().values())
             self.workers = max(1, threads)
         return self
@@ -688,12 +698,16 @@ class Config(WorkloadConfig):
 
     kind: Literal["sweep"] = "sweep"
     presets: list[str] = Field(default_factory=list)
-    n: list[int] = Field(default_factory=lambda: [4, 8, 16], min_length=1)
+    # the bounds of DesignPoint, checked here so that a bad axis fails before any point runs
+    n: list[Annotated[int, Field(ge=2)]] = Field(default_factory=lambda: [4, 8, 16],
+                                                 min_length=1)
     topology: list[str] = Field(default_factory=lambda: ["clements", "reck"], min_length=1)
-    tile: list[int | None] = Field(default_factory=lambda: [None], min_length=1)
-    noise_scale: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    phase_noise_std_rad: list[float | None] = Field(default_factory=lambda: [None],
-                                                    min_length=1)
+    tile: list[Annotated[int, Field(ge=2)] | None] = Field(default_factory=lambda: [None],
+                                                           min_length=1)
+    noise_scale: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: [1.0],
+                                                             min_length=1)
+    phase_noise_std_rad: list[Annotated[float, Field(ge=0)] | None] = Field(
+        default_factory=lambda: [None], min_length=1)
     seeds: int = Field(3, ge=1, description="rows per point: seeds seed, seed+1, …")
     batch: int = Field(64, ge=1, description="random input vectors for output_rel_error")
     executor: str = "inprocess"
@@ -724,6 +738,18 @@ class Config(WorkloadConfig):
         if v is not None and executor != "dask":
             raise ValueError(f"scheduler_address={v!r} needs executor: dask (got {executor!r})")
         return v
+
+
+HEADLINE_METRICS = ("points", "rows", "fidelity_mean", "fidelity_min")
+
+
+def estimate_memory_bytes(cfg: Config, ctx_like) -> int:
+    """Peak memory of the sweep: its largest point, times the points evaluated at once
+    (one per worker process, except in-process or on a remote Dask cluster)."""
+    largest = max(tensor_core_memory_bytes(n, n, tile=t or n, batch=cfg.batch)
+                  for n in cfg.n for t in cfg.tile)
+    local_workers = cfg.executor != "inprocess" and cfg.scheduler_address is None
+    return largest * (cfg.workers if local_workers else 1)
 
 
 def _markdown_table(df: pd.DataFrame) -> str:
