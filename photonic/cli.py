@@ -94,13 +94,14 @@ class _UniqueKeyLoader(yaml.SafeLoader):
                 continue
             key = self.construct_object(key_node, deep=True)
             try:
-                first = seen.setdefault(key, key_node.start_mark.line)
+                first = seen.get(key)
             except TypeError:  # an unhashable key: the base class reports it
                 continue
-            if first != key_node.start_mark.line:
+            if first is not None:
                 raise yaml.constructor.ConstructorError(
                     None, None, f"key {key!r} appears twice (first at line {first + 1}); "
                     "keep one", key_node.start_mark)
+            seen[key] = key_node.start_mark.line
         return super().construct_mapping(node, deep)
 
 
@@ -564,7 +565,9 @@ def check_resume(out: Path, run_config: dict, module) -> str | None:
     declared = getattr(module, "RESUME_SAFE_FIELDS", None)
     safe = GENERIC_RESUME_SAFE if declared is None else \
         {"name"} | {f"workload.{f}" for f in declared}
-    diff = _diff(state.get("run_config") or {}, run_config)
+    # the config's own fields first, then the device and noise they resolve to
+    diff = sorted(_diff(state.get("run_config") or {}, run_config),
+                  key=lambda d: d[0].startswith(("device.", "noise.")))
     unsafe = [d for d in diff if d[0] not in safe]
     if unsafe:
         shown = "; ".join(f"{k}: {_short(a, 30)} → {_short(b, 30)}" for k, a, b in unsafe[:4])
