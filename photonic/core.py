@@ -215,10 +215,11 @@ def tensor_core_memory_bytes(rows: int, cols: int, *, tile: int, batch: int) -> 
     """Peak working memory [bytes] of programming a rows×cols matrix on tile×tile SVD tiles
     (``TensorCore.from_matrix``), realising it (``matrix()``) and one call on ``batch``
     input vectors, in complex128 (16 B per entry):
-    16 B × (16 · R·C·k² + 5 · batch·R·C·k), R×C the tile grid. The factors 16 and 5 are a
-    fit to measured peak RSS with 25 % margin (``python benchmarks/bench_memory.py``)."""
+    160 MiB + 16 B × (16 · R·C·k² + 5 · batch·R·C·k), R×C the tile grid. The 160 MiB
+    (allocator pools and one-time buffers) and the factors 16 and 5 are a fit to measured
+    peak RSS with 10–30 % margin (``python benchmarks/bench_memory.py``)."""
     r, c = -(-rows // tile), -(-cols // tile)
-    return 16 * (16 * r * c * tile * tile + 5 * batch * r * c * tile)
+    return 160 * 2**20 + 16 * (16 * r * c * tile * tile + 5 * batch * r * c * tile)
 
 
 def _pad_tiles(w: torch.Tensor, k: int) -> torch.Tensor:

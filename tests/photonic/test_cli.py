@@ -143,15 +143,15 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_by_validate_and_run(tmp_pat
     res = _run("validate", "mesh_demo", *sets)
     _refused(res, "the run needs about", "of memory (workload 'mesh_demo' at these sizes) but")
     need = float(res.output.split("needs about ")[1].split(" GiB")[0])
-    # 6250² tiles of 16×16: 16 B × (16·6250²·256 + 5·256·6250²·16) = 2.44e12 B
-    assert need == pytest.approx(16 * (16 * 6250**2 * 256 + 5 * 256 * 6250**2 * 16) / 2**30,
-                                 rel=1e-3)
+    # 6250² tiles of 16×16: 160 MiB + 16 B × (16·6250²·256 + 5·256·6250²·16) = 2.44e12 B
+    assert need == pytest.approx(
+        (160 * 2**20 + 16 * (16 * 6250**2 * 256 + 5 * 256 * 6250**2 * 16)) / 2**30, rel=1e-3)
     _refused(_run("run", "mesh_demo", *sets, "--out", str(tmp_path / "o")),
              "the run needs about", out=tmp_path / "o")
     sweep = ["--set", "workload.n=[4, 100000]"]
     _refused(_run("validate", "sweep_mesh", *sweep), "the run needs about")
     ok = _run("validate", "mesh_demo")
-    assert ok.exit_code == 0 and "needs about 0.375 MiB of" in ok.output  # 16 B·(4096 + 20480)
+    assert ok.exit_code == 0 and "needs about 160 MiB of" in ok.output  # + 16 B·(4096 + 20480)
 
 
 @pytest.mark.parametrize("config,sets,message,absent", [
@@ -230,6 +230,9 @@ def test_version_help_and_the_end_of_a_run(tmp_path):
 
     res = _run("--version")
     assert res.exit_code == 0 and res.output.strip() == f"photonic-sim {__version__}"
+    res = _run("--debug", "validate", "no_such_config")
+    assert res.exit_code == 2 and "Traceback" in res.output  # --debug shows it
+    assert "error: config 'no_such_config' not found" in res.output
     for flag in ("-h", "--help"):
         res = _run("run", flag)
         assert res.exit_code == 0
