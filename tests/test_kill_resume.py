@@ -6,6 +6,7 @@ import multiprocessing
 import os
 import random
 import signal
+import threading
 import time
 
 import pytest
@@ -25,9 +26,27 @@ WALL_CLOCK = ("wall_s", "s_per_iteration")
 
 
 def _cli(args: list[str]) -> None:
-    """The CLI in a forked child (modules already imported: it starts at once)."""
+    """The CLI in a child forked from a server that has imported it (it starts at once)."""
     res = CliRunner().invoke(app, args)
     os._exit(res.exit_code)
+
+
+@pytest.fixture(scope="module")
+def forkserver():
+    """Children forked from a clean single-threaded server with the CLI and the PINN
+    workload imported: a plain fork of the test process would copy the threads of
+    whatever the suite imported before (JAX), which can deadlock the child."""
+    ctx = multiprocessing.get_context("forkserver")
+    ctx.set_forkserver_preload(["photonic.cli", "mlfrontends.pinn.workload", __name__])
+    # start the server (its imports take seconds) while the test runs the reference run
+    warm = threading.Thread(target=lambda: ctx.Process(target=_noop).start(), daemon=True)
+    warm.start()
+    ctx.warm_up = warm
+    return ctx
+
+
+def _noop() -> None:
+    pass
 
 
 def _metrics(out):
@@ -42,10 +61,10 @@ def _writes(path, since: int) -> int:
         return 0
 
 
-def _kill_after_writes(args, ckpt, writes: int, jitter_s: float, timeout_s: float = 60):
+def _kill_after_writes(mp, args, ckpt, writes: int, jitter_s: float, timeout_s: float = 90):
     """Start the CLI in a child; SIGKILL it ``jitter_s`` after its ``writes``-th new
     checkpoint write. Returns the child's exit code (-9 when killed)."""
-    child = multiprocessing.get_context("fork").Process(target=_cli, args=(args,))
+    child = mp.Process(target=_cli, args=(args,))
     last = ckpt.stat().st_mtime_ns if ckpt.exists() else 0
     child.start()
     seen, deadline = 0, time.monotonic() + timeout_s
@@ -61,17 +80,19 @@ def _kill_after_writes(args, ckpt, writes: int, jitter_s: float, timeout_s: floa
 
 
 @pytest.mark.slow
-def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_metrics(tmp_path):
+def test_sigkill_at_random_moments_then_resume_gives_the_uninterrupted_metrics(tmp_path,
+                                                                                forkserver):
     full = tmp_path / "full"
     res = CliRunner().invoke(app, [*ARGS, "--out", str(full)])
     assert res.exit_code == 0, res.output
 
+    forkserver.warm_up.join()
     cut = tmp_path / "cut"
     rng = random.Random(0)
     args = [*ARGS, "--out", str(cut), "--resume"]
     reached = []
     for _ in range(3):  # killed after 1–3 more checkpoints, 0–40 ms into the next iteration
-        code = _kill_after_writes(args, cut / "checkpoint.pt", rng.randint(1, 3),
+        code = _kill_after_writes(forkserver, args, cut / "checkpoint.pt", rng.randint(1, 3),
                                   rng.uniform(0, 0.04))
         assert code == -signal.SIGKILL
         reached.append(torch.load(cut / "checkpoint.pt", weights_only=False)["state"]
