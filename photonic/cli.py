@@ -453,7 +453,8 @@ def load_run(config: str, sets: list[str]) -> tuple[Path, RunConfig, Any, Any, d
 def _gib(n_bytes: float) -> str:
     if n_bytes < 2**30:
         return f"{n_bytes / 2**20:.3g} MiB"
-    return f"{n_bytes / 2**30:.3g} GiB"
+    gib = n_bytes / 2**30
+    return f"{gib:.3g} GiB" if gib < 1000 else f"{gib:,.0f} GiB"
 
 
 def check_memory(module, wcfg, run: RunConfig, extra: dict, where: str) -> tuple[int, int]:
