@@ -303,9 +303,16 @@ def _find_key(raw: Any, key: str, path: tuple = ()) -> list[tuple]:
 
 
 def _loc_text(loc) -> str:
+    """A pydantic location as a YAML path: ``a.b[0]``; a union member's tag (e.g.
+    ``dict[str,any]``) is dropped, a mapping key's own error marked ``(key)``."""
     text = ""
     for part in loc:
-        text += f"[{part}]" if isinstance(part, int) else (f".{part}" if text else str(part))
+        if part == "[key]":
+            text += " (key)"
+        elif isinstance(part, int):
+            text += f"[{part}]"
+        elif "[" not in part and "(" not in part:
+            text += f".{part}" if text else part
     return text
 
 
@@ -345,7 +352,12 @@ def _format_validation(err: ValidationError, model: type[BaseModel], where: str,
         if expected and isinstance(value, str):
             choices = [c.strip().strip("'") for c in expected.replace(" or ", ",").split(",")]
             msg += did_you_mean(value, choices)
-        lines.append(f"{where}: {prefix}{_loc_text(loc)} = {_short(value)}: {msg}")
+        head = f"{where}: {prefix}{_loc_text(loc)} = {_short(value)}: "
+        same = [i for i, line in enumerate(lines) if line.startswith(head)]
+        if same:  # another member of a union refused the same value
+            lines[same[0]] += f"; or {msg[0].lower()}{msg[1:]}"
+        else:
+            lines.append(head + msg)
     return "\n".join(lines)
 
 

@@ -169,6 +169,10 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_by_validate_and_run(tmp_pat
     ("mesh_demo", ["workload.topology=clement"], "workload: topology='clement'", None),
     ("mesh_demo", ["workload={rows: 2, rows: 3}"], "key 'rows' appears twice", None),
     ("mesh_demo", ["workload.rows.x=3"], "workload.rows is a value, not a section", None),
+    ("mesh_demo", ["chip.noise=some"], "chip.noise = 'some': Input should be 'all' or "
+     "'ideal'; or input should be a valid dictionary", "dict[str"),
+    ("mesh_demo", ["chip.overrides={1: 2}"],
+     "chip.overrides[1] (key) = 1: Input should be a valid string", None),
     ("mesh_demo", ["chip.overrides.phase_dac.bits=true"],
      "chip.overrides.phase_dac.bits: a boolean (true/false) where a number", None),
 ])
