@@ -203,6 +203,25 @@ class TileProgram:
         )
 
 
+def require_int(name: str, value, *, minimum: int) -> int:
+    """``value`` as an int ≥ ``minimum``; ValueError naming ``name`` otherwise (a bool, a
+    float such as 2.5 or a too small count is refused before any tensor is allocated)."""
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < minimum:
+        raise ValueError(f"{name}={value!r}: must be an integer ≥ {minimum}")
+    return int(value)
+
+
+def tensor_core_memory_bytes(rows: int, cols: int, *, tile: int, batch: int) -> int:
+    """Peak working memory [bytes] of programming a rows×cols matrix on tile×tile SVD tiles
+    (``TensorCore.from_matrix``), realising it (``matrix()``) and one call on ``batch``
+    input vectors, in complex128 (16 B per entry):
+    160 MiB + 16 B × (16 · R·C·k² + 5 · batch·R·C·k), R×C the tile grid. The 160 MiB
+    (allocator pools and one-time buffers) and the factors 16 and 5 are a fit to measured
+    peak RSS with 10–30 % margin (``python benchmarks/bench_memory.py``)."""
+    r, c = -(-rows // tile), -(-cols // tile)
+    return 160 * 2**20 + 16 * (16 * r * c * tile * tile + 5 * batch * r * c * tile)
+
+
 def _pad_tiles(w: torch.Tensor, k: int) -> torch.Tensor:
     """(..., M, N) → (..., R, C, k, k) zero-padded tiles."""
     m, n = w.shape[-2:]
@@ -509,10 +528,13 @@ class TensorCore:
         seed: int | torch.Generator | None = 0,
     ) -> TensorCore:
         """Program the real matrix ``W`` (M, N) onto ``tile``×``tile`` SVD tiles."""
+        tile = require_int("tile", tile, minimum=2)
         w = torch.as_tensor(W)
         if w.ndim != 2 or w.is_complex():
             raise ValueError(f"W must be a real 2-D matrix; got shape {tuple(w.shape)}, "
                              f"dtype {w.dtype}")
+        if not torch.isfinite(w).all():
+            raise ValueError("W has non-finite entries (NaN or inf); program a finite matrix")
         return cls(program_tiles(w, tile=tile, topology=topology), topology=topology,
                    device=device, noise=noise, seed=seed)
 

@@ -176,6 +176,11 @@ def decompose(
     n = u.shape[-1]
     batch = u.shape[:-2]
     flat = np.array(u.reshape((-1, n, n)), copy=True)
+    if not np.isfinite(flat).all():  # NaN would pass the unitarity test below (NaN > atol)
+        bad = np.argwhere(~np.isfinite(flat))[0]
+        raise ValueError(f"U has a non-finite entry ({flat[tuple(bad)]} at index "
+                         f"{tuple(int(i) for i in bad)} of the flattened batch); decompose "
+                         "a finite unitary")
     if check_unitary_atol is not None and flat.size:
         err = np.abs(flat @ np.conj(np.swapaxes(flat, -1, -2)) - np.eye(n)).max()
         if err > check_unitary_atol:

@@ -12,7 +12,7 @@ from typing import Literal
 import torch
 from pydantic import Field
 
-from photonic.core import TensorCore
+from photonic.core import TensorCore, tensor_core_memory_bytes
 from photonic.mesh import TOPOLOGIES
 from photonic.metrics import matrix_fidelity, rel_frobenius_error
 from photonic.runio import RunContext, WorkloadConfig
@@ -29,6 +29,14 @@ class Config(WorkloadConfig):
     def model_post_init(self, _ctx) -> None:
         if self.topology not in TOPOLOGIES:
             raise ValueError(f"topology={self.topology!r}: valid choices {sorted(TOPOLOGIES)}")
+
+
+HEADLINE_METRICS = ("fidelity", "rel_frobenius_error", "output_rel_error")
+
+
+def estimate_memory_bytes(cfg: Config, ctx_like) -> int:
+    """Peak memory of the run (checked by the CLI before it starts)."""
+    return tensor_core_memory_bytes(cfg.rows, cfg.cols, tile=cfg.tile, batch=cfg.batch)
 
 
 def run(cfg: Config, ctx: RunContext) -> dict:

@@ -20,6 +20,7 @@ from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
+from photonic.runio import BadInput
 from photonic.textutil import did_you_mean
 
 __all__ = [
@@ -138,6 +139,10 @@ class ProcessExecutor(Executor):
                 f.cancel()
 
 
+# Seconds to wait for an existing Dask scheduler before refusing its address.
+DASK_CONNECT_TIMEOUT_S = 5
+
+
 class DaskExecutor(Executor):
     """``dask.distributed``: the scheduler at ``address`` (e.g. ``"tcp://10.0.0.5:8786"``),
     or else a ``LocalCluster`` of ``workers`` processes with one thread each, closed on exit.
@@ -164,7 +169,13 @@ class DaskExecutor(Executor):
                                          silence_logs=logging.ERROR)
             self._client = Client(self._cluster)
         else:
-            self._client = Client(self.address)
+            try:
+                self._client = Client(self.address, timeout=DASK_CONNECT_TIMEOUT_S)
+            except (OSError, TimeoutError) as e:
+                raise BadInput(f"scheduler_address={self.address!r}: no Dask scheduler "
+                               f"answered within {DASK_CONNECT_TIMEOUT_S} s ({type(e).__name__}"
+                               "); start one there (`dask scheduler`) or use executor: "
+                               "processes") from None
             threads = sum(self._client.nthreads().values())
             self.workers = max(1, threads)
         return self

@@ -34,6 +34,7 @@ from photonic.core import (
     optical_matmul,
     program_tiles,
     realised_gain,
+    require_int,
     sample_tile_errors,
     tile_matrices,
 )
@@ -196,6 +197,8 @@ class PhotonicLinear(nn.Module):
         weight: torch.Tensor | None = None,
     ):
         super().__init__()
+        in_features = require_int("in_features", in_features, minimum=1)
+        out_features = require_int("out_features", out_features, minimum=1)
         self.in_features, self.out_features = in_features, out_features
         if weight is None:
             g = torch.Generator().manual_seed(int(seed))
@@ -256,6 +259,9 @@ class TTPhotonicLinear(nn.Module):
         super().__init__()
         if len(in_shape) != len(out_shape):
             raise ValueError(f"in_shape {in_shape} and out_shape {out_shape} need equal length")
+        for name, shape in (("in_shape", in_shape), ("out_shape", out_shape)):
+            for i, v in enumerate(shape):
+                require_int(f"{name}[{i}]", v, minimum=1)
         d = len(in_shape)
         r = [ranks] * (d - 1) if isinstance(ranks, int) else list(ranks)
         if len(r) != d - 1:

@@ -227,6 +227,7 @@ class _SeedTask:
     seed: int
     out: Path
     resume: bool
+    force: bool
     threads: int
 
 
@@ -241,7 +242,7 @@ def _run_seed(task: _SeedTask) -> tuple[int, int, str]:
         try:
             with limited_threads(task.threads):
                 task.runner(task.config, set_=[*task.sets, f"seed={task.seed}"],
-                            out=task.out, resume=task.resume, quiet=True)
+                            out=task.out, resume=task.resume, force=task.force, quiet=True)
         except (Exception, SystemExit) as e:  # typer.Exit carries exit_code, SystemExit code
             code = getattr(e, "exit_code", getattr(e, "code", 1))
             code = code if isinstance(code, int) else 1
@@ -313,6 +314,7 @@ def run_seeds(
     kind: str,
     out: str | Path,
     resume: bool = False,
+    force: bool = False,
     executor: str = "processes",
     workers: int | None = None,
     address: str | None = None,
@@ -321,7 +323,7 @@ def run_seeds(
 ) -> SeedsResult:
     """Run ``config`` once per seed on an executor and write the summary (module doc).
 
-    ``runner(config, *, set_, out, resume, quiet)`` is the single-run function (the CLI's
+    ``runner(config, *, set_, out, resume, force, quiet)`` is the single-run function (the CLI's
     ``run``): it returns on success and raises an exception carrying ``exit_code`` (or
     ``SystemExit``) otherwise; it must be module-level, to pickle. ``config``: the config
     file the seeds run (``label``: as the user wrote it, for the summary's reproduce
@@ -349,7 +351,7 @@ def run_seeds(
             continue
         metrics.unlink(missing_ok=True)
         tasks.append(_SeedTask(runner, str(config), tuple(sets), s, _seed_dir(out, s),
-                               resume, threads))
+                               resume, force, threads))
     _fan_out(tasks, executor=executor, workers=workers, address=address, ctx=ctx,
              result=result)
     for s in result.ran:

@@ -7,6 +7,7 @@ half-written is ever left behind: every file is written to a temporary sibling a
 
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import math
@@ -25,9 +26,14 @@ from photonic.devices import DeviceParams
 from photonic.noise import NoiseConfig
 
 __all__ = [
-    "WorkloadConfig", "RunContext", "Interrupted", "atomic_write_bytes", "flatten_metrics",
-    "new_figure",
+    "WorkloadConfig", "RunContext", "Interrupted", "BadInput", "atomic_write_bytes",
+    "flatten_metrics", "new_figure", "config_hash", "available_memory_bytes",
+    "remove_stale_temp_files",
 ]
+
+# atomic_write_bytes writes ``.<name>.<random>.tmp`` siblings; a process killed mid-write
+# leaves one behind, which the next run into the folder removes.
+TEMP_PREFIX, TEMP_SUFFIX = ".", ".tmp"
 
 
 class Interrupted(Exception):
@@ -38,6 +44,11 @@ class Interrupted(Exception):
     """
 
 
+class BadInput(ValueError):
+    """A user error found once a run has started (e.g. an unreachable Dask scheduler):
+    the CLI prints its message in one line and exits with code 2, without a traceback."""
+
+
 class WorkloadConfig(BaseModel):
     """Base of every workload's config: unknown keys are rejected."""
 
@@ -46,21 +57,85 @@ class WorkloadConfig(BaseModel):
     kind: str
 
 
+def _umask() -> int:
+    """The process umask, read without changing it where Linux reports it."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("Umask:"):
+                return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    old = os.umask(0o022)  # elsewhere: set and restore (not thread-safe, hence the fallback)
+    os.umask(old)
+    return old
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` via a temporary file in the same folder and a rename.
+
+    The file gets the mode an ordinary ``open(path, "w")`` would give (0o666 less the
+    umask), not ``mkstemp``'s private 0o600.
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f"{TEMP_PREFIX}{path.name}.",
+                               suffix=TEMP_SUFFIX)
     try:
         with os.fdopen(fd, "wb") as f:
             f.write(data)
             f.flush()
+            os.fchmod(f.fileno(), 0o666 & ~_umask())
             os.fsync(f.fileno())
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def remove_stale_temp_files(folder: Path) -> list[Path]:
+    """Delete the temporary files that killed writers left in ``folder``; returns them."""
+    folder = Path(folder)
+    if not folder.is_dir():
+        return []
+    stale = [p for p in folder.iterdir() if p.is_file() and p.name.startswith(TEMP_PREFIX)
+             and p.name.endswith(TEMP_SUFFIX)]
+    for p in stale:
+        p.unlink(missing_ok=True)
+    return stale
+
+
+def config_hash(config: Mapping[str, Any]) -> str:
+    """SHA-256 of the canonical JSON of a resolved config (key order does not matter)."""
+    text = json.dumps(_jsonable(config), sort_keys=True, separators=(",", ":"))
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
+def available_memory_bytes() -> int:
+    """Memory a new run can use: psutil's ``available`` (else /proc/meminfo MemAvailable),
+    capped by a cgroup-v2 limit (``memory.max`` − ``memory.current``) where one is set."""
+    try:
+        import psutil
+
+        avail = int(psutil.virtual_memory().available)
+    except ImportError:
+        avail = _meminfo_available()
+    cgroup = Path("/sys/fs/cgroup")
+    try:
+        limit = (cgroup / "memory.max").read_text().strip()
+        if limit != "max":
+            used = int((cgroup / "memory.current").read_text())
+            avail = min(avail, max(int(limit) - used, 0))
+    except (OSError, ValueError):
+        pass
+    return avail
+
+
+def _meminfo_available() -> int:
+    for line in Path("/proc/meminfo").read_text().splitlines():
+        if line.startswith("MemAvailable:"):
+            return int(line.split()[1]) * 1024  # the value is in kB
+    raise OSError("/proc/meminfo has no MemAvailable line")
 
 
 def new_figure(**kwargs):
@@ -118,10 +193,14 @@ class RunContext:
     # Set (by the CLI's SIGINT/SIGTERM handler) when the user asks the run to stop. Training
     # loops check it at iteration boundaries, save their checkpoint and raise Interrupted.
     stop_requested: bool = False
+    # The resolved config of the run (seed, chip, workload) and its config_hash; every
+    # checkpoint records both, so that a resume can refuse a different config.
+    run_config: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.out = Path(self.out)
         self.out.mkdir(parents=True, exist_ok=True)
+        remove_stale_temp_files(self.out)
 
     def path(self, name: str) -> Path:
         return self.out / name
@@ -157,6 +236,11 @@ class RunContext:
         return self.path(name)
 
     def save_checkpoint(self, state: dict[str, Any], name: str = "checkpoint.pt") -> Path:
+        """Write ``state`` atomically, with the run's config and its hash under
+        ``"run_config"`` and ``"run_config_hash"`` (when the context has a run config)."""
+        if self.run_config is not None:
+            state = {**state, "run_config": self.run_config,
+                     "run_config_hash": config_hash(self.run_config)}
         buf = io.BytesIO()
         torch.save(state, buf)
         atomic_write_bytes(self.path(name), buf.getvalue())

@@ -49,7 +49,6 @@ exceeds the preset's per-laser or per-chip limit).
 
 from __future__ import annotations
 
-import difflib
 import hashlib
 import io
 import itertools
@@ -59,14 +58,14 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from contextlib import ExitStack
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import numpy as np
 import pandas as pd
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationInfo, field_validator
 
-from photonic.core import TensorCore
+from photonic.core import TensorCore, tensor_core_memory_bytes
 from photonic.cost import Stage, estimate_cost
 from photonic.devices import DeviceParams
 from photonic.executors import (
@@ -82,6 +81,7 @@ from photonic.mesh import TOPOLOGIES
 from photonic.metrics import matrix_fidelity, rel_frobenius_error
 from photonic.noise import NoiseConfig
 from photonic.runio import RunContext, WorkloadConfig, atomic_write_bytes
+from photonic.textutil import did_you_mean
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -121,11 +121,6 @@ COLUMNS = AXES + (
 )
 
 
-def _did_you_mean(value: str, choices: Iterable[str]) -> str:
-    close = difflib.get_close_matches(str(value), list(choices), n=1)
-    return f"; did you mean {close[0]!r}?" if close else ""
-
-
 # --------------------------------------------------------------------------- design points
 class DesignPoint(BaseModel):
     """One chip design of a sweep (hashable, immutable).
@@ -152,7 +147,7 @@ class DesignPoint(BaseModel):
     def _known_topology(cls, v: str) -> str:
         if v not in TOPOLOGIES:
             raise ValueError(f"topology {v!r} is not known; valid choices: "
-                             f"{sorted(TOPOLOGIES)}{_did_you_mean(v, TOPOLOGIES)}")
+                             f"{sorted(TOPOLOGIES)}{did_you_mean(v, TOPOLOGIES)}")
         return v
 
 
@@ -400,11 +395,11 @@ def run_sweep(
         if p.preset not in devices:
             raise ValueError(f"point {p.model_dump()} uses preset {p.preset!r}, which is not "
                              f"in devices (given: {sorted(devices)})"
-                             f"{_did_you_mean(p.preset, devices)}")
+                             f"{did_you_mean(p.preset, devices)}")
         if p.matrix != "random" and p.matrix not in matrices:
             raise ValueError(f"point {p.model_dump()} uses matrix {p.matrix!r}, which is not "
                              f"in matrices (given: {sorted(matrices)})"
-                             f"{_did_you_mean(p.matrix, matrices)}")
+                             f"{did_you_mean(p.matrix, matrices)}")
         m = matrices.get(p.matrix)
         for s in seeds:
             key = point_key(p, device=devices[p.preset], noise=noise, seed=s, batch=batch,
@@ -535,12 +530,16 @@ class Config(WorkloadConfig):
 
     kind: Literal["sweep"] = "sweep"
     presets: list[str] = Field(default_factory=list)
-    n: list[int] = Field(default_factory=lambda: [4, 8, 16], min_length=1)
+    # the bounds of DesignPoint, checked here so that a bad axis fails before any point runs
+    n: list[Annotated[int, Field(ge=2)]] = Field(default_factory=lambda: [4, 8, 16],
+                                                 min_length=1)
     topology: list[str] = Field(default_factory=lambda: ["clements", "reck"], min_length=1)
-    tile: list[int | None] = Field(default_factory=lambda: [None], min_length=1)
-    noise_scale: list[float] = Field(default_factory=lambda: [1.0], min_length=1)
-    phase_noise_std_rad: list[float | None] = Field(default_factory=lambda: [None],
-                                                    min_length=1)
+    tile: list[Annotated[int, Field(ge=2)] | None] = Field(default_factory=lambda: [None],
+                                                           min_length=1)
+    noise_scale: list[Annotated[float, Field(ge=0)]] = Field(default_factory=lambda: [1.0],
+                                                             min_length=1)
+    phase_noise_std_rad: list[Annotated[float, Field(ge=0)] | None] = Field(
+        default_factory=lambda: [None], min_length=1)
     seeds: int = Field(3, ge=1, description="rows per point: seeds seed, seed+1, …")
     batch: int = Field(64, ge=1, description="random input vectors for output_rel_error")
     executor: str = "inprocess"
@@ -561,7 +560,7 @@ class Config(WorkloadConfig):
     def _known_executor(cls, v: str) -> str:
         if v not in EXECUTORS:
             raise ValueError(f"executor {v!r} is not known; valid choices: "
-                             f"{sorted(EXECUTORS)}{_did_you_mean(v, EXECUTORS)}")
+                             f"{sorted(EXECUTORS)}{did_you_mean(v, EXECUTORS)}")
         return v
 
     @field_validator("scheduler_address")
@@ -571,6 +570,18 @@ class Config(WorkloadConfig):
         if v is not None and executor != "dask":
             raise ValueError(f"scheduler_address={v!r} needs executor: dask (got {executor!r})")
         return v
+
+
+HEADLINE_METRICS = ("points", "rows", "fidelity_mean", "fidelity_min")
+
+
+def estimate_memory_bytes(cfg: Config, ctx_like) -> int:
+    """Peak memory of the sweep: its largest point, times the points evaluated at once
+    (one per worker process, except in-process or on a remote Dask cluster)."""
+    largest = max(tensor_core_memory_bytes(n, n, tile=t or n, batch=cfg.batch)
+                  for n in cfg.n for t in cfg.tile)
+    local_workers = cfg.executor != "inprocess" and cfg.scheduler_address is None
+    return largest * (cfg.workers if local_workers else 1)
 
 
 def _markdown_table(df: pd.DataFrame) -> str:
