@@ -195,9 +195,9 @@ def test_missing_files_and_wrong_commands(tmp_path):
 
 
 def test_unreachable_dask_scheduler_is_refused_with_its_address(tmp_path, monkeypatch):
-    import photonic.sweep as sw
+    import photonic.executors as ex
 
-    monkeypatch.setattr(sw, "DASK_CONNECT_TIMEOUT_S", 1)
+    monkeypatch.setattr(ex, "DASK_CONNECT_TIMEOUT_S", 1)
     out = tmp_path / "o"
     res = _run("run", "sweep_mesh", "--out", str(out), "--quiet", "--set", "workload.n=[4]",
                "--set", "workload.executor=dask",
