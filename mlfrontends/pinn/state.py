@@ -12,6 +12,8 @@ from typing import Any, NamedTuple
 
 import torch
 
+from photonic.runio import BadInput
+
 __all__ = ["StepRecord", "EvalRecord", "ValidationRecord", "FinishState", "Selected",
            "TrainState", "check_resumable"]
 
@@ -127,7 +129,7 @@ def check_resumable(saved: dict[str, Any]) -> None:
     removed option; one written with the option off resumes as before."""
     two_sided = (saved.get("optim") or {}).get("two_sided", True)
     if (saved.get("optim") or {}).get("method") == "subspace_lm" and two_sided is False:
-        raise ValueError("checkpoint.pt was written with workload.optim.two_sided = false "
+        raise BadInput("checkpoint.pt was written with workload.optim.two_sided = false "
                          "(subspace_lm), which was removed: subspace_lm always takes central "
                          "differences; start a new run (without --resume)")
     for path, off in _REMOVED.items():
@@ -135,6 +137,6 @@ def check_resumable(saved: dict[str, Any]) -> None:
         for key in path:
             node = node.get(key) if isinstance(node, dict) else None
         if node is not None and node != off:
-            raise ValueError(f"checkpoint.pt was written with workload.{'.'.join(path)} = "
+            raise BadInput(f"checkpoint.pt was written with workload.{'.'.join(path)} = "
                              f"{node!r}, which was removed; this version cannot continue that "
                              "run: start a new run (without --resume)")

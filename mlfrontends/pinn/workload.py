@@ -29,10 +29,28 @@ from photonic.runio import RunContext
 
 from .config import DEFAULT_NETWORKS, Config, lr_at
 from .network import build_network
+from .pdes import PDE_REGISTRY
 from .report import predict, rel_l2, report
 from .train import build, train
 
-__all__ = ["Config", "run", "lr_at", "build_network", "DEFAULT_NETWORKS"]
+__all__ = ["Config", "run", "lr_at", "build_network", "DEFAULT_NETWORKS", "HEADLINE_METRICS",
+           "RESUME_SAFE_FIELDS", "section_model"]
+
+# Printed at the end of `photonic-sim run` (the CLI's protocol for workload modules).
+HEADLINE_METRICS = ("rel_l2", "rel_l2_best", "iterations", "wall_s")
+# Workload keys a --resume may change: they set when the run evaluates and checkpoints, and
+# neither draws random numbers (the test grid and the validation set are fixed), so the
+# trajectory is the same.
+RESUME_SAFE_FIELDS = frozenset({"eval_every", "checkpoint_every"})
+
+
+def section_model(path: tuple, workload: dict[str, Any]):
+    """The pydantic model of a free-form dict of the config: ``pde_params`` is checked against
+    its PDE's ``Params`` (so an unknown key there is reported with the PDE's valid keys)."""
+    if tuple(path) == ("pde_params",):
+        pde = PDE_REGISTRY.get(str(workload.get("pde", "burgers")))
+        return None if pde is None else pde.Params
+    return None
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:

@@ -392,3 +392,11 @@ def test_a_checkpoint_without_a_config_record_resumes_with_a_warning(tmp_path, f
     assert "records no config (written by an older version); resuming without checking" \
         in res.output
     assert json.loads((out / "metrics.json").read_text())["x"] == 20.0
+
+
+def test_pde_params_typo_lists_the_pdes_valid_keys():
+    _refused(_run("validate", "pinn_burgers", "--set", "workload.pde_params.nuu=0.1"),
+             "workload.pde_params.nuu: unknown key (valid keys: grid_t, grid_x, nu); "
+             "did you mean 'nu'?")
+    _refused(_run("validate", "pinn_darcy", "--set", "workload.pde_params.nu=0.1"),
+             "workload.pde_params.nu: unknown key (valid keys: ")
