@@ -162,8 +162,6 @@ def test_sizes_that_cannot_fit_in_memory_are_refused_by_validate_and_run(tmp_pat
      "less than"),
     ("sweep_mesh", ["workload.n=[1, 4]"],
      "workload.n[0] = 1: Input should be greater than or equal to 2", None),
-    ("pinn_burgers", ["workload.pde_params.nuu=0.1"],
-     "workload.pde_params.nuu: unknown key of workload.pde_params", "workload.nuu"),
     ("pinn_burgers", ["workload.pde=burgerz"],
      "workload: pde: unknown PDE 'burgerz'; did you mean 'burgers'?", "'kind': 'pinn'"),
     ("mesh_demo", ["workload.topology=clement"], "workload: topology='clement'", None),
