@@ -347,6 +347,9 @@ def _format_validation(err: ValidationError, model: type[BaseModel], where: str,
         if not loc:  # a model-level rule: its message names the fields; the input is all
             lines.append(f"{where}: {prefix.rstrip('.') or 'config'}: {msg}")
             continue
+        if prefix and msg.startswith(prefix):  # a section's own rule, naming its full path
+            lines.append(f"{where}: {msg}")
+            continue
         value = e.get("input")
         expected = (e.get("ctx") or {}).get("expected")
         if expected and isinstance(value, str):
