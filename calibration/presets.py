@@ -18,7 +18,6 @@ are reported as such by :func:`preset_sources`.
 
 from __future__ import annotations
 
-import difflib
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +25,7 @@ import yaml
 from pydantic import BaseModel, ValidationError
 
 from photonic.devices import DeviceParams
+from photonic.textutil import did_you_mean
 
 __all__ = [
     "PRESET_DIR",
@@ -68,8 +68,7 @@ def preset_file(name: str, *, directory: str | Path | None = None) -> Path:
         if (d / f"{name}.yaml").is_file():
             return d / f"{name}.yaml"
     names = list_presets(directory=directory)
-    close = difflib.get_close_matches(str(name), names, n=1)
-    hint = f"; did you mean {close[0]!r}?" if close else ""
+    hint = did_you_mean(str(name), names)
     raise PresetError(f"unknown preset {name!r}{hint} Valid presets: {', '.join(names)}")
 
 
@@ -91,8 +90,7 @@ def _walk(
     for key, sub in node.items():
         dotted = f"{prefix}.{key}" if prefix else str(key)
         if key not in fields:
-            close = difflib.get_close_matches(str(key), list(fields), n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(str(key), list(fields))
             raise PresetError(f"{path}: params.{dotted}: unknown field{hint} "
                               f"(valid: {', '.join(fields)})")
         ann = fields[key].annotation
@@ -125,8 +123,7 @@ def _read(path: Path) -> dict[str, Any]:
         raise PresetError(f"{path}: the top level must be a mapping with keys {_TOP_KEYS}")
     for key in raw:
         if key not in _TOP_KEYS:
-            close = difflib.get_close_matches(str(key), _TOP_KEYS, n=1)
-            hint = f"; did you mean {close[0]!r}?" if close else ""
+            hint = did_you_mean(str(key), _TOP_KEYS)
             raise PresetError(f"{path}: unknown top-level key {key!r}{hint} "
                               f"(valid: {', '.join(_TOP_KEYS)})")
     if not isinstance(raw.get("description"), str):

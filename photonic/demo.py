@@ -16,6 +16,7 @@ from photonic.core import TensorCore, tensor_core_memory_bytes
 from photonic.mesh import TOPOLOGIES
 from photonic.metrics import matrix_fidelity, rel_frobenius_error
 from photonic.runio import RunContext, WorkloadConfig
+from photonic.textutil import markdown_table
 
 
 class Config(WorkloadConfig):
@@ -61,11 +62,8 @@ def run(cfg: Config, ctx: RunContext) -> dict:
         f"Preset `{ctx.provenance.get('preset', ctx.device.name)}`; noise switched on: "
         + (", ".join(k for k, v in ctx.noise.model_dump().items() if v is True) or "none"),
         "",
-        "| quantity | value |",
-        "|---|---|",
+        *markdown_table(["quantity", "value"], metrics.items()),
     ]
-    for k, v in metrics.items():
-        lines.append(f"| {k} | {v:.6g} |" if isinstance(v, float) else f"| {k} | {v} |")
     lines += ["", "fidelity = |⟨W, Ŵ⟩|²/(‖W‖²‖Ŵ‖²) of the realised (complex) matrix Ŵ; "
               "output_rel_error includes input DAC, detector noise and ADC."]
     ctx.write_text("report.md", "\n".join(lines) + "\n")

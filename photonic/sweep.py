@@ -80,8 +80,8 @@ from photonic.executors import (
 from photonic.mesh import TOPOLOGIES
 from photonic.metrics import matrix_fidelity, rel_frobenius_error
 from photonic.noise import NoiseConfig
-from photonic.runio import RunContext, WorkloadConfig, atomic_write_bytes
-from photonic.textutil import did_you_mean
+from photonic.runio import RunContext, WorkloadConfig, atomic_write_bytes, new_figure
+from photonic.textutil import did_you_mean, markdown_table
 
 __all__ = [
     "SCHEMA_VERSION",
@@ -501,13 +501,16 @@ def plot_metric(
     return ax
 
 
-def plot_costs(df: pd.DataFrame, *, x: str = "n", by: Sequence[str] = ("topology", "preset")):
+def plot_costs(df: pd.DataFrame, *, x: str = "n", by: Sequence[str] = ("topology", "preset"),
+               fig=None):
     """Area, energy, latency and laser power against ``x`` (log scales), one panel each;
-    infeasible designs (power budget over a laser limit) are crossed out in red. Returns the
-    Figure."""
-    import matplotlib.pyplot as plt
+    infeasible designs (power budget over a laser limit) are crossed out in red. Draws into
+    ``fig`` (default: a new pyplot figure, shown in a notebook); returns the Figure."""
+    if fig is None:
+        import matplotlib.pyplot as plt
 
-    fig, axes = plt.subplots(1, 4, figsize=(20, 3.8))
+        fig = plt.figure(figsize=(20, 3.8))
+    axes = fig.subplots(1, 4)
     ys = ("area_um2", "energy_pj", "latency_ns", "laser_optical_mw")
     for ax, y in zip(axes, ys, strict=True):
         plot_metric(df, x=x, y=y, by=by, ax=ax, logy=True, logx=True)
@@ -584,16 +587,6 @@ def estimate_memory_bytes(cfg: Config, ctx_like) -> int:
     return largest * (cfg.workers if local_workers else 1)
 
 
-def _markdown_table(df: pd.DataFrame) -> str:
-    def fmt(v):
-        return f"{v:.6g}" if isinstance(v, float) else str(v)
-
-    lines = ["| " + " | ".join(df.columns) + " |", "|" + "---|" * len(df.columns)]
-    lines += ["| " + " | ".join(fmt(v) for v in r) + " |"
-              for r in df.itertuples(index=False)]
-    return "\n".join(lines)
-
-
 def _feasibility_lines(summary: pd.DataFrame) -> list[str]:
     """Where designs become infeasible, per preset and topology: the largest feasible N and
     the smallest infeasible one (the power budget grows with the path loss, hence with N)."""
@@ -624,11 +617,6 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     """
     import importlib.util
 
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     chip_name = str(ctx.provenance.get("preset", ctx.device.name))
     devices = dict(ctx.presets) if cfg.presets else {chip_name: ctx.device}
     missing = [p for p in cfg.presets if p not in devices]
@@ -657,15 +645,16 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     ctx.write_text("summary.csv", summary.to_csv(index=False))
 
     figures = []
-    fig, ax = plt.subplots(figsize=(6, 4))
+    fig = new_figure(figsize=(6, 4))
+    ax = fig.subplots()
     plot_metric(df, x="n", y="fidelity", ax=ax, logx=True)
     ax.set_title("Fidelity vs N (mean ± std over seeds)")
     ctx.savefig(fig, "fidelity_vs_n.png")
     figures.append(("Fidelity vs N", "fidelity_vs_n.png"))
     if df["phase_noise_std_rad"].nunique() > 1:
         presets = list(devices)
-        fig, axes = plt.subplots(1, len(presets), figsize=(5.5 * len(presets), 4),
-                                 squeeze=False)
+        fig = new_figure(figsize=(5.5 * len(presets), 4))
+        axes = fig.subplots(1, len(presets), squeeze=False)
         for ax, name in zip(axes[0], presets, strict=True):
             plot_metric(df[df["preset"] == name], x="phase_noise_std_rad", y="fidelity",
                         by=("topology", "n"), ax=ax)
@@ -673,7 +662,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
         fig.tight_layout()
         ctx.savefig(fig, "fidelity_vs_phase_noise.png")
         figures.append(("Fidelity vs phase noise", "fidelity_vs_phase_noise.png"))
-    ctx.savefig(plot_costs(df), "cost_vs_n.png")
+    ctx.savefig(plot_costs(df, fig=new_figure(figsize=(20, 3.8))), "cost_vs_n.png")
     figures.append(("Area, energy, latency vs N", "cost_vs_n.png"))
 
     noise_on = ", ".join(k for k, v in ctx.noise.model_dump().items() if v is True) or "none"
@@ -693,7 +682,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     cols = ["n", "topology", "tile", "preset", "noise_scale", "phase_noise_std_rad", "seeds",
             "fidelity", "fidelity_std", "num_mzis", "area_um2", "energy_pj", "latency_ns",
             "laser_optical_mw", "feasible"]
-    lines += ["## Per design point (means over seeds)", "", _markdown_table(summary[cols]), "",
+    lines += ["## Per design point (means over seeds)", "",
+              "\n".join(markdown_table(cols, summary[cols].itertuples(index=False))), "",
               "fidelity = |⟨W, Ŵ⟩|²/(‖W‖²‖Ŵ‖²) of the realised optical matrix Ŵ; costs from "
               "`photonic.cost.estimate_cost` (weight-stationary, one input vector); "
               "laser_optical_mw and feasible from its power budget (`photonic.power`).", ""]
