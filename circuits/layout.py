@@ -10,7 +10,7 @@ of length ``L``, so cells abut port to port and the mesh is routed by placement;
 hierarchical (one cell definition referenced K times), which keeps N = 32 fast.
 
 Electrical routing of the heaters to pads is *not* drawn: heater via stacks are the
-electrical ports of each cell (see the closing note of issue 3).
+electrical ports of each cell, where a routing layer would connect.
 
 Call ``gf.gpdk.PDK.activate()`` (done by :func:`activate_pdk`) before building.
 """
@@ -48,7 +48,7 @@ __all__ = [
     "render_png",
 ]
 
-HEATER_LENGTH_UM = 100.0  # SimPhony library thermal shifter, 100 × 25 µm (brief table)
+HEATER_LENGTH_UM = 100.0  # SimPhony device library's thermal shifter, 100 × 25 µm
 CELL_SPACING_UM = 10.0  # edge-to-edge gap of vertically stacked MZIs (assumed, thermal)
 MODE_PITCH_UM = (51.0 + CELL_SPACING_UM) / 2  # two modes per 51 µm tall balanced PDK MZI
 SBEND_LENGTH_UM = 40.0  # Bezier S-bend length for the ±(pitch/2) fan-in / fan-out

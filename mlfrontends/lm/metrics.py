@@ -7,7 +7,7 @@ passes END / DoLa scorers. A scorer is ``scorer(model, hidden_states) -> scores`
 (shape (*P, ..., d)) and the scores have shape (*P, ..., V); log-probabilities are
 ``log_softmax(scores)``.
 
-Definitions (as in TOFU, Maini et al. 2024, and the project brief):
+Definitions (as in TOFU, Maini et al. 2024):
 
 - length-normalised answer log-probability: (1/|a|) Σ_t log p(a_t | q, a_<t) over the answer
   words and ``<eos>``;

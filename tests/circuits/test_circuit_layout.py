@@ -23,7 +23,7 @@ from photonic import DeviceParams, mesh_layout
 from photonic.devices import LayoutParams, PhaseShifterParams
 
 activate_pdk()
-HEATER_UM = 61.6  # Harris et al. 2014 doped-Si heater length (brief table)
+HEATER_UM = 61.6  # Harris et al., Opt. Express 22, 10487 (2014): doped-Si heater length
 P = MODE_PITCH_UM
 
 
