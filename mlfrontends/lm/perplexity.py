@@ -125,15 +125,19 @@ def evaluate(model: pretrained.LlamaLM, ids: torch.Tensor, pool: tiling.TilePool
 
 
 def _cost_rows(cfg: Config, ctx: RunContext, model: pretrained.LlamaLM) -> list[dict]:
-    """Energy / latency per token of every design; feasibility against the budgets."""
+    """Energy / latency per token of every design; feasibility against the budgets.
+
+    ``key``: "run" (the run's chip) or the preset name; ``chip``: the label in the report.
+    """
     stages = tiling.model_stages(model, tile=cfg.tile)
-    chips = {"run chip": ctx.device, **ctx.presets}
-    designs = [(name, dev, "time_multiplexed", phase, batch)
-               for name, dev in chips.items()
+    run_label = f"{ctx.provenance.get('preset', 'chip')} (run)"
+    chips = {"run": (run_label, ctx.device), **{n: (n, d) for n, d in ctx.presets.items()}}
+    designs = [(key, "time_multiplexed", phase, batch) for key in chips
                for phase, batch in (("prefill", cfg.context), ("decode", 1))]
-    designs.append(("run chip", ctx.device, "weight_stationary", "decode", 1))
+    designs.append(("run", "weight_stationary", "decode", 1))
     rows = []
-    for name, dev, flow, phase, batch in designs:
+    for key, flow, phase, batch in designs:
+        label, dev = chips[key]
         rep = photonic.estimate_cost(device=dev, stages=stages, dataflow=flow,
                                      physical_tiles=cfg.physical_tiles, physical_tile=cfg.tile,
                                      batch=batch)
@@ -144,11 +148,12 @@ def _cost_rows(cfg: Config, ctx: RunContext, model: pretrained.LlamaLM) -> list[
             reasons.append(f"power {power_w:.3g} W > {cfg.power_budget_w:g} W")
         if area_mm2 > cfg.area_budget_mm2:
             reasons.append(f"area {area_mm2:.4g} mm² > {cfg.area_budget_mm2:g} mm²")
-        rows.append({"chip": name, "dataflow": flow, "phase": phase, "batch": batch,
-                     "energy_pj_per_token": rep.energy_pj,
+        rows.append({"key": key, "chip": label, "dataflow": flow, "phase": phase,
+                     "batch": batch, "energy_pj_per_token": rep.energy_pj,
                      "time_ns_per_token": rep.time_per_inference_ns,
                      "latency_ns": rep.latency_ns, "power_w": power_w, "area_mm2": area_mm2,
                      "reprogramming_pj_per_token": rep.energy_breakdown_pj["reprogramming"],
+                     "sram_area_mm2": rep.area_breakdown_um2["memory"] * 1e-6,
                      "feasible": not reasons, "why_infeasible": "; ".join(reasons),
                      "assumptions": rep.assumptions})
     return rows
@@ -176,10 +181,10 @@ def _figure(ctx: RunContext, summary: dict, nll_d: torch.Tensor, nll_c: torch.Te
     fig = new_figure(figsize=(10, 4))
     ax1, ax2 = fig.subplots(1, 2)
     ppl = [summary["chip_ppl"][str(s)] for s in seeds]
-    ax1.bar([str(s) for s in seeds], ppl, color="tab:orange", label="chip")
+    ax1.plot([str(s) for s in seeds], ppl, "o", color="tab:orange", label="chip")
     ax1.axhline(summary["digital_ppl"], color="k", ls="--", label="digital")
-    ax1.set_xlabel("chip seed (fabrication draw)")
-    ax1.set_ylabel("perplexity (tokens⁻¹, exp of mean NLL)")
+    ax1.set_xlabel("chip seed (fabrication and noise draw)")
+    ax1.set_ylabel("perplexity (exp of mean NLL per token, dimensionless)")
     ax1.set_yscale("log")
     ax1.legend()
     diff = (nll_c - nll_d).reshape(len(seeds), -1).numpy()
@@ -210,14 +215,19 @@ def _report(cfg: Config, ctx: RunContext, info: dict, summary: dict, rows: list[
         "", f"Chip over {len(seeds)} seeds: median {summary['chip_ppl_median']:.4g}, worst "
         f"{summary['chip_ppl_worst']:.4g}, spread (max − min) {summary['chip_ppl_spread']:.3g}.",
         "", "![perplexity](perplexity.png)", "",
+        "Settings: `config.resolved.yaml` beside this report (`photonic-sim run` with them "
+        "reproduces every number: the chips are seeded).", "",
         "## Energy and latency per token (photonic.estimate_cost)", "",
         f"Feasible: average power ≤ {cfg.power_budget_w:g} W and area ≤ "
         f"{cfg.area_budget_mm2:g} mm². An infeasible design's numbers are not a result.", "",
         *markdown_table(
-            ["chip", "dataflow", "phase (batch)", "energy pJ/token", "time ns/token",
-             "power W", "area mm²", "feasible"],
+            ["chip", "dataflow", "phase (tokens per programming)", "energy pJ/token",
+             "of it reprogramming pJ", "time ns/token", "power W", "area mm² (SRAM)",
+             "feasible"],
             [[r["chip"], r["dataflow"], f"{r['phase']} ({r['batch']})",
-              r["energy_pj_per_token"], r["time_ns_per_token"], r["power_w"], r["area_mm2"],
+              r["energy_pj_per_token"], r["reprogramming_pj_per_token"],
+              r["time_ns_per_token"], r["power_w"],
+              f"{r['area_mm2']:.4g} ({r['sram_area_mm2']:.4g})",
               "yes" if r["feasible"] else f"no: {r['why_infeasible']}"] for r in rows]),
         "", "Attention score products, softmax, norms, rotary embedding and the embedding "
         "look-up are electronic and not costed.",
@@ -245,7 +255,7 @@ def run(cfg: Config, ctx: RunContext) -> dict:
             "logical_tiles": tiling.total_logical_tiles(lm.model, cfg.tile)}
     _figure(ctx, summary, nll_d, nll_c, cfg.seeds)
     _report(cfg, ctx, info, summary, rows)
-    cost = {f"{r['chip']}.{r['dataflow']}.{r['phase']}".replace(" ", "_"):
-            {k: v for k, v in r.items() if k not in ("chip", "dataflow", "phase", "assumptions")}
-            for r in rows}
+    cost = {f"{r['key']}.{r['dataflow']}.{r['phase']}":
+            {k: v for k, v in r.items()
+             if k not in ("key", "chip", "dataflow", "phase", "assumptions")} for r in rows}
     return {**summary, "model": info, "chip_programmings": pool.programmings, "cost": cost}

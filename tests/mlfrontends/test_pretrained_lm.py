@@ -260,20 +260,21 @@ def test_byte_level_tokenizer_from_gguf_vocabulary():
     assert tok.decode([4, 5, 2]) == "ab abb"
 
 
-def tiny_run(tmp_path, preset_noise, **over):
+def tiny_files(tmp_path):
     pytest.importorskip("tokenizers")
     path = write_tiny_gguf(tmp_path / "tiny.gguf", tiny_model(torch.float32))
     text = tmp_path / "text.txt"
     text.write_text("ab ab abab a b ab " * 6)
-    cfg = perplexity.Config(kind="lm_perplexity", gguf_path=str(path), text_path=str(text),
-                            context=8, seeds=[0, 1], tile=4, physical_tiles=2, **over)
-    device, noise = preset_noise
-    ctx = RunContext(out=tmp_path / "out", device=device, noise=noise, show_progress=False)
-    return perplexity.run(cfg, ctx), ctx
+    return path, text
 
 
 def test_workload_ideal_chip_perplexity_equals_digital(tmp_path):
-    metrics, ctx = tiny_run(tmp_path, (photonic.DeviceParams(), photonic.NoiseConfig()))
+    path, text = tiny_files(tmp_path)
+    cfg = perplexity.Config(kind="lm_perplexity", gguf_path=str(path), text_path=str(text),
+                            context=8, seeds=[0, 1], tile=4, physical_tiles=2)
+    ctx = RunContext(out=tmp_path / "out", device=photonic.DeviceParams(),
+                     noise=photonic.NoiseConfig(), show_progress=False)
+    metrics = perplexity.run(cfg, ctx)
     # 55 tokens ('ab', 'Ġab', 'Ġab', 'ab', 'Ġ', 'a', ...) → 6 windows of 8, 7 predicted each
     assert metrics["tokens_scored"] == 6 * 7
     for s in ("0", "1"):
@@ -285,18 +286,32 @@ def test_workload_ideal_chip_perplexity_equals_digital(tmp_path):
     assert metrics["chip_programmings"] == 248
 
 
-def test_workload_noisy_chip_changes_perplexity_and_reports_feasibility(tmp_path):
-    import calibration
+def test_shipped_config_runs_through_the_cli_at_reduced_size(tmp_path):
+    import json
 
-    metrics, _ = tiny_run(tmp_path, (calibration.load_preset("iii_v_moscap"),
-                                     photonic.NoiseConfig.all()), power_budget_w=1e-6)
-    assert metrics["chip_ppl"]["0"] != metrics["chip_ppl"]["1"]
-    assert metrics["chip_ppl_spread"] == pytest.approx(
-        abs(metrics["chip_ppl"]["0"] - metrics["chip_ppl"]["1"]))
-    row = metrics["cost"]["run_chip.time_multiplexed.prefill"]
-    assert row["power_w"] == pytest.approx(
-        row["energy_pj_per_token"] / row["time_ns_per_token"] * 1e-3)
-    assert not row["feasible"] and row["why_infeasible"].startswith("power ")
+    from typer.testing import CliRunner
+
+    from photonic.cli import app
+
+    path, text = tiny_files(tmp_path)
+    sets = [f"workload.gguf_path={path}", f"workload.text_path={text}", "workload.context=8",
+            "workload.tile=4", "workload.physical_tiles=2", "workload.seeds=[0,1]",
+            "workload.presets=[mems]", "workload.power_budget_w=1e-6"]
+    args = ["run", "lm_perplexity", "--out", str(tmp_path / "out"), "--quiet"]
+    res = CliRunner().invoke(app, [*args, *(x for s in sets for x in ("--set", s))])
+    assert res.exit_code == 0, res.output
+    m = json.loads((tmp_path / "out" / "metrics.json").read_text())
+    # the shipped chip: iii_v_moscap with every non-ideality, one fabrication draw per seed
+    assert m["chip_ppl.0"] != m["chip_ppl.1"] and m["chip_ppl.0"] != m["digital_ppl"]
+    assert m["chip_ppl_spread"] == pytest.approx(abs(m["chip_ppl.0"] - m["chip_ppl.1"]))
+    e, t = (m[f"cost.run.time_multiplexed.prefill.{k}"] for k in ("energy_pj_per_token",
+                                                                 "time_ns_per_token"))
+    assert m["cost.run.time_multiplexed.prefill.power_w"] == pytest.approx(e / t * 1e-3)
+    assert m["cost.mems.time_multiplexed.decode.feasible"] is False
+    assert m["cost.run.weight_stationary.decode.why_infeasible"].startswith("power ")
+    bad = CliRunner().invoke(app, [*args, "--set", "workload.seeds=[1,1]"])
+    assert bad.exit_code == 2
+    assert "seeds = [1, 1]: values must be distinct" in bad.output
 
 
 def test_config_errors_name_the_field(tmp_path):
