@@ -48,7 +48,7 @@ def reference_logits(m: LlamaLM, ids: torch.Tensor) -> torch.Tensor:
 
     def rope(x):  # (B, H, T, hd)
         z = torch.view_as_complex(x.reshape(*x.shape[:-1], hd // 2, 2).contiguous())
-        return torch.view_as_real(z * rot).flatten(-2)
+        return torch.view_as_real(z * rot.to(z.dtype)).flatten(-2)
 
     def norm(x, w):
         return x / torch.sqrt((x * x).mean(-1, keepdim=True) + c.norm_eps) * w
@@ -341,11 +341,16 @@ def test_smollm2_loads_offline_and_predicts_english():
     lm = load_pretrained()
     assert lm.model.n_params == 134_515_008
     assert lm.model.cfg.n_layers == 30 and lm.model.tied_head
+    assert lm.tensor_types["blk.0.attn_q.weight"] == "Q4_1"
     text = ("Four score and seven years ago our fathers brought forth on this continent, a new "
             "nation, conceived in Liberty, and dedicated to the proposition that all men are "
             "created equal.")
-    ids = torch.tensor([lm.tokenizer.encode(text).ids])
+    enc = lm.tokenizer.encode(text)
+    assert lm.tokenizer.decode(enc.ids) == text
+    ids = torch.tensor([enc.ids])
     with torch.no_grad():
-        nll = perplexity.token_nll(lm.model(ids), ids)
+        logits = lm.model(ids)
+        torch.testing.assert_close(logits[:, :8], reference_logits(lm.model, ids[:, :8]),
+                                   rtol=1e-5, atol=1e-4)
     # a uniform guess over the 49,152 tokens would give ln 49152 ≈ 10.8 nats per token
-    assert float(nll.mean()) < math.log(30)
+    assert float(perplexity.token_nll(logits, ids).mean()) < math.log(30)
