@@ -49,6 +49,7 @@ WORKLOADS: dict[str, str] = {
     "forget_vector": "mlfrontends.unlearning.forget_vector",
     "decode": "mlfrontends.decoding.workload",
     "sweep": "photonic.sweep",
+    "lm_perplexity": "mlfrontends.lm.perplexity",
 }
 
 REPO_CONFIGS = Path(__file__).resolve().parents[1] / "configs"
