@@ -237,7 +237,16 @@ def _report(cfg: Config, ctx: RunContext, info: dict, summary: dict, rows: list[
 
 
 def run(cfg: Config, ctx: RunContext) -> dict:
+    """Score the text digitally and on the chips; torch's thread count is restored after."""
+    threads = torch.get_num_threads()
     torch.set_num_threads(1)
+    try:
+        return _run(cfg, ctx)
+    finally:
+        torch.set_num_threads(threads)
+
+
+def _run(cfg: Config, ctx: RunContext) -> dict:
     text_path = Path(cfg.text_path) if cfg.text_path else SHIPPED_TEXT
     lm = pretrained.load_pretrained(cfg.gguf_path)
     ids = windows(lm.tokenizer.encode(text_path.read_text(encoding="utf-8")).ids, cfg.context,
