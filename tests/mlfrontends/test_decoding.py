@@ -36,24 +36,48 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_end_scores_hand_example():
     # Two layers in L (an upper layer, then the final one), three candidate tokens.
     z = torch.tensor([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0]])
-    # Two layers whose logits differ by d: H = ln(1 + e^d) − d e^d / (1 + e^d).
-    # token 0: q = softmax(0, 2) = (0.119203, 0.880797), H = 0.365334
-    # token 1: q = softmax(0, 1) = (0.268941, 0.731059), H = 0.582203
-    # token 2: q = (1/2, 1/2), H = ln 2
-    H = torch.tensor([0.365334, 0.582203, math.log(2)])
+    # p_0 = (1/3, 1/3, 1/3); p_N = softmax(2, 1, 0) = (0.665241, 0.244728, 0.090031).
+    # q(x) = (p_0(x), p_N(x)) / (p_0(x) + p_N(x)); H = −Σ q ln q:
+    # token 0: q = (0.333809, 0.666191), H = 0.636844
+    # token 1: q = (0.576640, 0.423360), H = 0.681353
+    # token 2: q = (0.787345, 0.212655), H = 0.517454
+    # (an entropy over the raw logits would give 0.365334, 0.582203, ln 2 instead)
+    H = torch.tensor([0.636844, 0.681353, 0.517454])
     torch.testing.assert_close(cross_layer_entropy(z), H, atol=1e-6, rtol=0)
-    torch.testing.assert_close(end_scores(z, alpha=1.0, r=0.0),
-                               torch.tensor([1.634666, 0.417797, -0.693147]), atol=1e-6, rtol=0)
-    # r = 0.5: p_N = (0.665241, 0.244728, 0.090031); only token 0 is in the head set, the
-    # others keep z_N
+    logp_final = torch.log(torch.tensor([0.665241, 0.244728, 0.090031]))
+    torch.testing.assert_close(end_scores(z, alpha=1.0, r=0.0), logp_final - H,
+                               atol=1e-5, rtol=0)
+    # r = 0.5: only token 0 (p_N ≥ 0.332620) is in the head set; the others keep log p_N
     torch.testing.assert_close(end_scores(z, alpha=1.0, r=0.5),
-                               torch.tensor([1.634666, 1.0, 0.0]), atol=1e-6, rtol=0)
-    # A token whose logit rose late (low H) overtakes one that was high all along.
+                               torch.stack([logp_final[0] - H[0], *logp_final[1:]]),
+                               atol=1e-5, rtol=0)
+
+
+def test_end_entropy_is_over_per_layer_probabilities():
+    # Adding a constant to one layer's logits leaves its next-token distribution, and so END,
+    # unchanged; an entropy over raw logits would move (here by far more than the tolerance).
+    z = torch.tensor([[0.3, -1.0, 2.0, 0.5], [1.0, 0.0, -0.5, 2.5], [2.0, 1.5, -1.0, 0.0]])
+    shifted = z + torch.tensor([[7.0], [-3.0], [0.0]])
+    torch.testing.assert_close(cross_layer_entropy(shifted), cross_layer_entropy(z))
+    torch.testing.assert_close(end_scores(shifted, alpha=3.0, r=0.0),
+                               end_scores(z, alpha=3.0, r=0.0))
+    # H is bounded by ln |L| (uniform over layers: the token's probability never changed)
+    same = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    torch.testing.assert_close(cross_layer_entropy(same), torch.full((2,), math.log(2)))
+    # A token whose probability rose late (low H) overtakes one that was high all along:
+    # p_0 = softmax(2, 0, 0), p_N = softmax(2.2, 2, 0).
     z2 = torch.tensor([[2.0, 0.0, 0.0], [2.2, 2.0, 0.0]])
-    s = end_scores(z2, alpha=1.0, r=0.0)
-    # token 0: d = 0.2, H = 0.688172; token 1: d = 2, H = 0.365334 (as above)
-    torch.testing.assert_close(s[:2], torch.tensor([2.2 - 0.688172, 2.0 - 0.365334]),
-                               atol=1e-6, rtol=0)
+    p0 = [math.exp(2) / (math.exp(2) + 2), 1 / (math.exp(2) + 2)]
+    pn = [math.exp(2.2) / (math.exp(2.2) + math.exp(2) + 1),
+          math.exp(2) / (math.exp(2.2) + math.exp(2) + 1)]
+
+    def h(a: float, b: float) -> float:
+        qa, qb = a / (a + b), b / (a + b)
+        return -(qa * math.log(qa) + qb * math.log(qb))
+
+    s = end_scores(z2, alpha=3.0, r=0.0)
+    expect = [math.log(pn[0]) - 3 * h(p0[0], pn[0]), math.log(pn[1]) - 3 * h(p0[1], pn[1])]
+    torch.testing.assert_close(s[:2], torch.tensor(expect), atol=1e-6, rtol=0)
     assert s.argmax() == 1 and z2[-1].argmax() == 0
 
 
