@@ -4,8 +4,8 @@ For every seed s the whole pipeline is redrawn: the fictitious-authors benchmark
 ``benchmark.seed + s`` (which authors and values exist and which phrasing of each fact is
 trained, i.e. the train / held-out split), the model trained on it (initialisation and data
 order seed s, cached), the evaluation sample and the chip's error draw (seed s). Each model in
-``models`` is evaluated, on the ``digital`` chip (exact weights), the run's chip and any extra
-``presets``, on two separate sets:
+``models`` is evaluated on the ``digital`` chip (exact weights, unless ``digital`` is false),
+the run's chip and any extra ``presets``, on two separate sets:
 
 - ``facts``: factual QA on the fictitious facts the model was trained on, asked in the
   held-out phrasing (``heldout_question``), a seeded sample of ``n_author_items``;
@@ -87,6 +87,7 @@ class Config(WorkloadConfig):
     seeds: list[int] = Field([0, 1, 2, 3, 4], min_length=1)
     models: list[Literal["partial", "target"]] = Field(["partial", "target"], min_length=1)
     presets: list[str] = Field([], description="extra chips besides digital and chip.preset")
+    digital: bool = Field(True, description="also evaluate the exact-weight (digital) model")
     tile: int = Field(8, ge=2, description="k of the k×k SVD tiles")
     n_author_items: int = Field(200, ge=1)
     n_general_items: int | None = Field(None, ge=1, description="None: the whole set")
@@ -261,7 +262,8 @@ def compare(outcomes: dict, *, family_alpha: float, n_bootstrap: int) -> list[di
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     run_chip = str(ctx.provenance.get("preset", "chip"))
-    chips: dict[str, photonic.DeviceParams | None] = {"digital": None, run_chip: ctx.device}
+    chips: dict[str, photonic.DeviceParams | None] = {"digital": None} if cfg.digital else {}
+    chips[run_chip] = ctx.device
     for name in cfg.presets:
         chips[name] = ctx.presets[name]
     outcomes, records, art, sizes = _collect(cfg, ctx, chips)

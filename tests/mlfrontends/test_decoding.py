@@ -220,7 +220,8 @@ def test_decode_workload_smoke(tmp_path):
     cfg = Config.model_validate(shipped)
     assert len(cfg.seeds) >= 5
     cfg = Config.model_validate({
-        **shipped, "seeds": [0, 1], "n_author_items": 12, "n_general_items": 8,
+        **shipped, "seeds": [0, 1], "digital": True, "models": ["partial", "target"],
+        "n_author_items": 12, "n_general_items": 8,
         "max_new_tokens": 10, "end": {**shipped["end"], "layers": [1], "alphas": [0.0, 3.0]},
         "dola": {**shipped["dola"], "premature_layers": [0, 1]},
         "train": {"epochs": 2, "partial_epochs": 1, "warmup_steps": 5},
