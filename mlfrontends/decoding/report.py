@@ -8,7 +8,7 @@ from photonic.runio import RunContext, new_figure
 from photonic.textutil import markdown_table
 
 SET_TITLES = {"facts": "Factual QA (fictitious facts, held-out phrasing)",
-              "general": "General knowledge (held-out phrasing)"}
+              "general": "General knowledge ({} phrasing)"}
 
 
 def _p(v: float) -> str:
@@ -36,15 +36,19 @@ def _comparison_table(rows: list[dict], set_name: str) -> list[str]:
 
 def _headline(rows: list[dict], family_alpha: float) -> list[str]:
     sig = [r for r in rows if r["significant"]]
+    gains = sorted({f"{r['rule']} on {r['set']}" for r in sig if r["delta"] > 0})
+    verdict = (f"Significant gains over greedy: {', '.join(gains)}." if gains else
+               "No significant gain over greedy on any set or measure.")
     if not sig:
         best = min(rows, key=lambda r: r["sign_p_holm"])
-        return [f"No rule differs significantly from greedy decoding at family-wise "
+        return [verdict, "", f"No rule differs significantly from greedy decoding at family-wise "
                 f"α = {family_alpha:g} (Holm over {len(rows)} comparisons): a null result. "
                 f"Smallest Holm-adjusted p: {_p(best['sign_p_holm'])} ({best['chip']} / "
                 f"{best['role']} / {best['set']} / {best['rule']} / {best['measure']}, "
                 f"Δ = {best['delta']:+.3f})."]
-    out = [f"Differences to greedy significant at family-wise α = {family_alpha:g} (Holm over "
-           f"{len(rows)} comparisons):"]
+    out = [verdict, "", f"Differences to greedy significant at family-wise α = {family_alpha:g} "
+           f"(Holm p over {len(rows)} comparisons below it and the simultaneous interval "
+           "excluding zero):"]
     for r in sig:
         out.append(f"- {r['chip']} / {r['role']} / {r['set']} / {r['rule']} / {r['measure']}: "
                    f"Δ = {r['delta']:+.3f} [{r['delta_ci_low']:+.3f}, {r['delta_ci_high']:+.3f}],"
@@ -77,7 +81,8 @@ def write_report(cfg, ctx: RunContext, metrics: dict, rows: list[dict], costs: d
         f"{cfg.dola.premature_layers}, r = {cfg.dola.r_mc} (MC) / {cfg.dola.r_generation} "
         "(generation).", ""]
     for set_name in ("facts", "general"):
-        lines += [f"## {SET_TITLES[set_name]}", "", *_comparison_table(rows, set_name), ""]
+        title = SET_TITLES[set_name].format(cfg.general_phrasing)
+        lines += [f"## {title}", "", *_comparison_table(rows, set_name), ""]
     lines += ["## Chip cost per generated token", "",
               "Chips other than `digital` are weight-stationary programmed chips: the model's "
               "linear weights are replaced by the matrices the chip realises with every mesh "
@@ -116,9 +121,15 @@ def _figure(ctx: RunContext, rows: list[dict]) -> None:
             colours = ["tab:green" if r["significant"] else "tab:grey" for r in sel]
             ax.errorbar(d, y, xerr=err, fmt="none", ecolor="black", capsize=2)
             ax.scatter(d, y, c=colours, zorder=3)
+            for k, r in enumerate(sel):
+                ax.scatter(r["delta_per_seed"], [k - 0.15] * len(r["delta_per_seed"]), s=8,
+                           color="tab:blue", zorder=2)
             ax.axvline(0.0, color="tab:red", lw=0.8)
             ax.set_yticks(y, labels, fontsize=6)
             ax.set_xlabel(f"Δ {measure} vs greedy (fraction of items)")
+            ax.set_ylabel("rule (chip / model)")
             ax.set_title(f"{set_name}: {measure}", fontsize=9)
+    fig.suptitle("Δ vs greedy over (seed, item) pairs with simultaneous Bonferroni intervals; "
+                 "green: Holm-significant, grey: not; blue: per-seed Δ", fontsize=9)
     fig.tight_layout()
     ctx.savefig(fig, "decode_deltas.png")

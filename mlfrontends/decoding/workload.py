@@ -10,14 +10,16 @@ the run's chip and any extra ``presets``, on two separate sets:
 - ``facts``: factual QA on the fictitious facts the model was trained on, asked in the
   held-out phrasing (``heldout_question``), a seeded sample of ``n_author_items``;
 - ``general``: the general-knowledge items (capitals, opposites, colours, sums) the model was
-  trained on, asked in their held-out phrasing (``n_general_items``, default all).
+  trained on, asked as trained (``general_phrasing: trained``, the default: does a rule damage
+  what the model reliably knows?) or in their held-out phrasing (``n_general_items``, default
+  all).
 
 Measures per item (0/1) and rule:
 
 - ``value_match``: the greedy generation under the rule (r = ``r_generation``) contains the
   fact's value as a contiguous word sequence (the answer is right, whatever the phrasing);
-- ``exact_match``: the generation equals the held-out answer word for word;
-- ``mc_accuracy``: the true held-out answer beats the perturbed answers of the same phrasing by
+- ``exact_match``: the generation equals the answer of the asked phrasing word for word;
+- ``mc_accuracy``: the true answer beats the wrong-valued answers of the same phrasing by
   length-normalised log-probability under the rule's scores (r = ``r_mc``).
 
 Statistics (``mlfrontends.decoding.stats``): every rule is compared with greedy decoding item by
@@ -25,10 +27,13 @@ item within seeds. Per comparison: the mean paired difference, its two-stage clu
 interval at the Bonferroni level 1 − ``family_alpha`` / m (m = every rule × set × measure × chip
 × model comparison of the run), the exact sign test over discordant pairs with its smallest
 attainable p, Holm-adjusted p over the same family, and the per-seed differences as median,
-worst and spread. Energy and latency per generated token come from ``photonic.estimate_cost``
-with the model's linear layers as weight-stationary stages (attention score products and
-softmax are electronic and not costed) and the LM head run 1 + ``extra_projections_per_token``
-times per token.
+worst and spread. A difference counts as significant when its Holm p < ``family_alpha`` and
+its simultaneous interval excludes zero.
+
+Energy and latency per generated token come from ``photonic.estimate_cost`` with the model's
+linear layers as weight-stationary stages (attention score products and softmax are
+electronic and not costed) and the LM head run 1 + ``extra_projections_per_token`` times per
+token.
 """
 
 from __future__ import annotations
@@ -91,6 +96,9 @@ class Config(WorkloadConfig):
     tile: int = Field(8, ge=2, description="k of the k×k SVD tiles")
     n_author_items: int = Field(200, ge=1)
     n_general_items: int | None = Field(None, ge=1, description="None: the whole set")
+    general_phrasing: Literal["trained", "heldout"] = Field(
+        "trained", description="ask the general set as trained (does a rule damage what the "
+                               "model knows?) or in the held-out phrasing")
     family_alpha: float = Field(0.05, gt=0, lt=1, description="family-wise error rate")
     n_bootstrap: int = Field(10000, ge=100, description="cluster-bootstrap resamples")
     max_new_tokens: int = Field(16, ge=1)
@@ -155,20 +163,23 @@ def contains_words(generated: list[int], value: list[int]) -> bool:
     return any(generated[i:i + n] == value for i in range(len(generated) - n + 1))
 
 
-def _evaluate(model: CausalLM, tok, items_by_set, rules_mc, rules_gen, max_new_tokens
-              ) -> dict[tuple[str, str, str], np.ndarray]:
-    """Per-item 0/1 outcomes keyed (set, rule label, measure)."""
+def _evaluate(model: CausalLM, tok, items_by_set, heldout_by_set, rules_mc, rules_gen,
+              max_new_tokens) -> dict[tuple[str, str, str], np.ndarray]:
+    """Per-item 0/1 outcomes keyed (set, rule label, measure); ``heldout_by_set[set]`` picks
+    the held-out or the trained phrasing of question and answers."""
     out: dict[tuple[str, str, str], np.ndarray] = {}
     with torch.no_grad():
         for set_name, items in items_by_set.items():
-            lp = option_logprobs(model, tok, items, heldout=True, scorer=stacked(rules_mc))
+            heldout = heldout_by_set[set_name]
+            lp = option_logprobs(model, tok, items, heldout=heldout, scorer=stacked(rules_mc))
             for rule, ok in zip(rules_mc, mc_correct(lp), strict=True):
                 out[(set_name, rule_label(rule), "mc_accuracy")] = ok.numpy().astype(float)
-            questions = [it.heldout_question for it in items]
+            questions = [it.heldout_question if heldout else it.question for it in items]
+            refs = [it.heldout_answer if heldout else it.answer for it in items]
             values = [tok.encode(it.value) for it in items]
             for rule in rules_gen:
                 gen = generate(model, tok, questions, scorer=rule, max_new_tokens=max_new_tokens)
-                em = exact_match(gen, [it.heldout_answer for it in items], tok)
+                em = exact_match(gen, refs, tok)
                 out[(set_name, rule_label(rule), "exact_match")] = em.numpy().astype(float)
                 out[(set_name, rule_label(rule), "value_match")] = np.array(
                     [contains_words(g, v) for g, v in zip(gen, values, strict=True)], float)
@@ -203,6 +214,7 @@ def _collect(cfg: Config, ctx: RunContext, chips: dict) -> tuple[dict, dict, obj
     """Run every seed; returns outcomes {(chip, role, set, label, measure): (S, N) array},
     training records by seed, the last seed's artefacts and the evaluated set sizes."""
     rules_mc, rules_gen = _rules(cfg, "mc"), _rules(cfg, "generation")
+    heldout_by_set = {"facts": True, "general": cfg.general_phrasing == "heldout"}
     lm_overrides = cfg.lm.model_dump(exclude_none=True)
     rows: dict[tuple, list[np.ndarray]] = {}
     records: dict[int, dict] = {}
@@ -224,8 +236,8 @@ def _collect(cfg: Config, ctx: RunContext, chips: dict) -> tuple[dict, dict, obj
                 if dev is not None:
                     model = realised_model(model, device=dev, noise=ctx.noise, tile=cfg.tile,
                                            seed=seed)
-                res = _evaluate(model, art.tok, items_by_set, rules_mc, rules_gen,
-                                cfg.max_new_tokens)
+                res = _evaluate(model, art.tok, items_by_set, heldout_by_set, rules_mc,
+                                rules_gen, cfg.max_new_tokens)
                 for (set_name, label, measure), v in res.items():
                     rows.setdefault((chip, role, set_name, label, measure), []).append(v)
                 bar.update(1)
@@ -253,10 +265,14 @@ def compare(outcomes: dict, *, family_alpha: float, n_bootstrap: int) -> list[di
             "delta": float(c.diff.mean()), "delta_ci_low": lo, "delta_ci_high": hi,
             "ci_level": level, **{f"delta_seed_{k}": v for k, v in seed_summary(per_seed).items()},
             "n_better": st.n_better, "n_worse": st.n_worse, "sign_p": st.p,
-            "sign_p_min": st.p_min, "n_pairs": int(c.diff.size)})
+            "sign_p_min": st.p_min, "n_pairs": int(c.diff.size),
+            "delta_per_seed": per_seed.tolist()})
     for row, p in zip(out, holm([r["sign_p"] for r in out]), strict=True):
         row["sign_p_holm"] = p
-        row["significant"] = bool(p < family_alpha)
+        # both views must agree: the sign test treats items as independent, the interval
+        # also carries the spread between seeds
+        excludes_zero = row["delta_ci_low"] > 0 or row["delta_ci_high"] < 0
+        row["significant"] = bool(p < family_alpha and excludes_zero)
     return out
 
 

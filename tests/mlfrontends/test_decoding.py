@@ -266,7 +266,7 @@ def test_decode_workload_smoke(tmp_path):
     assert metrics["ideal.target.cost.dola.extra_projections_per_token"] == 2
     assert "digital.target.cost.greedy.energy_pj_per_token" not in metrics
     report = (tmp_path / "out" / "report.md").read_text()
-    assert "## Factual QA" in report and "## General knowledge" in report
+    assert "## Factual QA" in report and "## General knowledge (trained phrasing)" in report
     assert "| ideal | target | end_a3 | 1 |" in report
     assert (tmp_path / "out" / "decode_deltas.png").stat().st_size > 0
     json.dumps(metrics)
