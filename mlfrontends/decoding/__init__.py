@@ -1,5 +1,6 @@
-"""mlfrontends.decoding — greedy, DoLa and END decoding over early-exit logits, and the
-``decode`` workload (``mlfrontends.decoding.workload``)."""
+"""mlfrontends.decoding — greedy, DoLa and END decoding over early-exit logits (``methods``),
+paired comparisons against greedy (``stats``) and the ``decode`` workload (``workload``,
+``report``)."""
 
 from mlfrontends.decoding.methods import (
     END,

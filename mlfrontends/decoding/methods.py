@@ -3,12 +3,16 @@
 Early-exit logits z_l = head(final_norm(h_l)) for l = 0 … N (l = 0 is the embedding output,
 l = N the last block, whose z_N are the model's logits).
 
-END (Wu et al., NAACL 2025 Findings, "cross-layer Entropy eNhanced Decoding"). For each
-candidate token x over a layer set L (upper layers plus N), the per-token distribution across
-layers q_l(x) = exp z_l(x) / Σ_{l'∈L} exp z_{l'}(x) and its entropy
-H(x) = −Σ_l q_l(x) log q_l(x). A sharp late rise of the token's logit (low H) signals factual
-knowledge. Score s(x) = z_N(x) − α H(x) on the head set {x : p_N(x) ≥ r · max p_N}; other
-tokens keep z_N(x). α = 0 gives z_N exactly, i.e. greedy decoding.
+END (Wu et al., NAACL 2025 Findings, "Improve Decoding Factuality by Token-wise Cross Layer
+Entropy of Large Language Models", arXiv:2502.03199). Each layer l of a set L (upper layers plus
+N) gives a next-token distribution p_l = softmax(z_l) over the vocabulary. For each candidate
+token x the cross-layer distribution normalises that token's probabilities over the layers,
+q_l(x) = p_l(x) / Σ_{l'∈L} p_{l'}(x), and its entropy is H(x) = −Σ_l q_l(x) log q_l(x)
+(0 ≤ H ≤ log |L|). A sharp late rise of the token's probability (low H) signals factual
+knowledge. Score s(x) = log p_N(x) − α H(x) on the head set {x : p_N(x) ≥ r · max p_N};
+other tokens keep log p_N(x). Because H uses per-layer probabilities, adding a constant to
+one layer's logits changes nothing (a raw-logit entropy would change). α = 0 gives log p_N,
+whose argmax and log-softmax are greedy decoding's.
 
 DoLa (Chuang et al., ICLR 2024, "Decoding by Contrasting Layers"). Per position, the premature
 layer M = argmax_{j∈J} JSD(softmax z_N ‖ softmax z_j) over candidate layers J; score
@@ -43,8 +47,10 @@ def early_exit_logits(model: CausalLM, hidden: list[torch.Tensor],
 
 
 def cross_layer_entropy(z: torch.Tensor) -> torch.Tensor:
-    """H(x) over the layer dim 0 of ``z`` (L, ..., V): −Σ_l q_l log q_l, q = softmax over l."""
-    logq = torch.log_softmax(z, dim=0)
+    """H(x) from early-exit logits z (L, ..., V): p_l = softmax of z_l over the vocabulary (last
+    dim), q_l(x) = p_l(x) / Σ_l' p_l'(x) over the layers (dim 0), H = −Σ_l q_l log q_l."""
+    logp = torch.log_softmax(z, dim=-1)
+    logq = torch.log_softmax(logp, dim=0)  # log p_l(x) − log Σ_l' p_l'(x)
     return -(logq.exp() * logq).sum(0)
 
 
@@ -57,9 +63,10 @@ def head_set(z_final: torch.Tensor, r: float) -> torch.Tensor:
 
 
 def end_scores(z: torch.Tensor, *, alpha: float, r: float) -> torch.Tensor:
-    """END scores from z (L, ..., V) whose last entry is the final layer."""
-    zN = z[-1]
-    return torch.where(head_set(zN, r), zN - alpha * cross_layer_entropy(z), zN)
+    """END scores from early-exit logits z (L, ..., V) whose last entry is the final layer."""
+    logp_final = torch.log_softmax(z[-1], dim=-1)
+    return torch.where(head_set(z[-1], r), logp_final - alpha * cross_layer_entropy(z),
+                       logp_final)
 
 
 def js_divergence(logits_p: torch.Tensor, logits_q: torch.Tensor) -> torch.Tensor:

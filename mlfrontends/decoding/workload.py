@@ -1,45 +1,56 @@
 """Workload ``decode``: greedy vs DoLa vs END decoding of a small LM on photonic chips.
 
-For every seed a dense model is trained (or loaded from the cache) on the fictitious-authors
-benchmark (``mlfrontends.lm``); the seed sets the model initialisation, the data order, the
-sampled evaluation questions and the chip's error draw. Both the ``partial`` snapshot (errors
-remain) and the fully trained ``target`` are evaluated on
+For every seed s the whole pipeline is redrawn: the fictitious-authors benchmark with seed
+``benchmark.seed + s`` (which authors and values exist and which phrasing of each fact is
+trained, i.e. the train / held-out split), the model trained on it (initialisation and data
+order seed s, cached), the evaluation sample and the chip's error draw (seed s). Each model in
+``models`` is evaluated on the ``digital`` chip (exact weights, unless ``digital`` is false),
+the run's chip and any extra ``presets``, on two separate sets:
 
-- ``facts``: held-out phrasings of memorised author facts (``heldout_question``), a seeded
-  sample of ``n_author_items``;
-- ``general``: held-out phrasings of the general-knowledge set;
+- ``facts``: factual QA on the fictitious facts the model was trained on, asked in the
+  held-out phrasing (``heldout_question``), a seeded sample of ``n_author_items``;
+- ``general``: the general-knowledge items (capitals, opposites, colours, sums) the model was
+  trained on, asked as trained (``general_phrasing: trained``, the default: does a rule damage
+  what the model reliably knows?) or in their held-out phrasing (``n_general_items``, default
+  all).
 
-with two measures per decoding rule:
+Measures per item (0/1) and rule:
 
-- ``mc_accuracy``: the true answer (held-out phrasing) against the perturbed answers of the
-  same phrasing, by length-normalised log-probability under the rule's scores (r = ``r_mc``);
-- ``exact_match``: greedy generation under the rule (r = ``r_generation``) equals the true
-  answer word for word.
+- ``value_match``: the greedy generation under the rule (r = ``r_generation``) contains the
+  fact's value as a contiguous word sequence (the answer is right, whatever the phrasing);
+- ``exact_match``: the generation equals the answer of the asked phrasing word for word;
+- ``mc_accuracy``: the true answer beats the wrong-valued answers of the same phrasing by
+  length-normalised log-probability under the rule's scores (r = ``r_mc``).
 
-Chips: ``digital`` (exact weights), the run's chip (``chip.preset`` with ``chip.noise``) and
-any extra ``presets``, each evaluated as a weight-stationary programmed chip (see
-``mlfrontends.lm.chip.realised_model`` for what is and is not simulated).
+Statistics (``mlfrontends.decoding.stats``): every rule is compared with greedy decoding item by
+item within seeds. Per comparison: the mean paired difference, its two-stage cluster-bootstrap
+interval at the Bonferroni level 1 − ``family_alpha`` / m (m = every rule × set × measure × chip
+× model comparison of the run), the exact sign test over discordant pairs with its smallest
+attainable p, Holm-adjusted p over the same family, and the per-seed differences as median,
+worst and spread. A difference counts as significant when its Holm p < ``family_alpha`` and
+its simultaneous interval excludes zero.
 
-Aggregation over seeds: mean and a two-sided 95 % Student-t interval; the difference to greedy
-is paired by seed. Fewer than two seeds give null intervals. Energy and latency per generated
-token come from ``photonic.estimate_cost`` with the model's linear layers as weight-stationary
-stages (attention score products and softmax are electronic and not costed) and the LM head
-run 1 + ``extra_projections_per_token`` times per token.
+Energy and latency per generated token come from ``photonic.estimate_cost`` with the model's
+linear layers as weight-stationary stages (attention score products and softmax are
+electronic and not costed) and the LM head run 1 + ``extra_projections_per_token`` times per
+token.
 """
 
 from __future__ import annotations
 
 import math
 import random
+from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, model_validator
-from scipy import stats
 
 import photonic
 from mlfrontends.decoding.methods import END, DecodingRule, DoLa, Greedy, stacked
+from mlfrontends.decoding.report import write_report
+from mlfrontends.decoding.stats import cluster_bootstrap, holm, seed_summary, sign_test
 from mlfrontends.lm.chip import realised_model
 from mlfrontends.lm.data import BenchmarkConfig
 from mlfrontends.lm.metrics import exact_match, generate, mc_correct, option_logprobs
@@ -81,9 +92,15 @@ class Config(WorkloadConfig):
     seeds: list[int] = Field([0, 1, 2, 3, 4], min_length=1)
     models: list[Literal["partial", "target"]] = Field(["partial", "target"], min_length=1)
     presets: list[str] = Field([], description="extra chips besides digital and chip.preset")
+    digital: bool = Field(True, description="also evaluate the exact-weight (digital) model")
     tile: int = Field(8, ge=2, description="k of the k×k SVD tiles")
-    n_author_items: int = Field(150, ge=1)
+    n_author_items: int = Field(200, ge=1)
     n_general_items: int | None = Field(None, ge=1, description="None: the whole set")
+    general_phrasing: Literal["trained", "heldout"] = Field(
+        "trained", description="ask the general set as trained (does a rule damage what the "
+                               "model knows?) or in the held-out phrasing")
+    family_alpha: float = Field(0.05, gt=0, lt=1, description="family-wise error rate")
+    n_bootstrap: int = Field(10000, ge=100, description="cluster-bootstrap resamples")
     max_new_tokens: int = Field(16, ge=1)
     end: EndSettings = EndSettings()
     dola: DolaSettings = DolaSettings()
@@ -122,16 +139,6 @@ def rule_label(rule: DecodingRule) -> str:
     return f"end_a{rule.alpha:g}" if isinstance(rule, END) else rule.name
 
 
-def mean_ci(values: list[float]) -> tuple[float, float | None, float | None]:
-    """Mean and two-sided 95 % Student-t interval (None, None for fewer than two values)."""
-    a = np.asarray(values, dtype=float)
-    m = float(a.mean())
-    if len(a) < 2:
-        return m, None, None
-    half = float(stats.t.ppf(0.975, len(a) - 1) * a.std(ddof=1) / math.sqrt(len(a)))
-    return m, m - half, m + half
-
-
 def token_cost(model: CausalLM, *, device: photonic.DeviceParams, tile: int,
                extra_projections: int) -> photonic.CostReport:
     """Cost of one generated token: every linear layer once (KV-cached decoding), the LM head
@@ -146,190 +153,167 @@ def token_cost(model: CausalLM, *, device: photonic.DeviceParams, tile: int,
     return photonic.estimate_cost(device=device, stages=stages)
 
 
-def _evaluate(model: CausalLM, tok, items_by_set, rules_mc, rules_gen, max_new_tokens
-              ) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
+SETS = ("facts", "general")
+MEASURES = ("value_match", "exact_match", "mc_accuracy")
+
+
+def contains_words(generated: list[int], value: list[int]) -> bool:
+    """True if ``value`` occurs as a contiguous sub-sequence of ``generated``."""
+    n = len(value)
+    return any(generated[i:i + n] == value for i in range(len(generated) - n + 1))
+
+
+def _evaluate(model: CausalLM, tok, items_by_set, heldout_by_set, rules_mc, rules_gen,
+              max_new_tokens) -> dict[tuple[str, str, str], np.ndarray]:
+    """Per-item 0/1 outcomes keyed (set, rule label, measure); ``heldout_by_set[set]`` picks
+    the held-out or the trained phrasing of question and answers."""
+    out: dict[tuple[str, str, str], np.ndarray] = {}
     with torch.no_grad():
         for set_name, items in items_by_set.items():
-            prefix = "" if set_name == "facts" else f"{set_name}_"
-            lp = option_logprobs(model, tok, items, heldout=True, scorer=stacked(rules_mc))
-            acc = mc_correct(lp).float().mean(-1)
-            for rule, a in zip(rules_mc, acc.tolist(), strict=True):
-                out.setdefault(rule_label(rule), {})[f"{prefix}mc_accuracy"] = a
-            refs = [it.heldout_answer for it in items]
+            heldout = heldout_by_set[set_name]
+            lp = option_logprobs(model, tok, items, heldout=heldout, scorer=stacked(rules_mc))
+            for rule, ok in zip(rules_mc, mc_correct(lp), strict=True):
+                out[(set_name, rule_label(rule), "mc_accuracy")] = ok.numpy().astype(float)
+            questions = [it.heldout_question if heldout else it.question for it in items]
+            refs = [it.heldout_answer if heldout else it.answer for it in items]
+            values = [tok.encode(it.value) for it in items]
             for rule in rules_gen:
-                gen = generate(model, tok, [it.heldout_question for it in items], scorer=rule,
-                               max_new_tokens=max_new_tokens)
-                em = exact_match(gen, refs, tok).float().mean().item()
-                out.setdefault(rule_label(rule), {})[f"{prefix}exact_match"] = em
+                gen = generate(model, tok, questions, scorer=rule, max_new_tokens=max_new_tokens)
+                em = exact_match(gen, refs, tok)
+                out[(set_name, rule_label(rule), "exact_match")] = em.numpy().astype(float)
+                out[(set_name, rule_label(rule), "value_match")] = np.array(
+                    [contains_words(g, v) for g, v in zip(gen, values, strict=True)], float)
     return out
 
 
-def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
+@dataclass(frozen=True)
+class Comparison:
+    """One rule against greedy on one (chip, model, set, measure): ``diff`` (seeds, items)."""
+
+    chip: str
+    role: str
+    set_name: str
+    label: str
+    measure: str
+    rule: np.ndarray
+    greedy: np.ndarray
+
+    @property
+    def diff(self) -> np.ndarray:
+        return self.rule - self.greedy
+
+
+def _sample_items(art, cfg: Config, seed: int) -> dict[str, list]:
+    rng = random.Random(f"decode-eval:{seed}")
+    general = art.bench.split("general")
+    return {"facts": rng.sample(art.bench.split("authors"), cfg.n_author_items),
+            "general": rng.sample(general, min(len(general), cfg.n_general_items or len(general)))}
+
+
+def _collect(cfg: Config, ctx: RunContext, chips: dict) -> tuple[dict, dict, object, dict]:
+    """Run every seed; returns outcomes {(chip, role, set, label, measure): (S, N) array},
+    training records by seed, the last seed's artefacts and the evaluated set sizes."""
     rules_mc, rules_gen = _rules(cfg, "mc"), _rules(cfg, "generation")
-    run_chip = str(ctx.provenance.get("preset", "chip"))
-    chips: dict[str, photonic.DeviceParams | None] = {"digital": None, run_chip: ctx.device}
-    for name in cfg.presets:
-        chips[name] = ctx.presets[name]
+    heldout_by_set = {"facts": True, "general": cfg.general_phrasing == "heldout"}
     lm_overrides = cfg.lm.model_dump(exclude_none=True)
-    per_seed: dict[tuple[str, str, str], dict[str, list[float]]] = {}
+    rows: dict[tuple, list[np.ndarray]] = {}
     records: dict[int, dict] = {}
+    sizes: dict[str, int] = {}
     art = None
     bar = ctx.progress(len(cfg.seeds) * len(cfg.models) * len(chips), "decode")
     for seed in cfg.seeds:
-        art = load_models(cfg.benchmark, arch="dense", roles=tuple(cfg.models), seed=seed,
+        bench_cfg = cfg.benchmark.model_copy(update={"seed": cfg.benchmark.seed + seed})
+        art = load_models(bench_cfg, arch="dense", roles=tuple(cfg.models), seed=seed,
                           train_cfg=cfg.train, lm_overrides=lm_overrides,
                           cache_dir=cfg.cache_dir)
-        records[seed] = art.records
-        rng = random.Random(f"decode-eval:{seed}")
-        general = art.bench.split("general")
-        items_by_set = {
-            "facts": rng.sample(art.bench.split("authors"), cfg.n_author_items),
-            "general": rng.sample(general, min(len(general), cfg.n_general_items or len(general))),
-        }
+        records[seed] = {"dataset_hash": art.dataset_hash, "benchmark_seed": bench_cfg.seed,
+                         **{role: r["log"][-1]["answer_nll"] for role, r in art.records.items()}}
+        items_by_set = _sample_items(art, cfg, seed)
+        sizes = {k: len(v) for k, v in items_by_set.items()}
         for role in cfg.models:
             for chip, dev in chips.items():
                 model = art.models[role]
                 if dev is not None:
                     model = realised_model(model, device=dev, noise=ctx.noise, tile=cfg.tile,
                                            seed=seed)
-                res = _evaluate(model, art.tok, items_by_set, rules_mc, rules_gen,
-                                cfg.max_new_tokens)
-                for label, vals in res.items():
-                    slot = per_seed.setdefault((chip, role, label), {})
-                    for k, v in vals.items():
-                        slot.setdefault(k, []).append(v)
+                res = _evaluate(model, art.tok, items_by_set, heldout_by_set, rules_mc,
+                                rules_gen, cfg.max_new_tokens)
+                for (set_name, label, measure), v in res.items():
+                    rows.setdefault((chip, role, set_name, label, measure), []).append(v)
                 bar.update(1)
     bar.close()
-    assert art is not None
+    return {k: np.stack(v) for k, v in rows.items()}, records, art, sizes
+
+
+def compare(outcomes: dict, *, family_alpha: float, n_bootstrap: int) -> list[dict]:
+    """Every non-greedy rule against greedy, with the family-wise corrections (see module
+    docstring); one dict per comparison, in a stable order."""
+    comps = [Comparison(chip, role, set_name, label, measure, arr,
+                        outcomes[(chip, role, set_name, "greedy", measure)])
+             for (chip, role, set_name, label, measure), arr in outcomes.items()
+             if label != "greedy"]
+    m = len(comps)
+    level = 1 - family_alpha / max(m, 1)
+    out = []
+    for i, c in enumerate(comps):
+        st = sign_test(c.diff)
+        lo, hi = cluster_bootstrap(c.diff, level=level, n_boot=n_bootstrap, seed=i)
+        per_seed = c.diff.mean(axis=1)
+        out.append({
+            "chip": c.chip, "role": c.role, "set": c.set_name, "rule": c.label,
+            "measure": c.measure, "greedy": float(c.greedy.mean()), "value": float(c.rule.mean()),
+            "delta": float(c.diff.mean()), "delta_ci_low": lo, "delta_ci_high": hi,
+            "ci_level": level, **{f"delta_seed_{k}": v for k, v in seed_summary(per_seed).items()},
+            "n_better": st.n_better, "n_worse": st.n_worse, "sign_p": st.p,
+            "sign_p_min": st.p_min, "n_pairs": int(c.diff.size),
+            "delta_per_seed": per_seed.tolist()})
+    for row, p in zip(out, holm([r["sign_p"] for r in out]), strict=True):
+        row["sign_p_holm"] = p
+        # both views must agree: the sign test treats items as independent, the interval
+        # also carries the spread between seeds
+        excludes_zero = row["delta_ci_low"] > 0 or row["delta_ci_high"] < 0
+        row["significant"] = bool(p < family_alpha and excludes_zero)
+    return out
+
+
+def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
+    run_chip = str(ctx.provenance.get("preset", "chip"))
+    chips: dict[str, photonic.DeviceParams | None] = {"digital": None} if cfg.digital else {}
+    chips[run_chip] = ctx.device
+    for name in cfg.presets:
+        chips[name] = ctx.presets[name]
+    outcomes, records, art, sizes = _collect(cfg, ctx, chips)
+    rows = compare(outcomes, family_alpha=cfg.family_alpha, n_bootstrap=cfg.n_bootstrap)
     n_layers = art.models[cfg.models[0]].cfg.n_layers
+    rules_gen = _rules(cfg, "generation")
     extra = {rule_label(r): r.extra_projections_per_token(n_layers) for r in rules_gen}
 
-    metrics: dict[str, object] = {"dataset_hash": art.dataset_hash, "n_seeds": len(cfg.seeds),
-                                  "n_author_items": len(items_by_set["facts"]),
-                                  "n_general_items": len(items_by_set["general"])}
-    for seed, rec in records.items():
-        for role, r in rec.items():
-            metrics[f"train.seed{seed}.{role}.final_answer_nll"] = r["log"][-1]["answer_nll"]
-    rows = []
-    cost_notes: set[str] = set()
-    for (chip, role, label), vals in per_seed.items():
-        arm: dict[str, object] = {"extra_projections_per_token": extra[label]}
-        base = per_seed[(chip, role, "greedy")]
-        for key, v in vals.items():
-            m, lo, hi = mean_ci(v)
-            dm, dlo, dhi = mean_ci([a - b for a, b in zip(v, base[key], strict=True)])
-            arm |= {key: m, f"{key}_ci95_low": lo, f"{key}_ci95_high": hi,
-                    f"{key}_delta_vs_greedy": dm, f"{key}_delta_ci95_low": dlo,
-                    f"{key}_delta_ci95_high": dhi}
-        if chips[chip] is not None:
-            cost = token_cost(art.models[role], device=chips[chip], tile=cfg.tile,
-                              extra_projections=extra[label])
-            arm |= {"energy_pj_per_token": cost.energy_pj,
-                    "latency_ns_per_token": cost.latency_ns}
-            cost_notes.update(cost.assumptions)
-        metrics[f"{chip}.{role}.{label}"] = arm
-        rows.append((chip, role, label, arm))
-    _report(cfg, ctx, metrics, rows, chips, sorted(cost_notes))
+    metrics: dict[str, object] = {
+        "n_seeds": len(cfg.seeds), "n_author_items": sizes["facts"],
+        "n_general_items": sizes["general"], "n_comparisons": len(rows),
+        "family_alpha": cfg.family_alpha, "train": {f"seed{s}": r for s, r in records.items()}}
+    for (chip, role, set_name, label, measure), arr in outcomes.items():
+        per_seed = arr.mean(axis=1)
+        metrics[f"{chip}.{role}.{set_name}.{label}.{measure}"] = {
+            "mean": float(arr.mean()), **{f"seed_{k}": v for k, v in
+                                          seed_summary(per_seed).items()}}
+    for r in rows:
+        key = f"{r['chip']}.{r['role']}.{r['set']}.{r['rule']}.{r['measure']}"
+        metrics[key] |= {k: r[k] for k in (
+            "delta", "delta_ci_low", "delta_ci_high", "delta_seed_median", "delta_seed_worst",
+            "delta_seed_spread", "n_better", "n_worse", "sign_p", "sign_p_min", "sign_p_holm",
+            "significant")}
+    costs = {}
+    for chip, dev in chips.items():
+        if dev is None:
+            continue
+        for role in cfg.models:
+            for label, n_extra in extra.items():
+                cost = token_cost(art.models[role], device=dev, tile=cfg.tile,
+                                  extra_projections=n_extra)
+                costs[(chip, role, label)] = cost
+                metrics[f"{chip}.{role}.cost.{label}"] = {
+                    "extra_projections_per_token": n_extra,
+                    "energy_pj_per_token": cost.energy_pj, "latency_ns_per_token": cost.latency_ns}
+    write_report(cfg, ctx, metrics, rows, costs, extra)
     return metrics
-
-
-def _fmt(arm: dict, key: str) -> str:
-    m, lo, hi = arm.get(key), arm.get(f"{key}_ci95_low"), arm.get(f"{key}_ci95_high")
-    if m is None:
-        return "–"
-    return f"{m:.3f} [{lo:.3f}, {hi:.3f}]" if lo is not None else f"{m:.3f}"
-
-
-def _fmt_delta(arm: dict, key: str) -> str:
-    m, lo, hi = (arm.get(f"{key}_delta_vs_greedy"), arm.get(f"{key}_delta_ci95_low"),
-                 arm.get(f"{key}_delta_ci95_high"))
-    if m is None:
-        return "–"
-    return f"{m:+.3f} [{lo:+.3f}, {hi:+.3f}]" if lo is not None else f"{m:+.3f}"
-
-
-def _report(cfg: Config, ctx: RunContext, metrics: dict, rows: list, chips: dict,
-            cost_notes: list[str]) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    has_cost = any("energy_pj_per_token" in arm for *_, arm in rows)
-    head = ("| chip | model | method | extra proj./token | MC acc. (facts) | Δ vs greedy | "
-            "exact match (facts) | Δ vs greedy | MC acc. (general) | exact match (general) |"
-            + (" energy pJ/token | latency ns/token |" if has_cost else ""))
-    sig = []
-    for chip, role, label, arm in rows:
-        for key in ("mc_accuracy", "exact_match", "general_mc_accuracy", "general_exact_match"):
-            lo, hi = arm.get(f"{key}_delta_ci95_low"), arm.get(f"{key}_delta_ci95_high")
-            if label != "greedy" and lo is not None and (lo > 0 or hi < 0):
-                sig.append(f"{chip} / {role} / {label} / {key}: Δ = "
-                           f"{arm[f'{key}_delta_vs_greedy']:+.3f} [{lo:+.3f}, {hi:+.3f}]")
-    lines = [
-        "# Decoding on the photonic chip: greedy vs DoLa vs END",
-        "",
-        "Differences to greedy whose 95 % interval excludes zero"
-        + (":" if sig else ": none (a null result at this sample size)."),
-        *(f"- {x}" for x in sig),
-        "",
-        f"Dataset hash `{metrics['dataset_hash']}`; seeds {cfg.seeds} (model init, data order,"
-        f" evaluation sample, chip error draw); {metrics['n_author_items']} held-out author "
-        f"questions and {metrics['n_general_items']} general questions per seed. Values: mean "
-        "over seeds [95 % Student-t interval]; Δ is paired by seed. Null intervals mean fewer "
-        "than two seeds.",
-        "",
-        f"END layers L = {cfg.end.layers} + last, r = {cfg.end.r_mc} (MC) / "
-        f"{cfg.end.r_generation} (generation); DoLa premature layers J = "
-        f"{cfg.dola.premature_layers}, r = {cfg.dola.r_mc} (MC) / {cfg.dola.r_generation} "
-        "(generation).",
-        "",
-        "Chips other than `digital` are weight-stationary programmed chips: the model's linear "
-        "weights are replaced by the matrices the chip realises with every mesh non-ideality "
-        "of the preset (noise flags as in `config.resolved.yaml`); per-inference detector noise"
-        " and DAC/ADC quantisation are not simulated in this sweep (cost of the hub's "
-        "optical_matmul per call). Energy/latency: `photonic.estimate_cost` over the model's "
-        "linear layers (weight-stationary, 8-bit converters of the preset); attention products "
-        "are electronic and not costed.",
-        "",
-        head,
-        "|" + "---|" * (head.count("|") - 1),
-    ]
-    for chip, role, label, arm in rows:
-        row = (f"| {chip} | {role} | {label} | {arm['extra_projections_per_token']} | "
-               f"{_fmt(arm, 'mc_accuracy')} | {_fmt_delta(arm, 'mc_accuracy')} | "
-               f"{_fmt(arm, 'exact_match')} | {_fmt_delta(arm, 'exact_match')} | "
-               f"{_fmt(arm, 'general_mc_accuracy')} | {_fmt(arm, 'general_exact_match')} |")
-        if has_cost:
-            e, t = arm.get("energy_pj_per_token"), arm.get("latency_ns_per_token")
-            row += (f" {e:.4g} | {t:.4g} |" if e is not None else " – | – |")
-        lines.append(row)
-    if cost_notes:
-        lines += ["", "Cost estimator assumptions:", *(f"- {n}" for n in cost_notes)]
-    lines += ["", "![accuracy](decode_accuracy.png)", ""]
-    ctx.write_text("report.md", "\n".join(lines) + "\n")
-
-    chip_names = list(chips)
-    fig, axes = plt.subplots(len(cfg.models), 2, figsize=(11, 3.2 * len(cfg.models)),
-                             squeeze=False)
-    for i, role in enumerate(cfg.models):
-        for j, key in enumerate(("mc_accuracy", "exact_match")):
-            ax = axes[i, j]
-            labels = [lab for c, r, lab, _ in rows if c == chip_names[0] and r == role]
-            width = 0.8 / len(chip_names)
-            for k, chip in enumerate(chip_names):
-                arms = {lab: arm for c, r, lab, arm in rows if c == chip and r == role}
-                ms = [arms[lab][key] for lab in labels]
-                lo = [arms[lab][f"{key}_ci95_low"] for lab in labels]
-                hi = [arms[lab][f"{key}_ci95_high"] for lab in labels]
-                err = [[0.0 if b is None else m - b for m, b in zip(ms, lo, strict=True)],
-                       [0.0 if b is None else b - m for m, b in zip(ms, hi, strict=True)]]
-                ax.bar(np.arange(len(labels)) + k * width, ms, width, yerr=err, label=chip,
-                       capsize=3)
-            ax.set_xticks(np.arange(len(labels)) + 0.4 - width / 2, labels)
-            ax.set_title(f"{role}: {key} (held-out facts)")
-            ax.set_ylim(0, 1)
-            ax.legend(fontsize=7)
-    fig.tight_layout()
-    ctx.savefig(fig, "decode_accuracy.png")

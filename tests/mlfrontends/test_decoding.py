@@ -7,6 +7,7 @@ import json
 import math
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import yaml
@@ -22,7 +23,8 @@ from mlfrontends.decoding.methods import (
     end_scores,
     js_divergence,
 )
-from mlfrontends.decoding.workload import Config, mean_ci, run
+from mlfrontends.decoding.stats import SignTest, cluster_bootstrap, holm, sign_test
+from mlfrontends.decoding.workload import Config, compare, contains_words, run
 from mlfrontends.lm.data import build_benchmark
 from mlfrontends.lm.metrics import generate
 from mlfrontends.lm.model import CausalLM, LMConfig
@@ -36,24 +38,48 @@ ROOT = Path(__file__).resolve().parents[2]
 def test_end_scores_hand_example():
     # Two layers in L (an upper layer, then the final one), three candidate tokens.
     z = torch.tensor([[0.0, 0.0, 0.0], [2.0, 1.0, 0.0]])
-    # Two layers whose logits differ by d: H = ln(1 + e^d) − d e^d / (1 + e^d).
-    # token 0: q = softmax(0, 2) = (0.119203, 0.880797), H = 0.365334
-    # token 1: q = softmax(0, 1) = (0.268941, 0.731059), H = 0.582203
-    # token 2: q = (1/2, 1/2), H = ln 2
-    H = torch.tensor([0.365334, 0.582203, math.log(2)])
+    # p_0 = (1/3, 1/3, 1/3); p_N = softmax(2, 1, 0) = (0.665241, 0.244728, 0.090031).
+    # q(x) = (p_0(x), p_N(x)) / (p_0(x) + p_N(x)); H = −Σ q ln q:
+    # token 0: q = (0.333809, 0.666191), H = 0.636844
+    # token 1: q = (0.576640, 0.423360), H = 0.681353
+    # token 2: q = (0.787345, 0.212655), H = 0.517454
+    # (an entropy over the raw logits would give 0.365334, 0.582203, ln 2 instead)
+    H = torch.tensor([0.636844, 0.681353, 0.517454])
     torch.testing.assert_close(cross_layer_entropy(z), H, atol=1e-6, rtol=0)
-    torch.testing.assert_close(end_scores(z, alpha=1.0, r=0.0),
-                               torch.tensor([1.634666, 0.417797, -0.693147]), atol=1e-6, rtol=0)
-    # r = 0.5: p_N = (0.665241, 0.244728, 0.090031); only token 0 is in the head set, the
-    # others keep z_N
+    logp_final = torch.log(torch.tensor([0.665241, 0.244728, 0.090031]))
+    torch.testing.assert_close(end_scores(z, alpha=1.0, r=0.0), logp_final - H,
+                               atol=1e-5, rtol=0)
+    # r = 0.5: only token 0 (p_N ≥ 0.332620) is in the head set; the others keep log p_N
     torch.testing.assert_close(end_scores(z, alpha=1.0, r=0.5),
-                               torch.tensor([1.634666, 1.0, 0.0]), atol=1e-6, rtol=0)
-    # A token whose logit rose late (low H) overtakes one that was high all along.
+                               torch.stack([logp_final[0] - H[0], *logp_final[1:]]),
+                               atol=1e-5, rtol=0)
+
+
+def test_end_entropy_is_over_per_layer_probabilities():
+    # Adding a constant to one layer's logits leaves its next-token distribution, and so END,
+    # unchanged; an entropy over raw logits would move (here by far more than the tolerance).
+    z = torch.tensor([[0.3, -1.0, 2.0, 0.5], [1.0, 0.0, -0.5, 2.5], [2.0, 1.5, -1.0, 0.0]])
+    shifted = z + torch.tensor([[7.0], [-3.0], [0.0]])
+    torch.testing.assert_close(cross_layer_entropy(shifted), cross_layer_entropy(z))
+    torch.testing.assert_close(end_scores(shifted, alpha=3.0, r=0.0),
+                               end_scores(z, alpha=3.0, r=0.0))
+    # H is bounded by ln |L| (uniform over layers: the token's probability never changed)
+    same = torch.tensor([[1.0, 0.0], [1.0, 0.0]])
+    torch.testing.assert_close(cross_layer_entropy(same), torch.full((2,), math.log(2)))
+    # A token whose probability rose late (low H) overtakes one that was high all along:
+    # p_0 = softmax(2, 0, 0), p_N = softmax(2.2, 2, 0).
     z2 = torch.tensor([[2.0, 0.0, 0.0], [2.2, 2.0, 0.0]])
-    s = end_scores(z2, alpha=1.0, r=0.0)
-    # token 0: d = 0.2, H = 0.688172; token 1: d = 2, H = 0.365334 (as above)
-    torch.testing.assert_close(s[:2], torch.tensor([2.2 - 0.688172, 2.0 - 0.365334]),
-                               atol=1e-6, rtol=0)
+    p0 = [math.exp(2) / (math.exp(2) + 2), 1 / (math.exp(2) + 2)]
+    pn = [math.exp(2.2) / (math.exp(2.2) + math.exp(2) + 1),
+          math.exp(2) / (math.exp(2.2) + math.exp(2) + 1)]
+
+    def h(a: float, b: float) -> float:
+        qa, qb = a / (a + b), b / (a + b)
+        return -(qa * math.log(qa) + qb * math.log(qb))
+
+    s = end_scores(z2, alpha=3.0, r=0.0)
+    expect = [math.log(pn[0]) - 3 * h(p0[0], pn[0]), math.log(pn[1]) - 3 * h(p0[1], pn[1])]
+    torch.testing.assert_close(s[:2], torch.tensor(expect), atol=1e-6, rtol=0)
     assert s.argmax() == 1 and z2[-1].argmax() == 0
 
 
@@ -121,13 +147,60 @@ def test_rules_on_model_hidden_states(small):
     assert Greedy().extra_projections_per_token(3) == 0
 
 
-def test_mean_ci():
-    m, lo, hi = mean_ci([0.1, 0.2, 0.3])
-    # t_{0.975, 2} = 4.302653; s = 0.1; half width = 4.302653 · 0.1 / √3
-    assert m == pytest.approx(0.2)
-    assert hi - m == pytest.approx(4.302653 * 0.1 / math.sqrt(3), rel=1e-6)
-    assert m - lo == pytest.approx(hi - m)
-    assert mean_ci([0.5]) == (0.5, None, None)
+def test_sign_test_exact_and_its_floor():
+    # 9 better, 1 worse, ties dropped: p = 2 · P(X ≤ 1 | n = 10) = 2 · 11 / 1024
+    d = np.array([1] * 9 + [-1] + [0] * 40)
+    st = sign_test(d)
+    assert (st.n_better, st.n_worse, st.n_discordant) == (9, 1, 10)
+    assert st.p == pytest.approx(22 / 1024)
+    assert st.p_min == pytest.approx(2 / 1024)
+    # all of one sign: p equals the floor 2 · 2^−n
+    assert sign_test(np.array([1, 1, 1, 0])).p == pytest.approx(0.25)
+    assert sign_test(np.zeros(5)) == SignTest(0, 0, 1.0, 1.0)
+
+
+def test_holm_step_down():
+    # sorted 0.01·3 = 0.03, 0.03·2 = 0.06, 0.04·1 = 0.04 → monotone 0.06
+    assert holm([0.01, 0.04, 0.03]) == pytest.approx([0.03, 0.06, 0.06])
+    assert holm([0.5, 0.9]) == pytest.approx([1.0, 1.0])
+
+
+def test_cluster_bootstrap_resamples_seeds():
+    # Seed 0 gains on every item, seed 1 loses on every item: resampling seeds gives means
+    # −1, 0, 1 with probabilities 1/4, 1/2, 1/4, so a 95 % interval spans [−1, 1]; an
+    # item-only bootstrap would report exactly 0.
+    d = np.stack([np.ones(50), -np.ones(50)])
+    assert cluster_bootstrap(d, level=0.95, n_boot=2000, seed=0) == (-1.0, 1.0)
+    lo, hi = cluster_bootstrap(np.full((3, 40), 0.25), level=0.99, n_boot=500, seed=0)
+    assert lo == hi == 0.25
+    with pytest.raises(ValueError, match=r"level = 1.5: must lie in \(0, 1\)"):
+        cluster_bootstrap(d, level=1.5, n_boot=10, seed=0)
+
+
+def test_compare_planted_gain_and_null():
+    rng = np.random.default_rng(0)
+    greedy = (rng.random((5, 200)) < 0.5).astype(float)
+    better = greedy.copy()
+    better[:, :30] = 1.0  # the rule fixes items 0..29 of every seed, never hurts
+    outcomes = {("digital", "target", "facts", "greedy", "exact_match"): greedy,
+                ("digital", "target", "facts", "end_a3", "exact_match"): better,
+                ("digital", "target", "facts", "dola", "exact_match"): greedy.copy()}
+    rows = compare(outcomes, family_alpha=0.05, n_bootstrap=2000)
+    by_rule = {r["rule"]: r for r in rows}
+    gain, null = by_rule["end_a3"], by_rule["dola"]
+    n = int((1 - greedy[:, :30]).sum())
+    assert (gain["n_better"], gain["n_worse"]) == (n, 0)
+    assert gain["delta"] == pytest.approx(n / 1000)
+    assert gain["sign_p"] == pytest.approx(2 * 0.5 ** n) == gain["sign_p_min"]
+    assert gain["sign_p_holm"] == pytest.approx(min(1.0, 2 * gain["sign_p"]))
+    assert gain["significant"] and gain["delta_ci_low"] > 0
+    assert gain["ci_level"] == pytest.approx(1 - 0.05 / 2)
+    assert null["delta"] == 0.0 and null["sign_p"] == 1.0 and not null["significant"]
+
+
+def test_contains_words():
+    assert contains_words([5, 1, 2, 3], [2, 3]) and not contains_words([5, 2, 1, 3], [2, 3])
+    assert not contains_words([2], [2, 3])
 
 
 def test_config_rejects_layers_out_of_range():
@@ -147,7 +220,8 @@ def test_decode_workload_smoke(tmp_path):
     cfg = Config.model_validate(shipped)
     assert len(cfg.seeds) >= 5
     cfg = Config.model_validate({
-        **shipped, "seeds": [0, 1], "n_author_items": 12, "n_general_items": 8,
+        **shipped, "seeds": [0, 1], "digital": True, "models": ["partial", "target"],
+        "n_author_items": 12, "n_general_items": 8,
         "max_new_tokens": 10, "end": {**shipped["end"], "layers": [1], "alphas": [0.0, 3.0]},
         "dola": {**shipped["dola"], "premature_layers": [0, 1]},
         "train": {"epochs": 2, "partial_epochs": 1, "warmup_steps": 5},
@@ -157,30 +231,42 @@ def test_decode_workload_smoke(tmp_path):
                      noise=photonic.NoiseConfig.ideal(), provenance={"preset": "ideal"},
                      show_progress=False)
     metrics = flatten_metrics(run(cfg, ctx))
-    assert metrics["dataset_hash"] == build_benchmark().hash
+    assert metrics["n_comparisons"] == 2 * 2 * 2 * 3 * 3  # chips × models × sets × measures × rules
+    assert metrics["train.seed1.benchmark_seed"] == 1
+    assert metrics["train.seed0.dataset_hash"] == build_benchmark().hash
+    assert metrics["train.seed1.dataset_hash"] != metrics["train.seed0.dataset_hash"]
     for chip in ("digital", "ideal"):
         for role in ("partial", "target"):
-            for label, extra in (("greedy", 0), ("dola", 2), ("end_a0", 1), ("end_a3", 1)):
-                key = f"{chip}.{role}.{label}"
-                assert metrics[f"{key}.extra_projections_per_token"] == extra
-                for m in ("mc_accuracy", "exact_match", "general_mc_accuracy",
-                          "general_exact_match"):
-                    assert 0.0 <= metrics[f"{key}.{m}"] <= 1.0
-                    lo, hi = metrics[f"{key}.{m}_ci95_low"], metrics[f"{key}.{m}_ci95_high"]
-                    assert lo <= metrics[f"{key}.{m}"] <= hi
-                # END with α = 0 is greedy: identical on every seed
-                if label == "end_a0":
-                    assert metrics[f"{key}.exact_match_delta_vs_greedy"] == 0.0
-                    assert metrics[f"{key}.mc_accuracy_delta_vs_greedy"] == 0.0
-    # an ideal chip realises the weights exactly: same accuracies as digital
-    for role in ("partial", "target"):
-        for m in ("mc_accuracy", "exact_match"):
-            assert metrics[f"ideal.{role}.dola.{m}"] == metrics[f"digital.{role}.dola.{m}"]
+            for set_name in ("facts", "general"):
+                for m in ("value_match", "exact_match", "mc_accuracy"):
+                    base = f"{chip}.{role}.{set_name}"
+                    g = metrics[f"{base}.greedy.{m}.mean"]
+                    assert 0.0 <= g <= 1.0
+                    # END with α = 0 is greedy: identical on every item of every seed
+                    assert metrics[f"{base}.end_a0.{m}.mean"] == g
+                    assert metrics[f"{base}.end_a0.{m}.n_better"] == 0
+                    assert metrics[f"{base}.end_a0.{m}.n_worse"] == 0
+                    assert metrics[f"{base}.end_a0.{m}.sign_p"] == 1.0
+                    d = metrics[f"{base}.dola.{m}.delta"]
+                    assert (metrics[f"{base}.dola.{m}.delta_ci_low"] <= d
+                            <= metrics[f"{base}.dola.{m}.delta_ci_high"])
+                    assert metrics[f"{base}.dola.{m}.sign_p_holm"] >= \
+                        metrics[f"{base}.dola.{m}.sign_p"]
+                    # exact match implies the value is in the answer
+                    assert metrics[f"{base}.greedy.value_match.mean"] >= \
+                        metrics[f"{base}.greedy.exact_match.mean"]
+    # an ideal chip realises the weights exactly: same outcomes as digital
+    for key, v in metrics.items():
+        if key.startswith("ideal.") and key.endswith((".mean", ".n_better", ".n_worse")):
+            assert v == metrics["digital." + key.removeprefix("ideal.")], key
     # energy per token grows with the extra vocabulary projections
-    e = {lab: metrics[f"ideal.target.{lab}.energy_pj_per_token"] for lab in ("greedy", "dola")}
+    e = {lab: metrics[f"ideal.target.cost.{lab}.energy_pj_per_token"]
+         for lab in ("greedy", "dola")}
     assert e["dola"] > e["greedy"] > 0
-    assert "digital.target.greedy.energy_pj_per_token" not in metrics
+    assert metrics["ideal.target.cost.dola.extra_projections_per_token"] == 2
+    assert "digital.target.cost.greedy.energy_pj_per_token" not in metrics
     report = (tmp_path / "out" / "report.md").read_text()
+    assert "## Factual QA" in report and "## General knowledge (trained phrasing)" in report
     assert "| ideal | target | end_a3 | 1 |" in report
-    assert (tmp_path / "out" / "decode_accuracy.png").stat().st_size > 0
+    assert (tmp_path / "out" / "decode_deltas.png").stat().st_size > 0
     json.dumps(metrics)
