@@ -158,6 +158,8 @@ class Config(WorkloadConfig):
     batch_retain: int = Field(16, ge=1)
     gamma: float = Field(1.0, ge=0)
     beta: float = Field(0.1, gt=0, description="NPO inverse temperature β")
+    forget_tokens: Literal["answer", "value"] = Field(
+        "answer", description="forget-loss tokens: the whole answer, or the fact's value words")
     zo: ZOSettings = ZOSettings()
     fo_lr: float = Field(1e-3, gt=0)
     mask_ratio: float = Field(0.05, gt=0, le=1)
@@ -275,6 +277,19 @@ def _packed(tok, items) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     return pack(*zip(*encode_items(tok, items), strict=True), pad_id=tok.pad_id)
 
 
+def value_mask(tok, items: list[QAItem]) -> torch.Tensor:
+    """(B, T) bool, true at the target positions of each answer's value words (the fact
+    itself, e.g. the city in "x was born in <city> ."), in the layout of ``_packed``."""
+    _, y, m = _packed(tok, items)
+    out = torch.zeros_like(m)
+    for b, it in enumerate(items):
+        ans, val = tok.answer_ids(it.answer), tok.encode(it.value)
+        start = next(j for j in range(len(ans)) if ans[j:j + len(val)] == val)
+        first = int(m[b].nonzero()[0])  # target index of the answer's first token
+        out[b, first + start:first + start + len(val)] = True
+    return out
+
+
 def relearn(model: CausalLM, tok, items: list[QAItem], s: RelearnSettings) -> CausalLM:
     """The attacker: first-order Adam on ``items`` (its ``s.k`` forget samples), all weights,
     digital."""
@@ -346,7 +361,9 @@ def prepare_seed(cfg: Config, ctx: RunContext, i: int) -> SeedSetup:
         seed=i, tok=tok, target=target, retain=retain, errors=errors, retain_chip=retain_chip,
         forget=forget, attack=attack, forget_unseen=forget_unseen, retain_eval=retain_eval,
         general=general,
-        data={"forget": _packed(tok, forget), "retain": _packed(tok, retain_train)},
+        data={"forget": _packed(tok, forget), "retain": _packed(tok, retain_train),
+              "forget_loss_mask": (value_mask(tok, forget) if cfg.forget_tokens == "value"
+                                   else _packed(tok, forget)[2])},
         tr_reference=truth_ratio(retain_chip, tok, forget),
         tr_reference_unseen=truth_ratio(retain_chip, tok, forget_unseen), bench_hash=bench.hash)
 
@@ -428,7 +445,8 @@ def arm_problem(arm: ArmConfig, cfg: Config, target: CausalLM, errors, data,
     tail = Tail(view, layer)
     names = _updated_names(tail, arm.target, expert)
     prefix = f"blocks.{layer}."
-    (xf, yf, mf), (xr, _, _) = data["forget"], data["retain"]
+    (xf, yf, _), (xr, _, _) = data["forget"], data["retain"]
+    mf = data["forget_loss_mask"]
     if ("hidden", layer) not in cache:
         hf, hr = hidden_mid(view, xf, layer), hidden_mid(view, xr, layer)
         with torch.no_grad():  # θ_ref = the target on the chip: W + E, before the swap below
@@ -447,7 +465,8 @@ def arm_problem(arm: ArmConfig, cfg: Config, target: CausalLM, errors, data,
 def arm_loss(arm: ArmConfig, cfg: Config, pb: ArmProblem, data, gen: torch.Generator):
     """(loss(params, part, P), next_batch()) for ``unlearn_loop`` (see ``LossFn``)."""
     hf, hr, nll_ref = pb.hidden
-    (_, yf, mf), (_, yr, mr) = data["forget"], data["retain"]
+    (_, yf, _), (_, yr, mr) = data["forget"], data["retain"]
+    mf = data["forget_loss_mask"]
     batch = {"f": None, "r": None}
     forget_term = FORGET_TERMS[arm.objective]
 
@@ -481,7 +500,8 @@ def arm_mask(arm: ArmConfig, cfg: Config, pb: ArmProblem, layout: ParamLayout, d
     if arm.mask == "none":
         return None, 0
     hf, hr, _ = pb.hidden
-    (_, yf, mf), (_, yr, mr) = data["forget"], data["retain"]
+    (_, yf, _), (_, yr, mr) = data["forget"], data["retain"]
+    mf = data["forget_loss_mask"]
     key = ("wagle", pb.prefix, tuple(pb.names))
     if key not in cache:
         theta = layout.flatten().requires_grad_(True)

@@ -217,7 +217,7 @@ def test_npo_reference_is_the_chip_target():
     m[:, 3:] = True
     cfg = uw.Config(kind="unlearn", batch_forget=6, batch_retain=6, beta=0.5, budget=10,
                     arms=[{"name": "a"}])
-    data = {"forget": (x, y, m), "retain": (x, y, m)}
+    data = {"forget": (x, y, m), "retain": (x, y, m), "forget_loss_mask": m}
     cache: dict = {}
     for _ in range(2):  # the second problem reads θ_ref's NLL from the shared cache
         pb = uw.arm_problem(cfg.arms[0], cfg, model, err, data, None, cache)
@@ -246,3 +246,18 @@ def test_supports_skip_tensors_the_mask_excludes(directions, n_supports):
     assert out["steps"] == 1000 // per_step
     a, b = mod.a.detach(), mod.b.detach()
     assert a[2] == 0 and bool((b == 0).all()) and float(a[0]) > 0.3
+
+
+def test_value_mask_marks_the_fact_words():
+    from mlfrontends.lm.data import BenchmarkConfig, build_benchmark
+    from mlfrontends.lm.tokenizer import WordTokenizer
+
+    bench = build_benchmark(BenchmarkConfig())
+    tok = WordTokenizer.from_texts(bench.texts())
+    items = [it for it in bench.split("forget10")
+             if it.attribute in ("award", "birth_city")][:6]
+    x, y, m = uw._packed(tok, items)
+    vm = uw.value_mask(tok, items)
+    assert bool((vm <= m).all())  # value words are answer tokens
+    for b, it in enumerate(items):
+        assert tok.decode(y[b][vm[b]].tolist()) == it.value
