@@ -1,6 +1,6 @@
 """LM unlearning objectives, attribution scores and the forward-only update loop.
 
-Objectives (Fan et al. 2025, the project brief), per-sequence mean answer-token NLLs in:
+Objectives (Fan et al. 2025), per-sequence mean answer-token NLLs in:
 - GradDiff: ℓ = −mean NLL(θ; B_f) + γ · mean NLL(θ; B_r);
 - NPO (Zhang et al. 2024): r = NLL(θ; B_f) − NLL(θ_ref; B_f) per sequence,
   ℓ_f = mean −(2/β) log σ(β r), ℓ = ℓ_f + γ · mean NLL(θ; B_r) (θ_ref's NLL cached).
