@@ -8,6 +8,8 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from pydantic import BaseModel, ConfigDict
 
+from photonic.textutil import markdown_table
+
 
 class Settings(BaseModel):
     """Base of nested config sections: unknown keys are rejected, like the workload's."""
@@ -15,7 +17,8 @@ class Settings(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-__all__ = ["Settings", "bootstrap_ci", "aggregate", "markdown_table"]
+__all__ = ["Settings", "aggregate", "bootstrap_ci", "comparison_table", "paired_differences",
+           "seed_table"]
 
 
 def bootstrap_ci(values: Sequence[float], *, n_boot: int = 10_000, level: float = 0.95,
@@ -52,13 +55,12 @@ def _fmt(v: float) -> str:
     return f"{v:.3f}"
 
 
-def markdown_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> str:
-    """Rows = arms, columns = metrics, cells 'mean ± std' when a ``<col>_std`` exists."""
-    head = "| arm | " + " | ".join(columns) + " |"
-    sep = "|---" * (len(columns) + 1) + "|"
-    lines = [head, sep]
+def seed_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[str]) -> str:
+    """Markdown table, rows = arms, columns = metrics, cells 'mean ± std' when a
+    ``<col>_std`` exists (``photonic.textutil.markdown_table`` lines, joined)."""
+    body = []
     for arm, m in rows.items():
-        cells = []
+        cells = [arm]
         for c in columns:
             if c not in m or (isinstance(m[c], float) and math.isnan(m[c])):
                 cells.append("–")
@@ -67,5 +69,25 @@ def markdown_table(rows: Mapping[str, Mapping[str, float]], columns: Sequence[st
             if f"{c}_std" in m and m[f"{c}_std"] > 0:
                 s += f" ± {_fmt(m[f'{c}_std'])}"
             cells.append(s)
-        lines.append(f"| {arm} | " + " | ".join(cells) + " |")
-    return "\n".join(lines)
+        body.append(cells)
+    return "\n".join(markdown_table(["arm", *columns], body))
+
+
+def paired_differences(a: Sequence[Mapping[str, float]], b: Sequence[Mapping[str, float]],
+                       keys: Sequence[str]) -> dict[str, dict[str, float]]:
+    """Per key: mean of the per-seed differences a − b and its percentile bootstrap 95 % CI
+    (the seeds pair the two arms: same models, split and chip draw)."""
+    out: dict[str, dict[str, float]] = {}
+    for key in keys:
+        diffs = [x[key] - y[key] for x, y in zip(a, b, strict=True)]
+        lo, hi = bootstrap_ci(diffs, seed=0)
+        out[key] = {"mean_diff": float(np.mean(diffs)), "ci95_low": lo, "ci95_high": hi,
+                    "n_seeds": len(diffs)}
+    return out
+
+
+def comparison_table(comparisons: Mapping[str, Mapping[str, float]]) -> str:
+    """Markdown table of ``paired_differences`` results keyed 'a_vs_b.metric'."""
+    rows = [[k, f"{v['mean_diff']:+.4g}", f"[{v['ci95_low']:+.4g}, {v['ci95_high']:+.4g}]",
+             v["n_seeds"]] for k, v in comparisons.items()]
+    return "\n".join(markdown_table(["comparison", "mean diff", "95 % CI", "seeds"], rows))

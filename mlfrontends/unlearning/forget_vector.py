@@ -43,9 +43,15 @@ from pydantic import Field, model_validator
 from torch import nn
 
 import photonic
-from mlfrontends.unlearning.common import Settings, aggregate, bootstrap_ci, markdown_table
+from mlfrontends.unlearning.common import (
+    Settings,
+    aggregate,
+    comparison_table,
+    paired_differences,
+    seed_table,
+)
 from mlfrontends.zo import FirstOrderStepper, ZOStepper
-from photonic.runio import RunContext, WorkloadConfig
+from photonic.runio import RunContext, WorkloadConfig, new_figure
 
 __all__ = ["Config", "run", "DigitsData", "load_digits_split", "train_classifier",
            "InputShift", "ArithmeticShift", "forget_vector_loss", "evaluate", "mia_efficacy",
@@ -330,11 +336,6 @@ def run_seed(cfg: Config, *, seed: int, device: photonic.DeviceParams,
 def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     """The ``forget_vector`` workload: all arms over ``n_seeds`` seeds; writes report.md and
     figures; returns {arm: {metric: mean, metric_std: std}} plus the per-seed values."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     seeds = [ctx.seed + i for i in range(cfg.n_seeds)]
     steps_per_arm = cfg.budget // (2 * cfg.zo.q * (cfg.batch_retain + cfg.batch_forget))
     bar = ctx.progress(len(seeds) * 5 * steps_per_arm, "forget vectors")  # 5 trained arms
@@ -351,41 +352,50 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     metrics["seeds"] = {f"seed{s}.{arm}.{k}": v for s, r in zip(seeds, per_seed, strict=True)
                         for arm in arms for k, v in r[arm].items()}
     metrics["budget_forward_queries"] = cfg.budget
-    comparisons: dict[str, dict[str, float]] = {}
-    for a, b in COMPARE:
-        for key in ("unlearning_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy"):
-            diffs = [r[a][key] - r[b][key] for r in per_seed]
-            lo, hi = bootstrap_ci(diffs, seed=0)
-            comparisons[f"{a}_vs_{b}.{key}"] = {"mean_diff": float(np.mean(diffs)),
-                                                "ci95_low": lo, "ci95_high": hi}
-    metrics["comparisons"] = comparisons
+    keys = ("unlearning_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy")
+    metrics["comparisons"] = comparisons = {
+        f"{a}_vs_{b}.{k}": v for a, b in COMPARE
+        for k, v in paired_differences([r[a] for r in per_seed], [r[b] for r in per_seed],
+                                       keys).items()}
+    _figures(ctx, first_deltas, summary, seed=seeds[0])
+    ctx.write_text("report.md", _report(cfg, ctx, summary, comparisons, seeds))
+    return metrics
 
-    fig, axes = plt.subplots(1, len(first_deltas), figsize=(2.6 * len(first_deltas), 2.8))
-    for ax, (arm, d) in zip(np.atleast_1d(axes), first_deltas.items(), strict=True):
+
+def _figures(ctx: RunContext, deltas: dict[str, torch.Tensor],
+             summary: dict[str, dict[str, float]], *, seed: int) -> None:
+    """The learned δ of each arm (first seed; colormap centred at zero) and the metrics."""
+    fig = new_figure(figsize=(2.9 * len(deltas), 3.0))
+    axes = np.atleast_1d(fig.subplots(1, len(deltas)))
+    for ax, (arm, d) in zip(axes, deltas.items(), strict=True):
         lim = float(d.abs().max()) or 1.0
-        ax.imshow(d.reshape(8, 8).numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
+        im = ax.imshow(d.reshape(8, 8).numpy(), cmap="RdBu_r", vmin=-lim, vmax=lim)
         ax.set_title(arm, fontsize=8)
-        ax.axis("off")
-    fig.suptitle(f"learned δ (seed {seeds[0]})")
+        ax.set_xlabel("pixel column", fontsize=7)
+        ax.set_ylabel("pixel row", fontsize=7)
+        fig.colorbar(im, ax=ax, fraction=0.046).set_label("δ (input intensity units)",
+                                                           fontsize=7)
+    fig.suptitle(f"learned δ (seed {seed})")
     ctx.savefig(fig, "deltas.png")
-    plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(8, 3.5))
+    fig = new_figure(figsize=(8, 3.5))
+    ax = fig.subplots()
     show = ("unlearning_accuracy", "retain_accuracy", "test_accuracy", "mia_efficacy")
-    width = 0.8 / len(arms)
-    for i, arm in enumerate(arms):
+    width = 0.8 / len(summary)
+    for i, arm in enumerate(summary):
         ax.bar(np.arange(len(show)) + i * width, [summary[arm][m] for m in show], width,
                yerr=[summary[arm][f"{m}_std"] for m in show], label=arm)
     ax.set_xticks(np.arange(len(show)) + 0.4 - width / 2, show, fontsize=8)
+    ax.set_xlabel("metric")
+    ax.set_ylabel("fraction of samples (mean ± std over seeds)")
     ax.set_ylim(0, 1.05)
     ax.legend(fontsize=7, ncol=2)
     ctx.savefig(fig, "metrics.png")
-    plt.close(fig)
 
+
+def _report(cfg: Config, ctx: RunContext, summary, comparisons, seeds) -> str:
     cols = list(METRICS)
-    comp_rows = "\n".join(f"| {k} | {v['mean_diff']:+.3f} | [{v['ci95_low']:+.3f}, "
-                           f"{v['ci95_high']:+.3f}] |" for k, v in comparisons.items())
-    report = f"""# Forget vectors on the photonic chip (8×8 digits)
+    return f"""# Forget vectors on the photonic chip (8×8 digits)
 
 Frozen 64→{cfg.hidden}→10 MLP (trained first order, digitally), both linear layers run on
 {cfg.tile}×{cfg.tile} photonic SVD tiles in weight mode with device `{ctx.device.name}` and
@@ -400,15 +410,13 @@ Forget-vector arithmetic: the class-wise library δ_0..δ_9 is learned first ord
 on the chip only w ∈ R^10 is optimised.
 
 ## Task "class": forget digit {cfg.forget_class}
-{markdown_table({a: summary[a] for a in ARMS_CLASS}, cols)}
+{seed_table({a: summary[a] for a in ARMS_CLASS}, cols)}
 
 ## Task "pair": forget digits {cfg.pair_classes[0]} and {cfg.pair_classes[1]} together
-{markdown_table({a: summary[a] for a in ARMS_PAIR}, cols)}
+{seed_table({a: summary[a] for a in ARMS_PAIR}, cols)}
 
 ## Paired differences (percentile bootstrap 95 % CI over seeds)
-| comparison | mean diff | 95 % CI |
-|---|---|---|
-{comp_rows}
+{comparison_table(comparisons)}
 
 Mean ± sample std over {len(seeds)} seeds. UA = 1 − accuracy on forgotten training samples;
 MIA efficacy = share of forgotten samples a confidence-based attacker calls non-members.
@@ -417,5 +425,3 @@ MIA efficacy = share of forgotten samples a confidence-based attacker calls non-
 
 ![deltas](deltas.png)
 """
-    ctx.write_text("report.md", report)
-    return metrics

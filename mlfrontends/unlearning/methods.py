@@ -1,6 +1,6 @@
 """LM unlearning objectives, attribution scores and the forward-only update loop.
 
-Objectives (Fan et al. 2025, the project brief), per-sequence mean answer-token NLLs in:
+Objectives (Fan et al. 2025), per-sequence mean answer-token NLLs in:
 - GradDiff: ℓ = −mean NLL(θ; B_f) + γ · mean NLL(θ; B_r);
 - NPO (Zhang et al. 2024): r = NLL(θ; B_f) − NLL(θ_ref; B_f) per sequence,
   ℓ_f = mean −(2/β) log σ(β r), ℓ = ℓ_f + γ · mean NLL(θ; B_r) (θ_ref's NLL cached).
@@ -32,8 +32,8 @@ import torch.nn.functional as F
 
 from mlfrontends.zo import ParamLayout, block_directions, zo_gradient
 
-__all__ = ["graddiff_forget", "npo_forget", "wagle_scores", "top_fraction_mask",
-           "random_mask", "UpdateSettings", "unlearn_loop"]
+__all__ = ["DIRECTION_SUPPORTS", "graddiff_forget", "npo_forget", "wagle_scores",
+           "top_fraction_mask", "random_mask", "UpdateSettings", "unlearn_loop"]
 
 
 def graddiff_forget(nll_f: torch.Tensor, nll_ref: torch.Tensor | None = None,
@@ -88,6 +88,23 @@ class UpdateSettings:
     rs_sigma: float = 0.0
     wa_every: int = 0
     clip_norm: float | None = None
+    directions: str = "per_tensor"  # key of DIRECTION_SUPPORTS
+
+
+def _per_tensor_supports(layout: ParamLayout, mask: torch.Tensor | None) -> list[slice]:
+    """One support per parameter tensor that holds at least one unmasked coordinate (a
+    tensor the mask excludes entirely would only spend queries on zero directions)."""
+    return [sl for sl in layout.slices if mask is None or bool(mask[sl].any())]
+
+
+def _whole_support(layout: ParamLayout, mask: torch.Tensor | None) -> list[slice]:
+    """One support over the whole (masked) vector: 2q queries per estimate, not 2q per tensor."""
+    return [slice(0, layout.dim)]
+
+
+DIRECTION_SUPPORTS: dict[str, Callable[[ParamLayout, torch.Tensor | None], list[slice]]] = {
+    "per_tensor": _per_tensor_supports, "whole": _whole_support,
+}
 
 
 LossFn = Callable[[dict[str, torch.Tensor], str, int], torch.Tensor]
@@ -109,6 +126,7 @@ def unlearn_loop(layout: ParamLayout, loss: LossFn, next_batch: Callable[[], tup
     param = torch.nn.Parameter(theta0.clone())
     opt = torch.optim.Adam([param], lr=s.lr)
     flat_mask = None if mask is None else mask.to(theta0.dtype)
+    supports = DIRECTION_SUPPORTS[s.directions](layout, mask)
     used, steps = 0, 0
     avg, n_avg = None, 0
     last = {"forget": float("nan"), "retain": float("nan")}
@@ -116,7 +134,7 @@ def unlearn_loop(layout: ParamLayout, loss: LossFn, next_batch: Callable[[], tup
     # step would overrun the budget
     while True:
         bf, br = next_batch()
-        mult = 2 * s.q * len(layout.slices) if s.order == "zo" else 1
+        mult = 2 * s.q * len(supports) if s.order == "zo" else 1
         n_forget_evals = 2 if s.sam_rho > 0 else 1
         cost = mult * (n_forget_evals * bf + br)
         if used + cost > s.budget:
@@ -128,12 +146,12 @@ def unlearn_loop(layout: ParamLayout, loss: LossFn, next_batch: Callable[[], tup
             if flat_mask is not None:
                 eps = eps * flat_mask
             grad_f_at = theta + eps
-        g_f, l_f = _gradient(layout, loss, "forget", grad_f_at, s, generator, flat_mask)
+        g_f, l_f = _gradient(layout, loss, "forget", grad_f_at, s, generator, flat_mask, supports)
         if s.sam_rho > 0:
             shift = s.sam_rho * g_f / (g_f.norm() + 1e-12)
             g_f, l_f = _gradient(layout, loss, "forget", grad_f_at + shift, s, generator,
-                                 flat_mask)
-        g_r, l_r = _gradient(layout, loss, "retain", theta, s, generator, flat_mask)
+                                 flat_mask, supports)
+        g_r, l_r = _gradient(layout, loss, "retain", theta, s, generator, flat_mask, supports)
         g = g_f + s.gamma * g_r
         if s.clip_norm is not None:
             g = g * torch.clamp(s.clip_norm / (g.norm() + 1e-30), max=1.0)
@@ -159,14 +177,14 @@ def unlearn_loop(layout: ParamLayout, loss: LossFn, next_batch: Callable[[], tup
 
 def _gradient(layout: ParamLayout, loss: LossFn, part: str, theta: torch.Tensor,
               s: UpdateSettings, generator: torch.Generator,
-              mask: torch.Tensor | None) -> tuple[torch.Tensor, float]:
+              mask: torch.Tensor | None, supports: list[slice]) -> tuple[torch.Tensor, float]:
     if s.order == "fo":
         t = theta.clone().requires_grad_(True)
         value = loss(layout.unflatten(t), part, 0)
         (grad,) = torch.autograd.grad(value, t)
         grad = grad if mask is None else grad * mask
         return grad.detach(), float(value.detach())
-    U = block_directions(s.q, layout.slices, layout.dim, distribution="gaussian",
+    U = block_directions(s.q, supports, layout.dim, distribution="gaussian",
                          generator=generator, dtype=theta.dtype)
     if mask is not None:
         U = U * mask
