@@ -85,6 +85,10 @@ class MziParams(_Params):
     height_um: float = Field(100.0, gt=0)
     insertion_loss_db: float = Field(0.0, ge=0, description="whole-cell loss, both arms")
     loss_std_db: float = Field(0.0, ge=0, description="device-to-device spread of the loss")
+    arm_imbalance_db: float = Field(
+        0.0, description="mean extra loss of the θ arm over the other arm (limits extinction)")
+    arm_imbalance_std_db: float = Field(
+        0.0, ge=0, description="device-to-device spread of the arm imbalance")
 
 
 class DetectorParams(_Params):
