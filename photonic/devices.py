@@ -86,7 +86,8 @@ class MziParams(_Params):
     insertion_loss_db: float = Field(0.0, ge=0, description="whole-cell loss, both arms")
     loss_std_db: float = Field(0.0, ge=0, description="device-to-device spread of the loss")
     arm_imbalance_db: float = Field(
-        0.0, description="mean extra loss of the θ arm over the other arm (limits extinction)")
+        0.0, description="mean loss of the θ (shifter) arm minus the other arm's; "
+        "insertion_loss_db is the θ arm's (limits the extinction ratio)")
     arm_imbalance_std_db: float = Field(
         0.0, ge=0, description="device-to-device spread of the arm imbalance")
 

@@ -40,19 +40,20 @@ def coupler_matrix(*, error_rad: torch.Tensor | float = 0.0) -> torch.Tensor:
 
 
 def arm_transmission(
-    imbalance_db: torch.Tensor | float,
+    imbalance_db: torch.Tensor | float, loss_db: torch.Tensor | float = 0.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """``(ratio, common)`` field factors of an MZI whose θ arm loses ``imbalance_db`` more than
-    the other arm (negative: the other arm is the lossier one).
+    """``(ratio, other)`` field factors of an MZI whose θ arm (the one with the shifter) loses
+    ``loss_db`` and the other arm ``imbalance_db`` less, never below 0 dB.
 
-    The lossier arm gets the extra loss and the other arm none, so the cell stays passive:
-    θ arm ``common · ratio``, other arm ``common``, ``ratio = 10^(−Δ/20)``,
-    ``common = min(1, 10^(Δ/20))``.
+    ``ratio = 10^(−Δ/20)`` is the θ arm's field relative to the other arm (it alone sets the
+    extinction ratio), ``other = 10^(−max(loss − Δ, 0)/20)`` the other arm's field; a
+    negative Δ makes the other arm the lossier one. The cell stays passive.
     """
     delta = torch.as_tensor(imbalance_db, dtype=torch.float64)
+    loss = torch.as_tensor(loss_db, dtype=torch.float64)
     ratio = 10.0 ** (-delta / 20.0)
-    common = 10.0 ** (-(-delta).clamp_min(0.0) / 20.0)
-    return ratio, common
+    other = 10.0 ** (-(loss - delta).clamp_min(0.0) / 20.0)
+    return ratio, other
 
 
 def mzi_entries(
@@ -99,12 +100,14 @@ def mzi_matrix(
     arm_imbalance_db: torch.Tensor | float = 0.0,
 ) -> torch.Tensor:
     """Physical MZI transfer matrix, shape (..., 2, 2), T[out, in]; ``loss_db`` ≥ 0 is the
-    loss through the less lossy arm, ``arm_imbalance_db`` the θ arm's extra loss
+    loss through the θ arm, ``arm_imbalance_db`` how much more it loses than the other arm
     (:func:`arm_transmission`)."""
     theta = torch.as_tensor(theta, dtype=torch.float64)
     phi = torch.as_tensor(phi, dtype=theta.dtype)
-    ratio, common = arm_transmission(arm_imbalance_db)
-    amp = 10.0 ** (-torch.as_tensor(loss_db, dtype=theta.dtype) / 20.0) * common
+    if isinstance(arm_imbalance_db, float | int) and arm_imbalance_db == 0:
+        ratio, amp = 1.0, 10.0 ** (-torch.as_tensor(loss_db, dtype=theta.dtype) / 20.0)
+    else:
+        ratio, amp = arm_transmission(arm_imbalance_db, loss_db)
     m00, m01, m10, m11 = mzi_entries(theta, phi, alpha=alpha, beta=beta, amplitude=amp,
                                      arm_ratio=ratio)
     m00, m01, m10, m11 = torch.broadcast_tensors(m00, m01, m10, m11)

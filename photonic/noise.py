@@ -16,8 +16,8 @@ over the K internal θ, then the K external φ, then the N output-screen phases 
 5. wavelength — phases scale as λ0/λ; coupler angle κ(λ) = (π/4 + α)(1 + D·(λ − λ0)).
 
 Couplers get static angle errors α, β ~ N(0, split_error_std²); each MZI an insertion loss
-``insertion_loss_db`` (+ N(0, loss_std²) spread, clipped at 0) and an arm imbalance
-Δ ~ N(arm_imbalance_db, arm_imbalance_std_db²): the θ arm loses Δ dB more than the other
+``insertion_loss_db`` (+ N(0, loss_std²) spread, clipped at 0) — the loss through its θ arm —
+and an arm imbalance Δ ~ N(arm_imbalance_db, arm_imbalance_std_db²): the other arm loses Δ dB less
 (:func:`photonic.mzi.arm_transmission`), which bounds the extinction ratio.
 
 One meaning of "noise level" (:func:`scaled_device`): a level multiplies every standard
@@ -333,11 +333,12 @@ def mzi_transmission(
     dtype: torch.dtype = torch.float64,
 ) -> tuple[torch.Tensor | float, torch.Tensor | float]:
     """``(amplitude, arm_ratio)`` of every MZI for :func:`photonic.mesh.transfer_matrix`:
-    the field transmission of the cell's insertion loss (when ``noise.insertion_loss``) and
-    the arm imbalance (when ``noise.arm_imbalance``; :func:`photonic.mzi.arm_transmission`).
-    Plain ``1.0`` where a family is off."""
+    the cell's insertion loss (when ``noise.insertion_loss``; the loss of the θ arm) and the
+    arm imbalance (when ``noise.arm_imbalance``; the other arm loses Δ less,
+    :func:`photonic.mzi.arm_transmission`). Plain ``1.0`` where a family is off."""
     amplitude: torch.Tensor | float = 1.0
     arm_ratio: torch.Tensor | float = 1.0
+    loss = torch.zeros((), dtype=torch.float64)
     if noise.insertion_loss:
         loss = errors.loss_db if errors is not None else torch.tensor(
             device.mzi.insertion_loss_db, dtype=torch.float64)
@@ -346,9 +347,8 @@ def mzi_transmission(
         imb = errors.arm_imbalance_db if errors is not None else None
         if imb is None:
             imb = torch.tensor(device.mzi.arm_imbalance_db, dtype=torch.float64)
-        ratio, common = arm_transmission(imb)
-        arm_ratio = ratio.to(dtype)
-        amplitude = (common * amplitude).to(dtype)
+        ratio, other = arm_transmission(imb, loss)
+        arm_ratio, amplitude = ratio.to(dtype), other.to(dtype)
     return amplitude, arm_ratio
 
 

@@ -75,3 +75,10 @@ def test_arm_imbalance_is_the_explicit_product_and_bounds_the_extinction_ratio(i
     assert abs(got_db - expect_db) < 1e-6
     # passive: no output carries more power than went in
     assert np.linalg.svd(m, compute_uv=False).max() <= 1 + 1e-15
+    # with a cell loss (the θ arm's): the other arm loses Δ less, never below 0 dB
+    lossy = mzi_matrix(theta, phi, loss_db=0.9, arm_imbalance_db=imbalance_db).numpy()
+    a_theta, a_other = 10 ** (-0.9 / 20), 10 ** (-max(0.9 - imbalance_db, 0) / 20)
+    ref = b @ np.diag([a_theta * np.exp(1j * theta), a_other]) @ b @ np.diag([np.exp(1j * phi),
+                                                                               1])
+    if imbalance_db < 0.9:
+        np.testing.assert_allclose(lossy, ref, atol=1e-15)

@@ -218,8 +218,8 @@ def test_arm_imbalance_in_a_mesh_uses_the_chip_s_drawn_values():
     dev = DeviceParams(mzi=MziParams(arm_imbalance_db=0.3, arm_imbalance_std_db=0.2))
     err = sample_mesh_errors(p.layout, dev, generator=torch.Generator().manual_seed(3))
     t = realise_mesh(p, device=dev, noise=NoiseConfig(arm_imbalance=True), errors=err)
-    ratio, common = arm_transmission(err.arm_imbalance_db)
-    ref = transfer_matrix(p.layout, p.theta, p.phi, p.out_phase, amplitude=common,
+    ratio, other = arm_transmission(err.arm_imbalance_db)
+    ref = transfer_matrix(p.layout, p.theta, p.phi, p.out_phase, amplitude=other,
                           arm_ratio=ratio)
     assert (t - ref).abs().max() < 1e-14
     assert (t - u).abs().max() > 1e-3  # it acts
