@@ -119,19 +119,28 @@ class MeshCharacterizer:
     """
 
     def __init__(self, *, sweep_points: int = 2, baseline_repeats: int = 8,
-                 crosstalk_radius_um: float = 100.0, batch_settings: int = 256):
+                 crosstalk_radius_um: float = 100.0, batch_settings: int = 256,
+                 refine: bool = False, refine_radius_um: float = 200.0,
+                 refine_iterations: int = 2000):
         self.sweep_points = sweep_points
         self.baseline_repeats = baseline_repeats
         self.crosstalk_radius_um = crosstalk_radius_um
         self.batch_settings = batch_settings
+        self.refine = refine
+        self.refine_radius_um = refine_radius_um
+        self.refine_iterations = refine_iterations
 
     # ------------------------------------------------------------------ measurement helpers
     def _measure_matrices(self, chip: VirtualChip, codes: np.ndarray) -> np.ndarray:
+        """Measured transfer matrices (P, N, N) of DAC settings ``codes`` (P, S), divided by
+        the baseline's mean field transmission (the common loss) once that is known."""
         eye = torch.eye(chip.n, dtype=torch.complex128)
         out = []
         for i in range(0, len(codes), self.batch_settings):
             out.append(chip.measure(torch.as_tensor(codes[i:i + self.batch_settings]), eye).numpy())
-        return np.concatenate(out)
+        t = np.concatenate(out) / self._scale
+        self._log.append((codes, t))
+        return t
 
     def _plane_sweeps(self, chip, shifters: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """M_q = T0^† T for each shifter and level: (len(shifters), len(levels), N, N)."""
@@ -153,9 +162,15 @@ class MeshCharacterizer:
         levels = sweep_codes(design, self.sweep_points)
         drives = drive_phase_rad(torch.as_tensor(levels), design).numpy()
 
+        self._scale = 1.0
+        self._log: list[tuple[np.ndarray, np.ndarray]] = []
         with chip.stage("characterise.baseline"):
             zero = np.zeros((self.baseline_repeats, s_all), dtype=np.int64)
             t0s = self._measure_matrices(chip, zero)
+        self._scale = float(np.linalg.norm(t0s.mean(0)) / math.sqrt(n))
+        t0s = t0s / self._scale
+        self._log = [(zero, t0s)]
+        self.transmission_ = self._scale
         t0 = t0s.mean(0)
         self.noise_std_ = float(np.sqrt((np.abs(t0s - t0) ** 2).mean() / 2
                                         * self.baseline_repeats / (self.baseline_repeats - 1)))
@@ -253,8 +268,53 @@ class MeshCharacterizer:
                                       for k, v in chip.measurements.items()
                                       if v - start.get(k, 0) > 0})
         self.layout_ = layout
-        del self._t0_dag
+        mean_imb = design.mzi.arm_imbalance_db
+        self.arm_ratio_ = np.full(k_mzi, 10.0 ** (-mean_imb / 20.0))
+        # normalised units: the θ arm transmits like a pad (both carry the cell loss)
+        self.amplitude_ = 1.0 / self.arm_ratio_
+        self.pad_amplitude_ = 1.0
+        self.refinement_ = None
+        if self.refine:
+            self._refine(chip)
+        del self._t0_dag, self._log
         return self
+
+    def _refine(self, chip: VirtualChip) -> None:
+        """Phase tomography of every recorded setting, the phase chain read from it (all
+        heater pairs, any plane), then a joint maximum-likelihood fit of the twin
+        (:mod:`calibration.refine`)."""
+        from calibration.refine import phase_tomography, read_phase_chain, refine_twin
+
+        codes = np.concatenate([c for c, _ in self._log])
+        meas = np.concatenate([t for _, t in self._log])
+        drives = drive_phase_rad(torch.as_tensor(codes), chip.design)
+        fit = dict(receiver="homodyne", noise_std=self.noise_std_,
+                   iterations=self.refine_iterations)
+        # 1. optics and near pairs from the progressive start
+        twin, info = refine_twin(chip.layout, chip.design, self.twin_params(), drives,
+                                 torch.as_tensor(meas), radius_um=self.refine_radius_um, **fit)
+        # 2. with the optics known, every setting's phases, and the chain read from them
+        phases = phase_tomography(chip.layout, twin, drives.numpy(), meas)
+        offset, gain, pairs, xt = read_phase_chain(drives.numpy(), phases, twin)
+        twin.offset_rad, twin.gain_rel = torch.as_tensor(offset), torch.as_tensor(gain)
+        twin.pairs, twin.crosstalk = torch.as_tensor(pairs), torch.as_tensor(xt)
+        # 3. joint fit on the pairs found significant
+        twin, info2 = refine_twin(chip.layout, chip.design, twin, drives, torch.as_tensor(meas),
+                                  pairs=pairs, **fit)
+        info = {"first": info, "final": info2}
+        self._set_twin(twin)
+        self.refinement_ = info
+
+    def _set_twin(self, twin: TwinParams) -> None:
+        self.phase_offset_rad_ = twin.offset_rad.numpy()
+        self.gain_rel_ = twin.gain_rel.numpy()
+        self.alpha_rad_ = twin.alpha_rad.numpy()
+        self.beta_rad_ = twin.beta_rad.numpy()
+        self.crosstalk_pairs_ = twin.pairs.numpy()
+        self.crosstalk_ = twin.crosstalk.numpy()
+        self.arm_ratio_ = twin.arm_ratio.numpy()
+        self.amplitude_ = twin.amplitude.numpy()
+        self.pad_amplitude_ = float(twin.pad_amplitude)
 
     @staticmethod
     def _finish_previous(layout, prev_half, kmat, vecs, modes_next, beta, offset):
@@ -290,7 +350,9 @@ class MeshCharacterizer:
         t = torch.as_tensor
         return TwinParams(offset_rad=t(self.phase_offset_rad_), gain_rel=t(self.gain_rel_),
                           alpha_rad=t(self.alpha_rad_), beta_rad=t(self.beta_rad_),
-                          crosstalk=t(self.crosstalk_), pairs=t(self.crosstalk_pairs_))
+                          crosstalk=t(self.crosstalk_), pairs=t(self.crosstalk_pairs_),
+                          arm_ratio=t(self.arm_ratio_), amplitude=t(self.amplitude_),
+                          pad_amplitude=self.pad_amplitude_)
 
     @property
     def total_measurements_(self) -> int:
