@@ -66,7 +66,8 @@ def coupler_corrected_phases(U: torch.Tensor, layout: MeshLayout, alpha: torch.T
     (Levenberg–Marquardt with the exact factored Jacobian; a step is kept only if it lowers
     the error, else the damping grows tenfold). ``optics`` passes the twin's ``arm_ratio``,
     ``amplitude`` and ``pad_amplitude`` to :func:`calibration.twin.mesh_jacobian`; the real
-    gain ``g`` (undone by the electronic gain) is re-fitted at every step. Stops when a step gains less than ``rtol`` (relative) or ‖T − gU‖/‖gU‖ <
+    gain ``g`` (undone by the electronic gain) is re-fitted at every step. Stops when a step
+    gains less than ``rtol`` (relative) or ‖T − gU‖/‖gU‖ <
     ``atol_rel`` — two orders below the 8-bit quantisation floor (≈ 0.02)."""
     ph = decompose(U, layout.topology)
     p = torch.cat([ph.theta, ph.phi, ph.out_phase], -1).numpy().copy()

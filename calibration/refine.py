@@ -11,8 +11,9 @@ estimate. Receivers:
 
 - ``homodyne``: the residual is T_twin − T_meas (fields are measured against the local
   oscillator, so their phase is known);
-- ``intensity``: power meters see each output row only up to its phase, so the residual is
-  min over a phase per row, ‖a‖² + ‖b‖² − 2|⟨a, b⟩| for twin row a and measured row b.
+- ``intensity``: power meters read |T x|² for chosen inputs x (one alone and two together,
+  :func:`calibration.characterise.interference_inputs`, so relative phases within a row
+  show); the residual is |T_twin x|² − P_meas. The output-screen phases stay invisible.
 
 Gaussian readout noise makes the least-squares fit the maximum-likelihood one. Optimiser:
 L-BFGS with a strong-Wolfe line search (torch), gradients by autograd through the hub's
@@ -35,16 +36,15 @@ from photonic.noise import shifter_positions_um
 __all__ = ["RESIDUALS", "heater_pairs", "refine_twin", "phase_tomography", "read_phase_chain"]
 
 
-def _homodyne_residual(pred: torch.Tensor, meas: torch.Tensor) -> torch.Tensor:
+def _homodyne_residual(pred: torch.Tensor, meas: torch.Tensor, inputs) -> torch.Tensor:
     return (pred - meas).abs().pow(2).sum()
 
 
-def _intensity_residual(pred: torch.Tensor, meas: torch.Tensor) -> torch.Tensor:
-    overlap = (pred.conj() * meas).sum(-1).abs()
-    return (pred.abs().pow(2).sum(-1) + meas.abs().pow(2).sum(-1) - 2 * overlap).sum()
+def _intensity_residual(pred: torch.Tensor, meas: torch.Tensor, inputs) -> torch.Tensor:
+    return ((pred @ inputs).abs().pow(2) - meas).pow(2).sum()
 
 
-RESIDUALS: dict[str, Callable[[torch.Tensor, torch.Tensor], torch.Tensor]] = {
+RESIDUALS: dict[str, Callable[[torch.Tensor, torch.Tensor, object], torch.Tensor]] = {
     "homodyne": _homodyne_residual,
     "intensity": _intensity_residual,
 }
@@ -94,15 +94,18 @@ def phase_tomography(layout: MeshLayout, twin: TwinParams, drives_rad: np.ndarra
 def read_phase_chain(drives_rad: np.ndarray, phases: np.ndarray, start: TwinParams,
                      *, significance: float = 5.0):
     """Offsets, coefficients and crosstalk read from tomographic phases of single-shifter
-    sweeps (rows of ``drives_rad`` with one driven shifter; rows with none are baselines).
+    sweeps (rows of ``drives_rad`` with one driven shifter; rows with none are baselines;
+    rows with several are skipped).
 
     With y_j = (1 + g_j)·d_j the drive of the swept shifter j, the realised change of every
     shifter i is c_ij·y_j (any plane): offsets are the baselines' phases, g_j the slope of
-    j's own change, c_ij the slope of i's change over y_j. Pairs whose two sweep levels
-    agree to ``significance`` times the scatter of all pairs' level differences are kept.
+    j's own change, c_ij the slope of i's change over y_j. Pairs above ``significance``
+    times the noise of a slope (the phases' scatter over the repeated baselines) are kept.
     Returns (offset (S,), gain_rel (S,), pairs (2, Q), crosstalk (Q,)).
     """
     drives = np.asarray(drives_rad)
+    single = (drives > 0).sum(1) <= 1  # other settings (e.g. random codes) are not read here
+    drives, phases = drives[single], phases[single]
     driven = drives > 0
     base = ~driven.any(1)
     s_all = drives.shape[1]
@@ -112,9 +115,6 @@ def read_phase_chain(drives_rad: np.ndarray, phases: np.ndarray, start: TwinPara
     own_pred = (1 + pred_gain)[None, :] * drives
     delta = own_pred + np.angle(np.exp(1j * (delta - own_pred)))
     rows, src = np.nonzero(driven)
-    if np.bincount(rows, minlength=len(drives)).max() > 1:
-        raise ValueError("read_phase_chain needs single-shifter sweeps (one driven shifter "
-                         "per setting)")
     d = drives[rows, src]
     own = delta[rows, src]
     gain = np.zeros(s_all)
@@ -129,10 +129,9 @@ def read_phase_chain(drives_rad: np.ndarray, phases: np.ndarray, start: TwinPara
     np.add.at(yy, src, y * y)
     slope /= np.where(yy > 0, yy, 1.0)[None, :]
     np.fill_diagonal(slope, 0.0)
-    # scatter: each level's own estimate of c_ij against the fit over all levels
-    resid = delta[rows] - slope[:, src].T * y[:, None]
-    resid[np.arange(len(rows)), src] = 0.0
-    scale = np.median(np.abs(resid)) / 0.6745 / np.sqrt(np.mean(yy[yy > 0]))
+    # noise of a read phase: its scatter over the repeated baselines
+    sigma_phi = float(np.median(np.abs(np.angle(np.exp(1j * (phases[base] - offset))))) / 0.6745)
+    scale = sigma_phi / np.sqrt(np.mean(yy[yy > 0]))
     keep = np.abs(slope) > significance * scale
     i, j = np.nonzero(keep)
     return offset, gain, np.stack([i, j]).astype(np.int64), slope[i, j]
@@ -175,16 +174,19 @@ class _Packed:
 
 def refine_twin(layout: MeshLayout, design: DeviceParams, start: TwinParams,
                 drives_rad: torch.Tensor, measured: torch.Tensor, *, receiver: str,
-                noise_std: float, pairs: np.ndarray | None = None, radius_um: float = 200.0,
+                noise_std: float, inputs: torch.Tensor | None = None,
+                pairs: np.ndarray | None = None, radius_um: float = 200.0,
                 iterations: int = 2000,
                 tolerance: float = 1e-9) -> tuple[TwinParams, dict[str, float]]:
-    """Fit the twin to measured matrices (P, N, N) of nominal drives (P, S) (module doc).
+    """Fit the twin to measurements of nominal drives (P, S) (module doc): matrices (P, N, N)
+    (``homodyne``) or powers (P, N, B) for the input fields ``inputs`` (N, B) (``intensity``).
 
-    ``noise_std`` is the readout noise per quadrature (the fit's unit: a residual of 1 per
-    entry is the noise floor). Crosstalk is fitted on ``pairs`` (2, Q) (i ← j), by default
-    every pair of heaters within ``radius_um`` (:func:`heater_pairs`). Returns the refined :class:`TwinParams` (detached) and
-    ``{"start": r0, "end": r1, "evaluations": e}`` with the mean residual per matrix entry
-    in units of the noise variance 2σ² before and after.
+    ``noise_std`` is the readout noise per quadrature or power reading (the fit's unit: a
+    residual of 1 per entry is the noise floor). Crosstalk is fitted on ``pairs`` (2, Q)
+    (i ← j), by default every pair of heaters within ``radius_um`` (:func:`heater_pairs`).
+    Returns the refined :class:`TwinParams` (detached) and
+    ``{"start": r0, "end": r1, "evaluations": e}`` with the mean residual per reading in
+    units of the noise variance before and after.
     """
     if receiver not in RESIDUALS:
         raise ValueError(f"receiver={receiver!r} is not known; valid choices: "
@@ -196,7 +198,8 @@ def refine_twin(layout: MeshLayout, design: DeviceParams, start: TwinParams,
     x = packed.vector().clone().requires_grad_(True)
     meas = torch.as_tensor(measured, dtype=torch.complex128)
     drives = torch.as_tensor(drives_rad, dtype=torch.float64)
-    entries = meas.numel() * 2 * noise_std**2
+    entries = meas.numel() * (2 if receiver == "homodyne" else 1) * noise_std**2
+    meas = meas if receiver == "homodyne" else meas.real
     opt = torch.optim.LBFGS([x], lr=1.0, max_iter=iterations, history_size=50,
                             tolerance_grad=1e-14, tolerance_change=tolerance,
                             line_search_fn="strong_wolfe")
@@ -204,15 +207,15 @@ def refine_twin(layout: MeshLayout, design: DeviceParams, start: TwinParams,
 
     def closure():
         opt.zero_grad()
-        loss = residual(twin_matrix(layout, drives, packed.twin(x)), meas) / entries
+        loss = residual(twin_matrix(layout, drives, packed.twin(x)), meas, inputs) / entries
         loss.backward()
         calls[0] += 1
         return loss
 
     with torch.no_grad():
-        first = float(residual(twin_matrix(layout, drives, packed.twin(x)), meas) / entries)
+        first = float(residual(twin_matrix(layout, drives, packed.twin(x)), meas, inputs) / entries)
     opt.step(closure)
     with torch.no_grad():
         final = packed.twin(x.detach())
-        last = float(residual(twin_matrix(layout, drives, final), meas) / entries)
+        last = float(residual(twin_matrix(layout, drives, final), meas, inputs) / entries)
     return final, {"start": first, "end": last, "evaluations": float(calls[0])}

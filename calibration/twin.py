@@ -23,6 +23,9 @@ from photonic.mesh import MeshLayout, transfer_matrix
 __all__ = ["TwinParams", "realised_phases", "twin_matrix", "gain_matched_error"]
 
 
+_DENSE_LEAK_MAX = 2048  # shifters up to which the crosstalk leak is a dense matmul
+
+
 @dataclass
 class TwinParams:
     """Per-device parameters of the twin (float64 tensors; may require grad)."""
@@ -42,7 +45,14 @@ def realised_phases(drive_rad: torch.Tensor, p: TwinParams) -> torch.Tensor:
     """Realised phases (..., S) for nominal drive phases (..., S)."""
     y = drive_rad * (1.0 + p.gain_rel)
     rows, cols = p.pairs
-    leak = torch.zeros_like(y).index_add(-1, rows, y[..., cols] * p.crosstalk)
+    s = y.shape[-1]
+    if s <= _DENSE_LEAK_MAX:
+        # Γ − I as a dense matrix: one matmul for any number of pairs and settings
+        c = torch.zeros((s, s), dtype=y.dtype).index_put((rows, cols), p.crosstalk.to(y.dtype),
+                                                         accumulate=True)
+        leak = y @ c.T
+    else:
+        leak = torch.zeros_like(y).index_add(-1, rows, y[..., cols] * p.crosstalk)
     return y + leak + p.offset_rad
 
 
