@@ -266,9 +266,6 @@ class MeshCharacterizer:
         self.beta_rad_ = beta
         self.crosstalk_pairs_ = np.array(xt_pairs, dtype=np.int64).reshape(-1, 2).T
         self.crosstalk_ = np.array(xt_vals)
-        self.measurements_ = Counter({k: v - start.get(k, 0)
-                                      for k, v in chip.measurements.items()
-                                      if v - start.get(k, 0) > 0})
         self.layout_ = layout
         mean_imb = design.mzi.arm_imbalance_db
         self.arm_ratio_ = np.full(k_mzi, 10.0 ** (-mean_imb / 20.0))
@@ -278,6 +275,9 @@ class MeshCharacterizer:
         self.refinement_ = None
         if self.refine:
             self._refine(chip)
+        self.measurements_ = Counter({k: v - start.get(k, 0)
+                                      for k, v in chip.measurements.items()
+                                      if v - start.get(k, 0) > 0})
         del self._t0_dag, self._log
         return self
 
@@ -298,11 +298,11 @@ class MeshCharacterizer:
         codes = np.concatenate([c for c, _ in self._log])
         meas = np.concatenate([t for _, t in self._log])
         drives = drive_phase_rad(torch.as_tensor(codes), chip.design)
-        fit = dict(receiver="homodyne", noise_std=self.noise_std_,
-                   iterations=self.refine_iterations)
-        # 1. optics and near pairs from the progressive start
+        fit = dict(receiver="homodyne", noise_std=self.noise_std_)
+        # 1. optics and near pairs from the progressive start (a start for step 2 only)
         twin, info = refine_twin(chip.layout, chip.design, self.twin_params(), drives,
-                                 torch.as_tensor(meas), radius_um=self.refine_radius_um, **fit)
+                                 torch.as_tensor(meas), radius_um=self.refine_radius_um,
+                                 iterations=self.refine_iterations // 2, **fit)
         # 2. with the optics known, every setting's phases, and the chain read from them
         phases = phase_tomography(chip.layout, twin, drives.numpy(), meas)
         offset, gain, pairs, xt = read_phase_chain(drives.numpy(), phases, twin)
@@ -310,7 +310,7 @@ class MeshCharacterizer:
         twin.pairs, twin.crosstalk = torch.as_tensor(pairs), torch.as_tensor(xt)
         # 3. joint fit on the pairs found significant
         twin, info2 = refine_twin(chip.layout, chip.design, twin, drives, torch.as_tensor(meas),
-                                  pairs=pairs, **fit)
+                                  pairs=pairs, iterations=self.refine_iterations, **fit)
         info = {"first": info, "final": info2}
         self._set_twin(twin)
         self.refinement_ = info
