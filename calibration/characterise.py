@@ -164,22 +164,7 @@ class MeshCharacterizer:
         levels = sweep_codes(design, self.sweep_points)
         drives = drive_phase_rad(torch.as_tensor(levels), design).numpy()
 
-        self._scale = 1.0
-        self._log: list[tuple[np.ndarray, np.ndarray]] = []
-        with chip.stage("characterise.baseline"):
-            zero = np.zeros((self.baseline_repeats, s_all), dtype=np.int64)
-            t0s = self._measure_matrices(chip, zero)
-        self._scale = float(np.linalg.norm(t0s.mean(0)) / math.sqrt(n))
-        t0s = t0s / self._scale
-        self._log = [(zero, t0s)]
-        self.transmission_ = self._scale
-        t0 = t0s.mean(0)
-        self.noise_std_ = float(np.sqrt((np.abs(t0s - t0) ** 2).mean() / 2
-                                        * self.baseline_repeats / (self.baseline_repeats - 1)))
-        # T0 is unitary up to noise; its polar factor is the best unitary estimate.
-        uu, _, vh = np.linalg.svd(t0)
-        t0 = uu @ vh
-        self._t0_dag = t0.conj().T
+        t0 = self._baseline(chip)
 
         offset = np.zeros(s_all)
         gain = np.zeros(s_all)
@@ -267,9 +252,35 @@ class MeshCharacterizer:
         self.crosstalk_pairs_ = np.array(xt_pairs, dtype=np.int64).reshape(-1, 2).T
         self.crosstalk_ = np.array(xt_vals)
         self.layout_ = layout
-        mean_imb = design.mzi.arm_imbalance_db
-        self.arm_ratio_ = np.full(k_mzi, 10.0 ** (-mean_imb / 20.0))
-        # normalised units: the θ arm transmits like a pad (both carry the cell loss)
+        self._finish(chip, start)
+        return self
+
+    def _baseline(self, chip: VirtualChip) -> np.ndarray:
+        """Measure the all-zero setting ``baseline_repeats`` times: the common loss (every
+        later matrix is divided by it), the receiver noise and T0's unitary polar factor."""
+        self._scale = 1.0
+        self._log: list[tuple[np.ndarray, np.ndarray]] = []
+        with chip.stage("characterise.baseline"):
+            zero = np.zeros((self.baseline_repeats, chip.num_shifters), dtype=np.int64)
+            t0s = self._measure_matrices(chip, zero)
+        self._scale = float(np.linalg.norm(t0s.mean(0)) / math.sqrt(chip.n))
+        t0s = t0s / self._scale
+        self._log = [(zero, t0s)]
+        self.transmission_ = self._scale
+        t0 = t0s.mean(0)
+        self.noise_std_ = float(np.sqrt((np.abs(t0s - t0) ** 2).mean() / 2
+                                        * self.baseline_repeats / (self.baseline_repeats - 1)))
+        # T0 is unitary up to noise; its polar factor is the best unitary estimate.
+        uu, _, vh = np.linalg.svd(t0)
+        t0 = uu @ vh
+        self._t0_dag = t0.conj().T
+        return t0
+
+    def _finish(self, chip: VirtualChip, start: Counter) -> None:
+        """Data-sheet optics (mean arm imbalance; in normalised units the θ arm transmits
+        like a pad, both carrying the cell loss), the optional refinement, the counts."""
+        k_mzi = chip.layout.num_mzis
+        self.arm_ratio_ = np.full(k_mzi, 10.0 ** (-chip.design.mzi.arm_imbalance_db / 20.0))
         self.amplitude_ = 1.0 / self.arm_ratio_
         self.pad_amplitude_ = 1.0
         self.refinement_ = None
@@ -279,7 +290,6 @@ class MeshCharacterizer:
                                       for k, v in chip.measurements.items()
                                       if v - start.get(k, 0) > 0})
         del self._t0_dag, self._log
-        return self
 
     def _refine(self, chip: VirtualChip) -> None:
         """Phase tomography of every recorded setting, the phase chain read from it (all
