@@ -119,19 +119,30 @@ class MeshCharacterizer:
     """
 
     def __init__(self, *, sweep_points: int = 2, baseline_repeats: int = 8,
-                 crosstalk_radius_um: float = 100.0, batch_settings: int = 256):
+                 crosstalk_radius_um: float = 100.0, batch_settings: int = 256,
+                 refine: bool = False, refine_radius_um: float = 200.0,
+                 refine_iterations: int = 300, random_settings: int = 64, seed: int = 0):
         self.sweep_points = sweep_points
         self.baseline_repeats = baseline_repeats
         self.crosstalk_radius_um = crosstalk_radius_um
         self.batch_settings = batch_settings
+        self.refine = refine
+        self.refine_radius_um = refine_radius_um
+        self.refine_iterations = refine_iterations
+        self.random_settings = random_settings
+        self.seed = seed
 
     # ------------------------------------------------------------------ measurement helpers
     def _measure_matrices(self, chip: VirtualChip, codes: np.ndarray) -> np.ndarray:
+        """Measured transfer matrices (P, N, N) of DAC settings ``codes`` (P, S), divided by
+        the baseline's mean field transmission (the common loss) once that is known."""
         eye = torch.eye(chip.n, dtype=torch.complex128)
         out = []
         for i in range(0, len(codes), self.batch_settings):
             out.append(chip.measure(torch.as_tensor(codes[i:i + self.batch_settings]), eye).numpy())
-        return np.concatenate(out)
+        t = np.concatenate(out) / self._scale
+        self._log.append((codes, t))
+        return t
 
     def _plane_sweeps(self, chip, shifters: np.ndarray, levels: np.ndarray) -> np.ndarray:
         """M_q = T0^† T for each shifter and level: (len(shifters), len(levels), N, N)."""
@@ -153,16 +164,7 @@ class MeshCharacterizer:
         levels = sweep_codes(design, self.sweep_points)
         drives = drive_phase_rad(torch.as_tensor(levels), design).numpy()
 
-        with chip.stage("characterise.baseline"):
-            zero = np.zeros((self.baseline_repeats, s_all), dtype=np.int64)
-            t0s = self._measure_matrices(chip, zero)
-        t0 = t0s.mean(0)
-        self.noise_std_ = float(np.sqrt((np.abs(t0s - t0) ** 2).mean() / 2
-                                        * self.baseline_repeats / (self.baseline_repeats - 1)))
-        # T0 is unitary up to noise; its polar factor is the best unitary estimate.
-        uu, _, vh = np.linalg.svd(t0)
-        t0 = uu @ vh
-        self._t0_dag = t0.conj().T
+        t0 = self._baseline(chip)
 
         offset = np.zeros(s_all)
         gain = np.zeros(s_all)
@@ -249,12 +251,90 @@ class MeshCharacterizer:
         self.beta_rad_ = beta
         self.crosstalk_pairs_ = np.array(xt_pairs, dtype=np.int64).reshape(-1, 2).T
         self.crosstalk_ = np.array(xt_vals)
+        self.layout_ = layout
+        self._finish(chip, start)
+        return self
+
+    def _baseline(self, chip: VirtualChip) -> np.ndarray:
+        """Measure the all-zero setting ``baseline_repeats`` times: the common loss (every
+        later matrix is divided by it), the receiver noise and T0's unitary polar factor."""
+        self._scale = 1.0
+        self._log: list[tuple[np.ndarray, np.ndarray]] = []
+        with chip.stage("characterise.baseline"):
+            zero = np.zeros((self.baseline_repeats, chip.num_shifters), dtype=np.int64)
+            t0s = self._measure_matrices(chip, zero)
+        self._scale = float(np.linalg.norm(t0s.mean(0)) / math.sqrt(chip.n))
+        t0s = t0s / self._scale
+        self._log = [(zero, t0s)]
+        self.transmission_ = self._scale
+        t0 = t0s.mean(0)
+        self.noise_std_ = float(np.sqrt((np.abs(t0s - t0) ** 2).mean() / 2
+                                        * self.baseline_repeats / (self.baseline_repeats - 1)))
+        # T0 is unitary up to noise; its polar factor is the best unitary estimate.
+        uu, _, vh = np.linalg.svd(t0)
+        t0 = uu @ vh
+        self._t0_dag = t0.conj().T
+        return t0
+
+    def _finish(self, chip: VirtualChip, start: Counter) -> None:
+        """Data-sheet optics (mean arm imbalance; in normalised units the θ arm transmits
+        like a pad, both carrying the cell loss), the optional refinement, the counts."""
+        k_mzi = chip.layout.num_mzis
+        self.arm_ratio_ = np.full(k_mzi, 10.0 ** (-chip.design.mzi.arm_imbalance_db / 20.0))
+        self.amplitude_ = 1.0 / self.arm_ratio_
+        self.pad_amplitude_ = 1.0
+        self.refinement_ = None
+        if self.refine:
+            self._refine(chip)
         self.measurements_ = Counter({k: v - start.get(k, 0)
                                       for k, v in chip.measurements.items()
                                       if v - start.get(k, 0) > 0})
-        self.layout_ = layout
-        del self._t0_dag
-        return self
+        del self._t0_dag, self._log
+
+    def _refine(self, chip: VirtualChip) -> None:
+        """Phase tomography of every recorded setting, the phase chain read from it (all
+        heater pairs, any plane), then a joint maximum-likelihood fit of the twin
+        (:mod:`calibration.refine`)."""
+        from calibration.refine import phase_tomography, read_phase_chain, refine_twin
+
+        # Random settings: at code 0 every MZI sits near its cross state, where a φ and the
+        # next phase on its output path are nearly interchangeable; generic settings break
+        # that near-degeneracy and test the twin where programming uses it (all heaters on).
+        top = 2 ** chip.design.phase_dac.bits
+        gen = np.random.default_rng(self.seed)
+        with chip.stage("characterise.random_settings"):
+            self._measure_matrices(chip, gen.integers(0, top, (self.random_settings,
+                                                               chip.num_shifters)))
+        codes = np.concatenate([c for c, _ in self._log])
+        meas = np.concatenate([t for _, t in self._log])
+        drives = drive_phase_rad(torch.as_tensor(codes), chip.design)
+        fit = dict(receiver="homodyne", noise_std=self.noise_std_)
+        # 1. optics and near pairs from the progressive start (a start for step 2 only)
+        twin, info = refine_twin(chip.layout, chip.design, self.twin_params(), drives,
+                                 torch.as_tensor(meas), radius_um=self.refine_radius_um,
+                                 iterations=self.refine_iterations // 2, **fit)
+        # 2. with the optics known, every setting's phases, and the chain read from them
+        phases = phase_tomography(chip.layout, twin, drives.numpy(), meas)
+        offset, gain, pairs, xt = read_phase_chain(drives.numpy(), phases, twin)
+        twin.offset_rad, twin.gain_rel = torch.as_tensor(offset), torch.as_tensor(gain)
+        twin.pairs, twin.crosstalk = torch.as_tensor(pairs), torch.as_tensor(xt)
+        # 3. joint fit on the pairs found significant
+        twin, info2 = refine_twin(chip.layout, chip.design, twin, drives, torch.as_tensor(meas),
+                                  pairs=pairs, iterations=self.refine_iterations, **fit)
+        info = {"first": info, "final": info2}
+        self._set_twin(twin)
+        self.refinement_ = info
+
+    def _set_twin(self, twin: TwinParams) -> None:
+        self.phase_offset_rad_ = twin.offset_rad.numpy()
+        self.gain_rel_ = twin.gain_rel.numpy()
+        self.alpha_rad_ = twin.alpha_rad.numpy()
+        self.beta_rad_ = twin.beta_rad.numpy()
+        self.crosstalk_pairs_ = twin.pairs.numpy()
+        self.crosstalk_ = twin.crosstalk.numpy()
+        self.arm_ratio_ = twin.arm_ratio.numpy()
+        self.amplitude_ = twin.amplitude.numpy()
+        self.pad_amplitude_ = float(twin.pad_amplitude)
 
     @staticmethod
     def _finish_previous(layout, prev_half, kmat, vecs, modes_next, beta, offset):
@@ -290,7 +370,9 @@ class MeshCharacterizer:
         t = torch.as_tensor
         return TwinParams(offset_rad=t(self.phase_offset_rad_), gain_rel=t(self.gain_rel_),
                           alpha_rad=t(self.alpha_rad_), beta_rad=t(self.beta_rad_),
-                          crosstalk=t(self.crosstalk_), pairs=t(self.crosstalk_pairs_))
+                          crosstalk=t(self.crosstalk_), pairs=t(self.crosstalk_pairs_),
+                          arm_ratio=t(self.arm_ratio_), amplitude=t(self.amplitude_),
+                          pad_amplitude=self.pad_amplitude_)
 
     @property
     def total_measurements_(self) -> int:
@@ -357,3 +439,97 @@ class MeshCharacterizer:
                             crosstalk=self.crosstalk_)
         return d / f"{name}.yaml"
 
+
+
+def interference_inputs(n: int) -> torch.Tensor:
+    """(N, 3N − 2) input fields whose output powers give a transfer matrix up to a phase per
+    output row: e_j, then (e_0 + e_k)/√2 and (e_0 + i e_k)/√2 for k ≥ 1."""
+    eye = torch.eye(n, dtype=torch.complex128)
+    plus = (eye[:, :1] + eye[:, 1:]) / math.sqrt(2)
+    quad = (eye[:, :1] + 1j * eye[:, 1:]) / math.sqrt(2)
+    return torch.cat([eye, plus, quad], 1)
+
+
+class IntensityCharacterizer:
+    """Characterise a chip with power meters only (what most labs have).
+
+    The same settings as :class:`MeshCharacterizer` (a baseline, then each shifter swept
+    alone) are read through :meth:`VirtualChip.measure_power` with the inputs of
+    :func:`interference_inputs`, and the twin is fitted to the powers from the data sheet
+    (zero offsets, unit coefficients, ideal couplers, the design's mean arm imbalance) by
+    :func:`calibration.refine.refine_twin` (receiver ``intensity``). Output-screen
+    phases are invisible to power meters, so programming is judged up to them. Learned
+    attributes as :class:`MeshCharacterizer` (``crosstalk_pairs_``: every pair of heaters
+    within ``radius_um``).
+    """
+
+    def __init__(self, *, sweep_points: int = 1, baseline_repeats: int = 8,
+                 radius_um: float = 120.0, iterations: int = 300, batch_settings: int = 256):
+        self.sweep_points = sweep_points
+        self.baseline_repeats = baseline_repeats
+        self.radius_um = radius_um
+        self.iterations = iterations
+        self.batch_settings = batch_settings
+
+    def _measure(self, chip: VirtualChip, codes: np.ndarray) -> np.ndarray:
+        x = interference_inputs(chip.n)
+        out = [chip.measure_power(torch.as_tensor(codes[i:i + self.batch_settings]), x).numpy()
+               for i in range(0, len(codes), self.batch_settings)]
+        return np.concatenate(out)
+
+    def fit(self, chip: VirtualChip) -> IntensityCharacterizer:
+        from calibration.refine import refine_twin
+
+        layout, design, s_all = chip.layout, chip.design, chip.num_shifters
+        start = Counter(chip.measurements)
+        levels = sweep_codes(design, self.sweep_points)
+        with chip.stage("characterise.baseline"):
+            zero = np.zeros((self.baseline_repeats, s_all), dtype=np.int64)
+            t0s = self._measure(chip, zero)
+        # mean power transmission (the common loss): single-port inputs give |T_ij|²
+        scale = float(t0s.mean(0)[:, :chip.n].sum() / chip.n)
+        t0s = t0s / scale
+        self.noise_std_ = float(np.sqrt(((t0s - t0s.mean(0)) ** 2).mean()
+                                        * self.baseline_repeats / (self.baseline_repeats - 1)))
+        codes = np.zeros((s_all * len(levels), s_all), dtype=np.int64)
+        codes[np.arange(len(codes)), np.repeat(np.arange(s_all), len(levels))] = \
+            np.tile(levels, s_all)
+        with chip.stage("characterise.sweeps"):
+            sweeps = self._measure(chip, codes) / scale
+        k = layout.num_mzis
+        ratio = 10.0 ** (-design.mzi.arm_imbalance_db / 20.0)
+        t = torch.zeros
+        sheet = TwinParams(offset_rad=t(s_all, dtype=torch.float64),
+                           gain_rel=t(s_all, dtype=torch.float64),
+                           alpha_rad=t(k, dtype=torch.float64), beta_rad=t(k, dtype=torch.float64),
+                           crosstalk=t(0, dtype=torch.float64),
+                           pairs=t((2, 0), dtype=torch.int64),
+                           arm_ratio=torch.full((k,), ratio, dtype=torch.float64),
+                           amplitude=torch.full((k,), 1.0 / ratio, dtype=torch.float64))
+        all_codes = np.concatenate([zero, codes])
+        drives = drive_phase_rad(torch.as_tensor(all_codes), design)
+        twin, self.refinement_ = refine_twin(
+            layout, design, sheet, drives, torch.as_tensor(np.concatenate([t0s, sweeps])),
+            receiver="intensity", noise_std=self.noise_std_,
+            inputs=interference_inputs(chip.n), radius_um=self.radius_um,
+            iterations=self.iterations)
+        self.twin_ = twin
+        self.transmission_ = math.sqrt(scale)
+        self.phase_offset_rad_ = twin.offset_rad.numpy()
+        self.gain_rel_ = twin.gain_rel.numpy()
+        self.alpha_rad_ = twin.alpha_rad.numpy()
+        self.beta_rad_ = twin.beta_rad.numpy()
+        self.crosstalk_pairs_ = twin.pairs.numpy()
+        self.crosstalk_ = twin.crosstalk.numpy()
+        self.measurements_ = Counter({key: v - start.get(key, 0)
+                                      for key, v in chip.measurements.items()
+                                      if v - start.get(key, 0) > 0})
+        self.layout_ = layout
+        return self
+
+    def twin_params(self) -> TwinParams:
+        return self.twin_
+
+    @property
+    def total_measurements_(self) -> int:
+        return int(sum(self.measurements_.values()))

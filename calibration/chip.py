@@ -2,11 +2,13 @@
 
 :func:`fabricate` returns two objects:
 
-- :class:`VirtualChip` — what a lab has: the *design* (layout, shifter law, DAC, detector —
-  the public data sheet, with every fabrication spread and crosstalk value removed) and
-  :meth:`VirtualChip.measure`, which programs DAC codes, launches chosen input fields and
-  returns the output fields read by balanced homodyne receivers, with their shot and thermal
-  noise. Every call is counted (per named stage). Nothing else is public.
+- :class:`VirtualChip` — what a lab has: the *design* (layout, shifter law, DAC, detector,
+  mean losses — the public data sheet, with every fabrication spread and crosstalk value
+  removed) and two receivers: :meth:`VirtualChip.measure` programs DAC codes, launches chosen
+  input fields and returns the output fields read by balanced homodyne receivers;
+  :meth:`VirtualChip.measure_power` returns the output powers read by plain photodiodes
+  (power meters, what most labs have). Both add their shot and thermal noise. Every call is
+  counted (per named stage). Nothing else is public.
 - :class:`ChipTruth` — the hidden errors and the noise-free transfer matrix, for scoring a
   calibration afterwards. Calibration routines receive only the chip.
 
@@ -16,7 +18,8 @@ P_LO per output, signal current i = 2R·√P_LO·Re(E e^{−iψ}) read at ψ = 0
 amplitude √P_ch, so the noise per quadrature is σ_i / (2R√(P_LO P_ch)) / √shots, where one
 measurement averages ``shots`` detector samples (integration time shots / B).
 A power detector alone cannot see the output phase screen; homodyne receivers can, and the
-tensor core has them anyway.
+tensor core has them anyway. Power detector: photocurrent R·|E|²·P_ch with noise
+σ_i² = 2qB(R|E|²P_ch + I_d) + 4k_BTB/R_L, returned in units of P_ch.
 """
 
 from __future__ import annotations
@@ -50,19 +53,24 @@ __all__ = [
     "code_for_drive",
     "public_design",
     "readout_noise_std",
+    "power_noise_std",
 ]
 
 # The static error families a fabricated chip has (dynamic phase noise is off: calibration
-# is about what stays put; detector noise is modelled by the receiver below).
+# is about what stays put; detector noise is modelled by the receivers below).
 STATIC_ERRORS = NoiseConfig(gamma_error=True, phase_offset=True, crosstalk=True,
-                            coupler_error=True)
+                            coupler_error=True, insertion_loss=True, arm_imbalance=True)
+_STATIC_FIELDS = ("gamma_error", "phase_offset", "crosstalk", "coupler_error", "insertion_loss",
+                  "arm_imbalance")
 
 
 def public_design(device: DeviceParams) -> DeviceParams:
-    """What the data sheet tells the lab: the device with spreads and crosstalk removed."""
+    """What the data sheet tells the lab: the device with spreads and crosstalk removed (mean
+    losses and the mean arm imbalance are design values and stay)."""
     return device.model_copy(update={
         "variation": VariationParams(),
         "coupler": device.coupler.model_copy(update={"split_error_std_rad": 0.0}),
+        "mzi": device.mzi.model_copy(update={"loss_std_db": 0.0, "arm_imbalance_std_db": 0.0}),
         "crosstalk": CrosstalkParams(model="none"),
     })
 
@@ -101,6 +109,19 @@ def readout_noise_std(design: DeviceParams, *, lo_power_mw: float, channel_power
                                + 2 * det.dark_current_na * 1e-9)
              + 4 * K_B * det.temperature_k * b_hz / det.load_resistance_ohm)
     return var_i.sqrt() / (2 * r * math.sqrt(p_lo * p_ch)) / math.sqrt(shots)
+
+
+def power_noise_std(design: DeviceParams, *, channel_power_mw: float, shots: int,
+                    power: torch.Tensor | float = 0.0) -> torch.Tensor:
+    """Std of one power reading in units of P_ch for a detected power ``power`` · P_ch."""
+    det = design.detector
+    r = det.responsivity_a_per_w
+    b_hz = det.bandwidth_ghz * 1e9
+    p_ch = channel_power_mw * 1e-3
+    var_i = (2 * Q_E * b_hz * (r * torch.as_tensor(power, dtype=torch.float64) * p_ch
+                               + det.dark_current_na * 1e-9)
+             + 4 * K_B * det.temperature_k * b_hz / det.load_resistance_ohm)
+    return var_i.sqrt() / (r * p_ch) / math.sqrt(shots)
 
 
 @dataclass(frozen=True, eq=False)
@@ -163,14 +184,7 @@ class VirtualChip:
         Each (setting, input column) pair is one measurement: the N receivers read both
         quadratures, averaged over ``shots`` samples. Fields are in units of √P_ch.
         """
-        codes = torch.as_tensor(codes, dtype=torch.int64)
-        if codes.ndim != 2 or codes.shape[1] != self.num_shifters:
-            raise ValueError(f"codes must have shape (P, {self.num_shifters}); "
-                             f"got {tuple(codes.shape)}")
-        top = 2**self.design.phase_dac.bits - 1
-        if int(codes.min()) < 0 or int(codes.max()) > top:
-            raise ValueError(f"DAC codes must lie in [0, {top}]")
-        inputs = torch.as_tensor(inputs, dtype=torch.complex128)
+        codes, inputs = self._check(codes, inputs)
         fields = self._truth.matrix(codes) @ inputs
         std = readout_noise_std(self.design, lo_power_mw=self.lo_power_mw,
                                 channel_power_mw=self.channel_power_mw,
@@ -179,6 +193,26 @@ class VirtualChip:
                               torch.randn(fields.shape, generator=self._gen, dtype=torch.float64))
         self.measurements[self._stage] += codes.shape[0] * inputs.shape[1]
         return fields + std * noise
+
+    def measure_power(self, codes: torch.Tensor, inputs: torch.Tensor) -> torch.Tensor:
+        """Output powers (P, N, B) read by photodiodes, in units of P_ch (one measurement per
+        setting and input column, as :meth:`measure`)."""
+        codes, inputs = self._check(codes, inputs)
+        power = (self._truth.matrix(codes) @ inputs).abs() ** 2
+        std = power_noise_std(self.design, channel_power_mw=self.design.laser.power_per_channel_mw,
+                              shots=self.shots, power=power)
+        self.measurements[self._stage] += codes.shape[0] * inputs.shape[1]
+        return power + std * torch.randn(power.shape, generator=self._gen, dtype=torch.float64)
+
+    def _check(self, codes, inputs) -> tuple[torch.Tensor, torch.Tensor]:
+        codes = torch.as_tensor(codes, dtype=torch.int64)
+        if codes.ndim != 2 or codes.shape[1] != self.num_shifters:
+            raise ValueError(f"codes must have shape (P, {self.num_shifters}); "
+                             f"got {tuple(codes.shape)}")
+        top = 2**self.design.phase_dac.bits - 1
+        if int(codes.min()) < 0 or int(codes.max()) > top:
+            raise ValueError(f"DAC codes must lie in [0, {top}]")
+        return codes, torch.as_tensor(inputs, dtype=torch.complex128)
 
     @property
     def total_measurements(self) -> int:
@@ -191,18 +225,17 @@ def fabricate(n: int, device: DeviceParams, *, topology: str = "clements", seed:
     """Draw one chip's hidden errors from ``device``'s variation figures (seeded).
 
     Uses the hub's :func:`photonic.noise.sample_mesh_errors`: shifter coefficients
-    (1 + δγ), static phase offsets, coupler angle errors α, β; crosstalk follows
-    ``device.crosstalk``. ``noise`` (e.g. a run's ``chip.noise``) can switch families off;
-    only the static ones (gamma, offset, crosstalk, coupler) apply. Insertion loss is left
-    out: in a balanced Clements mesh it is a common factor absorbed by the electronic gain.
+    (1 + δγ), static phase offsets, coupler angle errors α, β, per-MZI losses and arm
+    imbalances; crosstalk follows ``device.crosstalk`` (any model: with ``exponential`` every
+    pair of heaters within the cutoff couples, across the θ, φ and output planes).
+    ``noise`` (e.g. a run's ``chip.noise``) can switch families off; only the static ones
+    apply.
     """
     layout = mesh_layout(n, topology)
     gen = torch.Generator().manual_seed(int(seed))
     errors = sample_mesh_errors(layout, device, generator=gen)
     fam = STATIC_ERRORS
     if noise is not None:
-        fam = NoiseConfig(**{f: getattr(noise, f) and getattr(STATIC_ERRORS, f)
-                             for f in ("gamma_error", "phase_offset", "crosstalk",
-                                       "coupler_error")})
+        fam = NoiseConfig(**{f: getattr(noise, f) for f in _STATIC_FIELDS})
     truth = ChipTruth(layout=layout, device=device, errors=errors, families=fam)
     return VirtualChip(truth, seed=seed, shots=shots, lo_power_mw=lo_power_mw), truth

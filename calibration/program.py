@@ -37,6 +37,7 @@ import torch
 from calibration.chip import code_for_drive, drive_phase_rad
 from calibration.twin import (
     TwinParams,
+    gain_matched_error,
     gauss_newton_normal,
     mesh_jacobian,
     twin_matrix,
@@ -59,35 +60,45 @@ def naive_codes(U: torch.Tensor, layout: MeshLayout, design: DeviceParams) -> to
 
 def coupler_corrected_phases(U: torch.Tensor, layout: MeshLayout, alpha: torch.Tensor,
                              beta: torch.Tensor, *, iterations: int = 15,
-                             rtol: float = 1e-3, atol_rel: float = 1e-4) -> np.ndarray:
-    """Realised phases (S,) minimising ‖T(p; α, β) − U‖_F² from the ideal decomposition
+                             rtol: float = 1e-3, atol_rel: float = 1e-4,
+                             optics: dict | None = None) -> np.ndarray:
+    """Realised phases (S,) minimising ‖T(p; α, β) − g·U‖_F² from the ideal decomposition
     (Levenberg–Marquardt with the exact factored Jacobian; a step is kept only if it lowers
-    the error, else the damping grows tenfold). Stops when a step gains less than ``rtol``
-    (relative) or ‖T − U‖/‖U‖ < ``atol_rel`` — two orders below the 8-bit quantisation
-    floor (≈ 0.02), past which further accuracy is invisible."""
+    the error, else the damping grows tenfold). ``optics`` passes the twin's ``arm_ratio``,
+    ``amplitude`` and ``pad_amplitude`` to :func:`calibration.twin.mesh_jacobian`; the real
+    gain ``g`` (undone by the electronic gain) is re-fitted at every step. Stops when a step
+    gains less than ``rtol`` (relative) or ‖T − gU‖/‖gU‖ <
+    ``atol_rel`` — two orders below the 8-bit quantisation floor (≈ 0.02)."""
     ph = decompose(U, layout.topology)
     p = torch.cat([ph.theta, ph.phi, ph.out_phase], -1).numpy().copy()
-    u = torch.as_tensor(U, dtype=torch.complex128).numpy()
     al, be = np.asarray(alpha, dtype=float), np.asarray(beta, dtype=float)
-    t, a, b = mesh_jacobian(layout, p, al, be)
-    loss = float(np.sum(np.abs(t - u) ** 2))
+    optics = optics or {}
+    u_unit = torch.as_tensor(U, dtype=torch.complex128).numpy()
+    norm_u = float(np.sum(np.abs(u_unit) ** 2))
+
+    def scaled_target(t):  # g·U with the gain that fits T best (variable projection)
+        u = max(float(np.real(np.vdot(u_unit, t))) / norm_u, 1e-12) * u_unit
+        return u, float(np.sum(np.abs(t - u) ** 2))
+
+    t, a, b = mesh_jacobian(layout, p, al, be, **optics)
+    u, loss = scaled_target(t)
     lam = 1e-6
     for _ in range(iterations):
         h, g = gauss_newton_normal(a, b, t - u)
         scale = np.trace(h) / len(h)
         while True:
             trial = p - _solve_psd(h + lam * scale * np.eye(len(h)), g)
-            t_new, a_new, b_new = mesh_jacobian(layout, trial, al, be)
-            new = float(np.sum(np.abs(t_new - u) ** 2))
+            t_new, a_new, b_new = mesh_jacobian(layout, trial, al, be, **optics)
+            u_new, new = scaled_target(t_new)
             if new < loss or lam > 1e6:
                 break
             lam *= 10
         if new >= loss:
             break
         gained = (loss - new) / max(loss, 1e-300)
-        p, t, a, b, loss = trial, t_new, a_new, b_new, new
+        p, t, a, b, u, loss = trial, t_new, a_new, b_new, u_new, new
         lam = max(lam / 3, 1e-9)
-        if gained < rtol or loss < atol_rel**2 * layout.n:
+        if gained < rtol or loss < atol_rel**2 * np.sum(np.abs(u) ** 2):
             break
     return p
 
@@ -118,12 +129,15 @@ class ErrorAwareProgrammer:
     ``twin`` holds the learned per-device parameters (e.g. ``MeshCharacterizer.twin_params()``),
     ``design`` the data sheet (shifter law, DAC). ``compensate_quantization`` switches step 4
     (error-feedback quantisation); ``passes`` re-runs it with the leak of the previous codes.
+    ``output_phases``: the outputs are read by power detectors, so candidates are compared up
+    to the output phase screen (:func:`calibration.twin.gain_matched_error`).
     """
 
     def __init__(self, twin: TwinParams, layout: MeshLayout, design: DeviceParams, *,
                  gauss_newton_iterations: int = 15, sweeps: int = 4,
                  compensate_quantization: bool = True, passes: int = 2,
-                 damping: float = 0.01, code_window: int = 3):
+                 damping: float = 0.01, code_window: int = 3, output_phases: bool = False):
+        self.output_phases = output_phases
         self.twin = twin
         self.layout = layout
         self.design = design
@@ -141,6 +155,9 @@ class ErrorAwareProgrammer:
         self._rows_of = _neighbours_into(len(self._off), self._rows, self._cols, self._xt)
         top = 2 ** design.phase_dac.bits - 1
         self._table = drive_phase_rad(torch.arange(top + 1), design).numpy()
+        self._optics = {"arm_ratio": np.asarray(torch.as_tensor(twin.arm_ratio).detach()),
+                        "amplitude": np.asarray(torch.as_tensor(twin.amplitude).detach()),
+                        "pad_amplitude": float(twin.pad_amplitude)}
 
     # ------------------------------------------------------------------ steps
     def _leak(self, y: np.ndarray) -> np.ndarray:
@@ -152,7 +169,8 @@ class ErrorAwareProgrammer:
         """Step 1: realised phases that realise U with the learned couplers."""
         return coupler_corrected_phases(U, self.layout, self.twin.alpha_rad.numpy(),
                                         self.twin.beta_rad.numpy(),
-                                        iterations=self.gauss_newton_iterations)
+                                        iterations=self.gauss_newton_iterations,
+                                        optics=self._optics)
 
     def codes_for_phases(self, target: np.ndarray) -> np.ndarray:
         """Steps 2–3: codes whose realised phases land nearest ``target`` (mod 2π), shifter by
@@ -178,11 +196,17 @@ class ErrorAwareProgrammer:
                 y[cls] = g[cls] * table[codes[cls]]
         return codes
 
-    def _normal_matrix(self, target: np.ndarray) -> np.ndarray:
-        _, a, b = mesh_jacobian(self.layout, target, self.twin.alpha_rad.numpy(),
-                                self.twin.beta_rad.numpy())
+    def _normal_matrix(self, target: np.ndarray, U: torch.Tensor | None = None):
+        """(H, a, b, g): Gauss–Newton matrix and Jacobian factors at ``target``, and the
+        gain g that best fits T to the unitary being programmed (the aim is g·U)."""
+        t, a, b = mesh_jacobian(self.layout, target, self.twin.alpha_rad.numpy(),
+                                self.twin.beta_rad.numpy(), **self._optics)
         n = self.layout.n
-        return gauss_newton_normal(a, b, np.zeros((n, n)))[0], a, b
+        gain = 1.0
+        if U is not None:
+            u = torch.as_tensor(U, dtype=torch.complex128).numpy()
+            gain = max(float(np.real(np.vdot(u, t))) / float(np.sum(np.abs(u) ** 2)), 1e-12)
+        return gauss_newton_normal(a, b, np.zeros((n, n)))[0], a, b, gain
 
     def quantize_with_feedback(self, target: np.ndarray, codes: np.ndarray,
                                h: np.ndarray | None = None, passes: int = 1) -> np.ndarray:
@@ -231,10 +255,10 @@ class ErrorAwareProgrammer:
         ‖e + δ J_s‖² = ‖e‖² + 2δ⟨J_s, e⟩ + δ² H_ss and updates ⟨J, e⟩ by δ H[:, s]."""
         layout, g, table = self.layout, self._gain, self._table
         top = len(table) - 1
-        u = torch.as_tensor(U, dtype=torch.complex128).numpy()
+        h, a, b, gain = normal if normal is not None else self._normal_matrix(target, U)
+        u = gain * torch.as_tensor(U, dtype=torch.complex128).numpy()
         t_now = twin_matrix(layout, drive_phase_rad(torch.as_tensor(codes), self.design),
                             self.twin).numpy()
-        h, a, b = normal if normal is not None else self._normal_matrix(target)
         r = np.real(-1j * np.sum((a.conj().T @ (t_now - u)) * b.conj(), axis=1))
         hd = np.diag(h)
         codes = codes.copy()
@@ -253,10 +277,10 @@ class ErrorAwareProgrammer:
         return codes
 
     def twin_error(self, U: torch.Tensor, codes: np.ndarray) -> float:
+        """Gain-matched error of ``codes`` on the twin (:func:`gain_matched_error`)."""
         t = twin_matrix(self.layout, drive_phase_rad(torch.as_tensor(codes), self.design),
                         self.twin)
-        u = torch.as_tensor(U, dtype=torch.complex128)
-        return float(torch.linalg.matrix_norm(t - u) / torch.linalg.matrix_norm(u))
+        return float(gain_matched_error(U, t, output_phases=self.output_phases))
 
     def program(self, U: torch.Tensor, *, target: np.ndarray | None = None,
                 codes: np.ndarray | None = None) -> torch.Tensor:
@@ -265,7 +289,7 @@ class ErrorAwareProgrammer:
         target = self.target_phases(U) if target is None else target
         codes = self.codes_for_phases(target) if codes is None else codes
         if self.compensate_quantization:
-            normal = self._normal_matrix(target)
+            normal = self._normal_matrix(target, U)
             candidates = [codes]
             candidates.append(self.quantize_with_feedback(target, codes, normal[0],
                                                           passes=self.passes))

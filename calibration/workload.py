@@ -1,22 +1,32 @@
 """Workload ``calibrate_mesh``: characterise fabricated meshes and program them accurately.
 
-For each virtual chip (hidden errors drawn from the run's preset, seeded), the
-:class:`~calibration.characterise.MeshCharacterizer` measures it through its receivers only;
-then Haar-random target unitaries are programmed naively (data sheet) and error-aware
+For each virtual chip (hidden errors drawn from the run's preset, seeded — offsets, coupler
+angles, coefficients, losses, arm imbalance and thermal crosstalk of the preset's model),
+a characteriser measures it through its receivers only; then Haar-random target unitaries
+are programmed naively (data sheet) and error-aware
 (:class:`~calibration.program.ErrorAwareProgrammer`), and the realised matrices are scored
-against the hidden truth. Three studies:
+against the hidden truth with the gain-matched error (:func:`calibration.twin.
+gain_matched_error`: the electronic gain undoes a common loss). Studies:
 
 1. reference — ``reference_n`` (16) modes, ``reference_chips`` × ``reference_unitaries``
-   (5 × 10): the acceptance figures and an ablation of the programming steps;
-2. residual vs mesh size N (``sizes``);
-3. residual vs error level (coupler spread, coefficient spread and crosstalk scaled together).
+   (5 × 10), homodyne receivers (:class:`~calibration.characterise.MeshCharacterizer` with
+   the global refinement): the acceptance figures and an ablation of the programming steps;
+   each case is also programmed with the *true* chip parameters (the oracle: what perfect
+   characterisation would reach with this DAC and these optics);
+2. intensity-only — ``intensity_chips`` × ``intensity_unitaries`` at ``intensity_n`` with
+   power meters (:class:`~calibration.characterise.IntensityCharacterizer`), judged up to
+   the output phases power meters cannot see;
+3. residual vs mesh size N (``sizes``);
+4. residual vs noise level (:func:`photonic.noise.scaled_device`: every fabrication spread
+   times the level; crosstalk and mean losses are design and stay).
 
-metrics.json keys (reference case, means over chips × unitaries): ``naive_rel_error``,
-``calibrated_rel_error``, ``error_reduction`` (ratio of the two means), ``naive_fidelity``,
-``calibrated_fidelity``, ``measurements`` (per chip, characterisation; programming is
-model-based and uses none), ``measurements_by_stage.*``, ``stage_rel_error.*`` (ablation),
-``characterisation_error.*`` (max |learned − hidden| over devices), ``noise_std``; and per
-size / level: ``size.N<n>.*``, ``level.x<level>.*``.
+Statistics over cases (chips × unitaries): median, worst (max) and spread (std).
+metrics.json keys: ``naive_rel_error``, ``calibrated_rel_error`` (medians),
+``*_worst``, ``*_spread``, ``error_reduction`` (ratio of the medians),
+``error_reduction_worst`` (worst naive-over-calibrated ratio of one case),
+``oracle_rel_error``, ``measurements`` (per chip), ``measurements_by_stage.*``,
+``stage_rel_error.*``, ``characterisation_error.*``, ``noise_std``, ``intensity.*``,
+``size.N<n>.*``, ``level.x<level>.*``.
 """
 
 from __future__ import annotations
@@ -30,14 +40,20 @@ import torch
 from pydantic import Field, model_validator
 from scipy.stats import unitary_group
 
-from calibration.characterise import MeshCharacterizer
+from calibration.characterise import IntensityCharacterizer, MeshCharacterizer
 from calibration.chip import ChipTruth, fabricate
 from calibration.program import ErrorAwareProgrammer, naive_codes
+from calibration.twin import TwinParams, gain_matched_error
 from photonic.devices import DeviceParams
-from photonic.metrics import matrix_fidelity, rel_frobenius_error
-from photonic.runio import RunContext, WorkloadConfig
+from photonic.metrics import matrix_fidelity
+from photonic.mzi import arm_transmission
+from photonic.noise import crosstalk_coupling, num_shifters, scaled_device
+from photonic.runio import RunContext, WorkloadConfig, new_figure
+from photonic.textutil import markdown_table
 
-__all__ = ["Config", "run", "evaluate_chip", "scaled_device"]
+__all__ = ["Config", "run", "evaluate_chip", "oracle_twin"]
+
+STAGES = ("naive", "chain_inverted", "calibrated", "oracle")
 
 
 class Config(WorkloadConfig):
@@ -53,8 +69,15 @@ class Config(WorkloadConfig):
     level_n: int = Field(16, ge=2)
     level_chips: int = Field(1, ge=1)
     level_unitaries: int = Field(5, ge=1)
+    intensity_n: int = Field(8, ge=2)
+    intensity_chips: int = Field(2, ge=0)
+    intensity_unitaries: int = Field(5, ge=1)
     shots: int = Field(1000, ge=1, description="detector samples averaged per measurement")
-    sweep_points: int = Field(2, ge=1, description="drive levels per shifter sweep")
+    sweep_points: int = Field(1, ge=1, description="drive levels per shifter sweep")
+    refine: bool = Field(True, description="global maximum-likelihood twin fit (homodyne)")
+    refine_iterations: int = Field(300, ge=0, description="L-BFGS evaluations per fit stage")
+    random_settings: int = Field(64, ge=0, description="random-code settings in the fit")
+    intensity_iterations: int = Field(400, ge=1, description="L-BFGS evaluations, intensity")
     quantization_feedback: bool = True
 
     @model_validator(mode="after")
@@ -66,20 +89,6 @@ class Config(WorkloadConfig):
         if any(n < 2 for n in self.sizes) or any(x <= 0 for x in self.error_levels):
             raise ValueError("sizes must be ≥ 2 and error_levels > 0")
         return self
-
-
-def scaled_device(device: DeviceParams, level: float) -> DeviceParams:
-    """``device`` with its coupler spread, coefficient spread, offset spread and crosstalk
-    coefficient multiplied by ``level``."""
-    v = device.variation
-    return device.model_copy(update={
-        "coupler": device.coupler.model_copy(
-            update={"split_error_std_rad": device.coupler.split_error_std_rad * level}),
-        "variation": v.model_copy(update={"gamma_std": v.gamma_std * level,
-                                          "phase_offset_std_rad": v.phase_offset_std_rad * level}),
-        "crosstalk": device.crosstalk.model_copy(
-            update={"coefficient": min(device.crosstalk.coefficient * level, 0.5)}),
-    })
 
 
 def _characterisation_error(ch: MeshCharacterizer, truth: ChipTruth) -> dict[str, float]:
@@ -98,8 +107,6 @@ def _characterisation_error(ch: MeshCharacterizer, truth: ChipTruth) -> dict[str
 
 
 def _true_crosstalk(truth: ChipTruth) -> np.ndarray:
-    from photonic.noise import crosstalk_coupling, num_shifters
-
     s = num_shifters(truth.layout)
     dense = np.zeros((s, s))
     if truth.families.crosstalk and truth.device.crosstalk.model != "none":
@@ -108,16 +115,51 @@ def _true_crosstalk(truth: ChipTruth) -> np.ndarray:
     return dense
 
 
+def oracle_twin(truth: ChipTruth, transmission: float) -> TwinParams:
+    """The chip's true parameters as a twin (in the characterisers' units: fields divided by
+    ``transmission``, the measured mean field transmission) — perfect characterisation."""
+    e, dev, fam = truth.errors, truth.device, truth.families
+    k = truth.layout.num_mzis
+    dense = _true_crosstalk(truth)
+    i, j = np.nonzero(dense)
+    zero_k = torch.zeros(k, dtype=torch.float64)
+    loss = e.loss_db if fam.insertion_loss else zero_k
+    imb = e.arm_imbalance_db if e.arm_imbalance_db is not None else torch.full(
+        (k,), dev.mzi.arm_imbalance_db, dtype=torch.float64)
+    ratio, other = arm_transmission(imb if fam.arm_imbalance else zero_k, loss)
+    pad = 10.0 ** (-dev.mzi.insertion_loss_db / 20.0) if fam.insertion_loss else 1.0
+    per = transmission ** (1.0 / truth.layout.depth)  # the common loss, spread over columns
+    return TwinParams(
+        offset_rad=e.phase_offset_rad if fam.phase_offset else torch.zeros_like(e.gamma_rel),
+        gain_rel=e.gamma_rel if fam.gamma_error else torch.zeros_like(e.gamma_rel),
+        alpha_rad=e.alpha_rad if fam.coupler_error else zero_k,
+        beta_rad=e.beta_rad if fam.coupler_error else zero_k,
+        crosstalk=torch.as_tensor(dense[i, j]), pairs=torch.as_tensor(np.stack([i, j])),
+        arm_ratio=ratio, amplitude=other / per, pad_amplitude=pad / per)
+
+
+CHARACTERISERS = {
+    "homodyne": lambda cfg, seed: MeshCharacterizer(
+        sweep_points=cfg.sweep_points, refine=cfg.refine, refine_iterations=cfg.refine_iterations,
+        random_settings=cfg.random_settings, seed=seed),
+    "intensity": lambda cfg, seed: IntensityCharacterizer(
+        sweep_points=cfg.sweep_points, iterations=cfg.intensity_iterations),
+}
+
+
 def evaluate_chip(n: int, device: DeviceParams, *, seed: int, unitaries: int, cfg: Config,
-                  noise=None, unitary_seed: int = 0) -> dict:
+                  noise=None, unitary_seed: int = 0, receiver: str = "homodyne") -> dict:
     """Fabricate, characterise and program one chip; scores per unitary and stage."""
     chip, truth = fabricate(n, device, topology=cfg.topology, seed=seed, shots=cfg.shots,
                             noise=noise)
     t0 = time.perf_counter()
-    ch = MeshCharacterizer(sweep_points=cfg.sweep_points).fit(chip)
+    ch = CHARACTERISERS[receiver](cfg, seed).fit(chip)
     t_char = time.perf_counter() - t0
-    prog = ErrorAwareProgrammer(ch.twin_params(), chip.layout, chip.design,
-                                compensate_quantization=cfg.quantization_feedback)
+    blind = receiver == "intensity"  # power meters cannot see the output phases
+    make = dict(compensate_quantization=cfg.quantization_feedback, output_phases=blind)
+    prog = ErrorAwareProgrammer(ch.twin_params(), chip.layout, chip.design, **make)
+    oracle = ErrorAwareProgrammer(oracle_twin(truth, ch.transmission_), chip.layout,
+                                  chip.design, **make)
     rows = []
     t0 = time.perf_counter()
     for u in range(unitaries):
@@ -127,24 +169,28 @@ def evaluate_chip(n: int, device: DeviceParams, *, seed: int, unitaries: int, cf
         chain = prog.codes_for_phases(target)
         stages["chain_inverted"] = torch.as_tensor(chain)
         stages["calibrated"] = prog.program(U, target=target, codes=chain)
+        stages["oracle"] = oracle.program(U)
         mats = {k: truth.matrix(c) for k, c in stages.items()}
-        rows.append({k: (float(rel_frobenius_error(U, m)), float(matrix_fidelity(U, m)))
-                     for k, m in mats.items()})
+        rows.append({k: (float(gain_matched_error(U, m, output_phases=blind)),
+                         float(matrix_fidelity(U, m))) for k, m in mats.items()})
     t_prog = time.perf_counter() - t0
     return {"rows": rows, "char": ch, "truth": truth, "char_s": t_char, "prog_s": t_prog,
             "measurements": dict(ch.measurements_), "noise_std": ch.noise_std_}
 
 
 def _summary(results: list[dict]) -> dict[str, float]:
+    """Median, worst and spread (std) over all cases of every stage."""
     rows = [r for res in results for r in res["rows"]]
     out = {}
-    for stage in ("naive", "chain_inverted", "calibrated"):
+    for stage in STAGES:
         err = np.array([r[stage][0] for r in rows])
-        fid = np.array([r[stage][1] for r in rows])
-        out[f"{stage}_rel_error"] = float(err.mean())
-        out[f"{stage}_rel_error_std"] = float(err.std())
-        out[f"{stage}_fidelity"] = float(fid.mean())
+        out[f"{stage}_rel_error"] = float(np.median(err))
+        out[f"{stage}_rel_error_worst"] = float(err.max())
+        out[f"{stage}_rel_error_spread"] = float(err.std())
+        out[f"{stage}_fidelity"] = float(np.median([r[stage][1] for r in rows]))
     out["error_reduction"] = out["naive_rel_error"] / out["calibrated_rel_error"]
+    out["error_reduction_worst"] = float(min(r["naive"][0] / r["calibrated"][0] for r in rows))
+    out["cases"] = float(len(rows))
     out["measurements"] = float(np.mean([sum(r["measurements"].values()) for r in results]))
     return out
 
@@ -154,7 +200,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     from threadpoolctl import threadpool_limits
 
     # One thread for torch, BLAS/LAPACK and numba: on a shared 2-core machine oversubscribed
-    # BLAS threads made a 256×256 Cholesky 300× slower.
+    # BLAS threads made a 256×256 Cholesky 300× slower. The caller's settings come back.
+    torch_threads = torch.get_num_threads()
     torch.set_num_threads(1)
     numba_threads = numba.get_num_threads()
     numba.set_num_threads(1)
@@ -163,37 +210,38 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
             return _run(cfg, ctx)
     finally:
         numba.set_num_threads(numba_threads)
+        torch.set_num_threads(torch_threads)
+
+
+def _study(ctx, cfg, bar, device, n, chips, units, seed0, useed, receiver="homodyne"):
+    res = []
+    for c in range(chips):
+        res.append(evaluate_chip(n, device, seed=seed0 + c, unitaries=units, cfg=cfg,
+                                 noise=ctx.noise, unitary_seed=useed, receiver=receiver))
+        bar.update(1)
+    return res
 
 
 def _run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     device = ctx.device
-    total = (cfg.reference_chips + sum(cfg.size_chips) + cfg.level_chips * len(cfg.error_levels))
+    total = (cfg.reference_chips + cfg.intensity_chips + sum(cfg.size_chips)
+             + cfg.level_chips * len(cfg.error_levels))
     bar = ctx.progress(total, "calibrate_mesh chips")
     seed = ctx.seed
-
-    # 1. reference case
-    ref = []
-    for c in range(cfg.reference_chips):
-        ref.append(evaluate_chip(cfg.reference_n, device, seed=seed * 1000 + c,
-                                 unitaries=cfg.reference_unitaries, cfg=cfg, noise=ctx.noise,
-                                 unitary_seed=seed * 1000 + 100))
-        bar.update(1)
+    ref = _study(ctx, cfg, bar, device, cfg.reference_n, cfg.reference_chips,
+                 cfg.reference_unitaries, seed * 1000, seed * 1000 + 100)
     summary = _summary(ref)
-    # Floor: the same pipeline on a chip without fabrication errors (only the 8-bit DAC),
-    # same target unitaries — what calibration could reach at best with this DAC.
-    floor = evaluate_chip(cfg.reference_n, scaled_device(device, 0.0), seed=seed * 1000,
-                          unitaries=cfg.reference_unitaries, cfg=cfg, noise=ctx.noise,
-                          unitary_seed=seed * 1000 + 100)
-    floor_summary = _summary([floor])
-    summary["quantization_floor_rel_error"] = floor_summary["calibrated_rel_error"]
-    summary["quantization_floor_naive_rel_error"] = floor_summary["naive_rel_error"]
+    inten = _study(ctx, cfg, bar, device, cfg.intensity_n, cfg.intensity_chips,
+                   cfg.intensity_unitaries, seed * 1000 + 400, seed * 1000 + 150, "intensity")
+    inten_summary = _summary(inten) if inten else {}
     first = ref[0]["char"]
     ctx.write_text("characterised_chip.yaml",
                    first.to_preset_yaml(base=device.name,
                                         chip_label=f"reference chip seed {seed * 1000}"))
     ctx.savez("characterised_chip.npz", phase_offset_rad=first.phase_offset_rad_,
               gain_rel=first.gain_rel_, alpha_rad=first.alpha_rad_, beta_rad=first.beta_rad_,
-              crosstalk_pairs=first.crosstalk_pairs_, crosstalk=first.crosstalk_)
+              crosstalk_pairs=first.crosstalk_pairs_, crosstalk=first.crosstalk_,
+              arm_ratio=first.arm_ratio_)
     by_stage: dict[str, float] = {}
     for res in ref:
         for k, v in res["measurements"].items():
@@ -201,49 +249,42 @@ def _run(cfg: Config, ctx: RunContext) -> dict[str, object]:
             by_stage[stage] = by_stage.get(stage, 0) + v / len(ref)
     per_chip = [_characterisation_error(r["char"], r["truth"]) for r in ref]
     char_err = {k: max(e[k] for e in per_chip) for k in per_chip[0]}
-
-    # 2. residual vs N
     size_rows = {}
     for n, chips, units in zip(cfg.sizes, cfg.size_chips, cfg.size_unitaries, strict=True):
-        res = []
-        for c in range(chips):
-            res.append(evaluate_chip(n, device, seed=seed * 1000 + 500 + c, unitaries=units,
-                                     cfg=cfg, noise=ctx.noise, unitary_seed=seed * 1000 + 200))
-            bar.update(1)
+        res = _study(ctx, cfg, bar, device, n, chips, units, seed * 1000 + 500,
+                     seed * 1000 + 200)
         s = _summary(res)
         s["char_s"] = float(np.mean([r["char_s"] for r in res]))
         s["prog_s_per_unitary"] = float(np.mean([r["prog_s"] for r in res])) / units
         size_rows[n] = s
-
-    # 3. residual vs error level
     level_rows = {}
     for level in cfg.error_levels:
-        dev = scaled_device(device, level)
-        res = []
-        for c in range(cfg.level_chips):
-            res.append(evaluate_chip(cfg.level_n, dev, seed=seed * 1000 + 800 + c,
-                                     unitaries=cfg.level_unitaries, cfg=cfg, noise=ctx.noise,
-                                     unitary_seed=seed * 1000 + 300))
-            bar.update(1)
-        level_rows[level] = _summary(res)
+        dev = scaled_device(device, noise_scale=level)
+        level_rows[level] = _summary(_study(ctx, cfg, bar, dev, cfg.level_n, cfg.level_chips,
+                                            cfg.level_unitaries, seed * 1000 + 800,
+                                            seed * 1000 + 300))
     bar.close()
-
     _figures(ctx, size_rows, level_rows, summary, cfg)
-    _report(ctx, cfg, device, summary, by_stage, char_err, size_rows, level_rows, ref)
+    _report(ctx, cfg, device, summary, inten_summary, by_stage, char_err, size_rows,
+            level_rows, ref)
+    return _metrics(summary, inten_summary, by_stage, char_err, size_rows, level_rows, ref)
 
-    metrics: dict[str, object] = {
-        "naive_rel_error": summary["naive_rel_error"],
-        "calibrated_rel_error": summary["calibrated_rel_error"],
+
+def _metrics(summary, inten_summary, by_stage, char_err, size_rows, level_rows, ref):
+    keys = [f"{s}_rel_error{x}" for s in ("naive", "calibrated", "oracle")
+            for x in ("", "_worst", "_spread")]
+    metrics: dict[str, object] = {k: summary[k] for k in keys}
+    metrics.update({
         "error_reduction": summary["error_reduction"],
+        "error_reduction_worst": summary["error_reduction_worst"],
+        "cases": summary["cases"],
         "naive_fidelity": summary["naive_fidelity"],
         "calibrated_fidelity": summary["calibrated_fidelity"],
         "measurements": summary["measurements"],
         "measurements_by_stage": by_stage,
-        "stage_rel_error": {k: summary[f"{k}_rel_error"]
-                            for k in ("naive", "chain_inverted", "calibrated")},
+        "stage_rel_error": {k: summary[f"{k}_rel_error"] for k in STAGES},
         "characterisation_error": char_err,
         "noise_std": float(np.mean([r["noise_std"] for r in ref])),
-        "quantization_floor_rel_error": summary["quantization_floor_rel_error"],
         "size": {f"N{n}": {k: s[k] for k in ("naive_rel_error", "calibrated_rel_error",
                                              "error_reduction", "measurements", "char_s",
                                              "prog_s_per_unitary")}
@@ -251,43 +292,49 @@ def _run(cfg: Config, ctx: RunContext) -> dict[str, object]:
         "level": {f"x{lv:g}": {k: s[k] for k in ("naive_rel_error", "calibrated_rel_error",
                                                  "error_reduction")}
                   for lv, s in level_rows.items()},
-    }
+    })
+    if inten_summary:
+        metrics["intensity"] = {k: inten_summary[k] for k in keys + [
+            "error_reduction", "error_reduction_worst", "cases", "measurements"]}
     return metrics
 
 
 def _figures(ctx, size_rows, level_rows, summary, cfg) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    for name, rows, xlabel, xs in (
-        ("residual_vs_n.png", size_rows, "mesh size N (modes)", list(size_rows)),
+    for name, rows, xlabel in (
+        ("residual_vs_n.png", size_rows, "mesh size N (modes)"),
         ("residual_vs_error_level.png", level_rows,
-         "error level (× coupler spread, coefficient spread, crosstalk)", list(level_rows)),
+         "noise level (× every fabrication spread of the preset)"),
     ):
-        fig, ax = plt.subplots(figsize=(5.5, 4))
-        for stage, style in (("naive", "o-"), ("chain_inverted", "s--"), ("calibrated", "^-")):
+        if not rows:
+            continue
+        xs = list(rows)
+        fig = new_figure(figsize=(5.5, 4))
+        ax = fig.subplots()
+        for stage, style in (("naive", "o-"), ("calibrated", "^-"), ("oracle", "s--")):
             y = [rows[x][f"{stage}_rel_error"] for x in xs]
-            e = [rows[x][f"{stage}_rel_error_std"] for x in xs]
-            ax.errorbar(xs, y, yerr=e, fmt=style, capsize=3, label=stage.replace("_", " "))
+            e = [rows[x][f"{stage}_rel_error_spread"] for x in xs]
+            ax.errorbar(xs, y, yerr=e, fmt=style, capsize=3, label=stage)
         ax.set_xscale("log", base=2)
         ax.set_yscale("log")
         ax.set_xlabel(xlabel)
-        ax.set_ylabel("relative Frobenius error ‖T − U‖/‖U‖")
+        ax.set_ylabel("gain-matched error ‖gT − U‖/‖U‖ (median, ± std)")
         ax.grid(True, which="both", alpha=0.3)
         ax.legend()
         ctx.savefig(fig, name)
-
-    fig, ax = plt.subplots(figsize=(5.5, 3.5))
-    stages = ["naive", "chain_inverted", "calibrated"]
-    vals = [summary[f"{s}_rel_error"] for s in stages]
-    ax.bar(range(3), vals, yerr=[summary[f"{s}_rel_error_std"] for s in stages], capsize=4)
-    ax.set_xticks(range(3), ["naive", "coupler + chain\ninversion", "+ quantisation\nfeedback"])
+    fig = new_figure(figsize=(6, 3.5))
+    ax = fig.subplots()
+    vals = [summary[f"{s}_rel_error"] for s in STAGES]
+    worst = [summary[f"{s}_rel_error_worst"] for s in STAGES]
+    ax.bar(range(len(STAGES)), vals, label="median")
+    ax.plot(range(len(STAGES)), worst, "kv", label="worst")
+    ax.set_xticks(range(len(STAGES)), ["naive", "coupler + chain\ninversion",
+                                       "+ quantisation\nfeedback", "oracle (true\nparameters)"])
     ax.set_yscale("log")
-    ax.set_ylabel("relative Frobenius error")
+    ax.set_xlabel("programming")
+    ax.set_ylabel("gain-matched error (dimensionless)")
     ax.set_title(f"{cfg.reference_n}×{cfg.reference_n}, {cfg.reference_chips} chips × "
                  f"{cfg.reference_unitaries} unitaries")
+    ax.legend()
     ctx.savefig(fig, "reference_ablation.png")
 
 
@@ -296,98 +343,75 @@ def _slope(xs, ys) -> float:
     return float(np.polyfit(x, y, 1)[0]) if len(x) > 1 else math.nan
 
 
-def _report(ctx, cfg, device, summary, by_stage, char_err, size_rows, level_rows, ref) -> None:
+def _stage_table(summary) -> list[str]:
+    labels = {"naive": "naive (data sheet)", "chain_inverted": "coupler correction + chain "
+              "inversion", "calibrated": "+ quantisation feedback (calibrated)",
+              "oracle": "oracle: the true parameters, same programmer"}
+    return markdown_table(
+        ["programming", "median", "worst", "spread (std)", "median fidelity"],
+        [[labels[s], f"{summary[f'{s}_rel_error']:.4g}", f"{summary[f'{s}_rel_error_worst']:.4g}",
+          f"{summary[f'{s}_rel_error_spread']:.2g}", f"{summary[f'{s}_fidelity']:.6f}"]
+         for s in STAGES if f"{s}_rel_error" in summary])
+
+
+def _report(ctx, cfg, device, summary, inten, by_stage, char_err, size_rows, level_rows,
+            ref) -> None:
     n = cfg.reference_n
     lines = [
-        f"# calibrate_mesh — {n}×{n} {cfg.topology} on preset `{device.name}`",
-        "",
-        "Virtual chips with hidden per-device errors (coefficients, offsets, coupler angles,",
-        "crosstalk) drawn from the preset, observed only through balanced homodyne receivers",
-        f"(shot + thermal noise, {cfg.shots} samples per measurement). Characterisation:",
-        "one drive sweep per shifter, progressive over columns (`calibration.characterise`);",
-        "programming: Gauss–Newton coupler correction, crosstalk-compensated inversion of the",
-        "phase chain with the best DAC turn per shifter, GPTQ-style quantisation error feedback",
-        "and a ±1-code polish on the twin (`calibration.program`). Realised matrices are scored",
-        "against the hidden truth (noise-free), not measured.",
-        "",
-        f"## Reference case ({cfg.reference_chips} chips × {cfg.reference_unitaries} Haar "
-        "unitaries)",
-        "",
-        "| programming | rel. Frobenius error (mean ± std) | fidelity |",
-        "|---|---|---|",
+        f"# calibrate_mesh — {n}×{n} {cfg.topology} on preset `{device.name}`", "",
+        "Virtual chips with hidden per-device errors drawn from the preset (offsets,",
+        "coefficients, coupler angles, losses, arm imbalance, thermal crosstalk of the preset's",
+        f"model), {cfg.shots} detector samples per measurement. Scores: gain-matched error",
+        "min_g ‖gT − U‖/‖U‖ of the realised (noise-free, hidden) matrix; median, worst and",
+        "spread over all cases.", "",
+        f"## Homodyne receivers ({cfg.reference_chips} chips × {cfg.reference_unitaries} Haar "
+        "unitaries)", "", *_stage_table(summary), "",
+        f"**Error reduction: {summary['error_reduction']:.2f}×** (ratio of medians; worst "
+        f"single case {summary['error_reduction_worst']:.2f}×, {summary['cases']:.0f} cases).",
+        "", "![ablation](reference_ablation.png)", "",
     ]
-    for stage, label in (("naive", "naive (data sheet)"),
-                         ("chain_inverted", "coupler correction + chain inversion"),
-                         ("calibrated", "+ quantisation feedback (calibrated)")):
-        lines.append(f"| {label} | {summary[f'{stage}_rel_error']:.4g} ± "
-                     f"{summary[f'{stage}_rel_error_std']:.2g} | "
-                     f"{summary[f'{stage}_fidelity']:.6f} |")
+    if inten:
+        lines += [
+            f"## Intensity-only receivers ({cfg.intensity_chips} chips × "
+            f"{cfg.intensity_unitaries} unitaries, {cfg.intensity_n}×{cfg.intensity_n})", "",
+            "Power meters only; judged up to the output phases they cannot see.", "",
+            *_stage_table(inten), "",
+            f"Error reduction {inten['error_reduction']:.2f}× (worst case "
+            f"{inten['error_reduction_worst']:.2f}×), {inten['measurements']:.0f} "
+            "measurements per chip.", ""]
     lines += [
-        "",
-        f"**Error reduction: {summary['error_reduction']:.2f}×** (ratio of mean errors).",
-        "",
-        "Quantisation floor — the same unitaries on a chip without fabrication errors (only the",
-        f"{device.phase_dac.bits}-bit DAC): naive "
-        f"{summary['quantization_floor_naive_rel_error']:.4g}, this pipeline "
-        f"{summary['quantization_floor_rel_error']:.4g}; the calibrated error on the fabricated",
-        f"chips is {summary['calibrated_rel_error'] / summary['quantization_floor_rel_error']:.2f}"
-        "× that floor.",
-        "",
-        "![ablation](reference_ablation.png)",
-        "",
-        "### Measurements per chip (characterisation; programming uses none)",
-        "",
-        "| stage | measurements |",
-        "|---|---|",
-        *[f"| {k} | {v:.0f} |" for k, v in by_stage.items()],
-        f"| **total** | {summary['measurements']:.0f} |",
-        "",
-        "One measurement = one programmed setting × one input vector, all N receivers read",
-        "(both quadratures).",
-        "",
-        "### Characterisation accuracy (max |learned − hidden| over all devices of all chips)",
-        "",
-        *[f"- {k}: {v:.3g}" for k, v in char_err.items()],
-        f"- estimated receiver noise per quadrature: {ref[0]['noise_std']:.3g} (input units)",
-        "",
-        "## Residual vs mesh size",
-        "",
-        "| N | naive | calibrated | reduction | measurements | char. s | prog. s/unitary |",
-        "|---|---|---|---|---|---|---|",
+        "## Measurements per chip (homodyne characterisation; programming uses none)", "",
+        *markdown_table(["stage", "measurements"],
+                        [[k, f"{v:.0f}"] for k, v in by_stage.items()]
+                        + [["**total**", f"{summary['measurements']:.0f}"]]), "",
+        "One measurement = one programmed setting × one input vector, all N receivers read.",
+        "", "### Characterisation accuracy (max |learned − hidden| over all devices of all chips)",
+        "", *[f"- {k}: {v:.3g}" for k, v in char_err.items()],
+        f"- estimated receiver noise per quadrature: {ref[0]['noise_std']:.3g} (input units)", "",
     ]
-    for nn, s in size_rows.items():
-        lines.append(f"| {nn} | {s['naive_rel_error']:.4g} | {s['calibrated_rel_error']:.4g} | "
-                     f"{s['error_reduction']:.2f} | {s['measurements']:.0f} | "
-                     f"{s['char_s']:.1f} | {s['prog_s_per_unitary']:.2f} |")
-    ns = list(size_rows)
-    lines += [
-        "",
-        f"Log-log slope vs N: naive "
-        f"{_slope(ns, [size_rows[x]['naive_rel_error'] for x in ns]):.2f}, calibrated "
-        f"{_slope(ns, [size_rows[x]['calibrated_rel_error'] for x in ns]):.2f}.",
-        "",
-        "![residual vs N](residual_vs_n.png)",
-        "",
-        f"## Residual vs error level ({cfg.level_n}×{cfg.level_n})",
-        "",
-        "| level | naive | calibrated | reduction |",
-        "|---|---|---|---|",
-    ]
-    for lv, s in level_rows.items():
-        lines.append(f"| {lv:g} | {s['naive_rel_error']:.4g} | {s['calibrated_rel_error']:.4g} | "
-                     f"{s['error_reduction']:.2f} |")
-    lv = list(level_rows)
-    lines += [
-        "",
-        f"Log-log slope vs level: naive "
-        f"{_slope(lv, [level_rows[x]['naive_rel_error'] for x in lv]):.2f}, calibrated "
-        f"{_slope(lv, [level_rows[x]['calibrated_rel_error'] for x in lv]):.2f}.",
-        "",
-        "![residual vs level](residual_vs_error_level.png)",
-        "",
-        "The characterised reference chip is exported as a preset: "
-        "[characterised_chip.yaml](characterised_chip.yaml) (per-device values in "
-        "`characterised_chip.npz`).",
-        "",
-    ]
+    lines += _sweep_sections(cfg, size_rows, level_rows)
     ctx.write_text("report.md", "\n".join(lines))
+
+
+def _sweep_sections(cfg, size_rows, level_rows) -> list[str]:
+    lines = []
+    for title, rows, head, fmt, fig in (
+        ("Residual vs mesh size", size_rows, "N", "{:d}", "residual_vs_n.png"),
+        (f"Residual vs noise level ({cfg.level_n}×{cfg.level_n})", level_rows, "level", "{:g}",
+         "residual_vs_error_level.png"),
+    ):
+        if not rows:
+            continue
+        xs = list(rows)
+        lines += [f"## {title}", "", *markdown_table(
+            [head, "naive", "calibrated", "oracle", "reduction"],
+            [[fmt.format(x), f"{rows[x]['naive_rel_error']:.4g}",
+              f"{rows[x]['calibrated_rel_error']:.4g}", f"{rows[x]['oracle_rel_error']:.4g}",
+              f"{rows[x]['error_reduction']:.2f}"] for x in xs]), "",
+            f"Log-log slope: naive {_slope(xs, [rows[x]['naive_rel_error'] for x in xs]):.2f}, "
+            f"calibrated {_slope(xs, [rows[x]['calibrated_rel_error'] for x in xs]):.2f}.", "",
+            f"![{title}]({fig})", ""]
+    lines += ["The first reference chip's characterisation is exported as a preset: "
+              "[characterised_chip.yaml](characterised_chip.yaml) (per-device values in "
+              "`characterised_chip.npz`).", ""]
+    return lines

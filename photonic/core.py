@@ -29,6 +29,8 @@ from photonic.mzi import mzi_entries
 from photonic.noise import (
     MeshErrors,
     NoiseConfig,
+    coupler_angles,
+    mzi_transmission,
     num_shifters,
     realise_mesh,
     realise_phases,
@@ -291,14 +293,10 @@ def _sigma_amplitudes(theta, device, noise, errors: MeshErrors | None, generator
     phi = -theta / 2 - math.pi / 2
     prog = torch.cat([theta, phi, torch.zeros(theta.shape[:-1] + (2 * k,), dtype=theta.dtype)], -1)
     real = realise_phases(prog, layout, device, noise, errors, generator=generator)
-    alpha = beta = 0.0
-    amp = 1.0
-    if errors is not None and noise.coupler_error:
-        alpha, beta = errors.alpha_rad, errors.beta_rad
-    if errors is not None and noise.insertion_loss:
-        amp = 10.0 ** (-errors.loss_db / 20.0)
+    alpha, beta = coupler_angles(device, noise, errors, dtype=real.dtype)
+    amp, arm_ratio = mzi_transmission(device, noise, errors, dtype=real.dtype)
     _, _, m10, _ = mzi_entries(real[..., :k], real[..., k : 2 * k], alpha=alpha, beta=beta,
-                               amplitude=amp)
+                               amplitude=amp, arm_ratio=arm_ratio)
     return m10
 
 

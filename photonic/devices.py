@@ -102,6 +102,11 @@ class MziParams(_Params):
                                             "arms; None: from the couplers, shifter and "
                                             "waveguide")
     loss_std_db: float = Field(0.0, ge=0, description="device-to-device spread of the loss")
+    arm_imbalance_db: float = Field(
+        0.0, description="mean loss of the θ (shifter) arm minus the other arm's; "
+        "insertion_loss_db is the θ arm's (limits the extinction ratio)")
+    arm_imbalance_std_db: float = Field(
+        0.0, ge=0, description="device-to-device spread of the arm imbalance")
 
 
 class DetectorParams(_Params):

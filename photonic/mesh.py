@@ -18,7 +18,6 @@ torch's thread budget for large builds.
 
 from __future__ import annotations
 
-import difflib
 import math
 import os
 import threading
@@ -32,6 +31,7 @@ import numpy as np
 import torch
 
 from photonic.mzi import mzi_entries, unit_phasor
+from photonic.textutil import did_you_mean
 
 __all__ = [
     "MeshLayout",
@@ -80,10 +80,9 @@ BALANCED_TOPOLOGIES = frozenset({"clements"})
 
 def _check_topology(topology: str) -> None:
     if topology not in TOPOLOGIES:
-        close = difflib.get_close_matches(topology, TOPOLOGIES, n=1)
-        hint = f"; did you mean {close[0]!r}?" if close else ""
         raise ValueError(
-            f"topology={topology!r} is not known; valid choices: {sorted(TOPOLOGIES)}{hint}"
+            f"topology={topology!r} is not known; valid choices: {sorted(TOPOLOGIES)}"
+            f"{did_you_mean(topology, TOPOLOGIES)}"
         )
 
 
@@ -183,14 +182,17 @@ def column_coefficients(
     beta: torch.Tensor | float = 0.0,
     amplitude: torch.Tensor | float = 1.0,
     pad_amplitude: torch.Tensor | float = 1.0,
+    arm_ratio: torch.Tensor | float = 1.0,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Per-column diagonal and partner coefficients ``A, B`` of shape (..., depth, n).
 
-    ``theta``, ``phi`` (and optionally ``alpha``, ``beta``, ``amplitude``) have shape (..., K).
+    ``theta``, ``phi`` (and optionally ``alpha``, ``beta``, ``amplitude``, ``arm_ratio``, see
+    :func:`photonic.mzi.mzi_entries`) have shape (..., K).
     Column ℓ maps fields as ``y = A[ℓ] ⊙ x + B[ℓ] ⊙ x[partner[ℓ % 2]]``. Positions without
     an MZI transmit ``pad_amplitude`` (a loss-matching dummy in balanced Clements meshes).
     """
-    m00, m01, m10, m11 = mzi_entries(theta, phi, alpha=alpha, beta=beta, amplitude=amplitude)
+    m00, m01, m10, m11 = mzi_entries(theta, phi, alpha=alpha, beta=beta, amplitude=amplitude,
+                                     arm_ratio=arm_ratio)
     m00, m01, m10, m11 = torch.broadcast_tensors(m00, m01, m10, m11)
     batch = m00.shape[:-1]
     size = layout.depth * layout.n
@@ -532,9 +534,10 @@ def _fast_transfer(
     beta: torch.Tensor | float,
     amplitude: torch.Tensor | float,
     pad_amplitude: torch.Tensor | float,
+    arm_ratio: torch.Tensor | float = 1.0,
 ) -> torch.Tensor | None:
     """No-grad CPU transfer matrices through the numba kernels; None when not applicable."""
-    values = (theta, phi, out_phase, alpha, beta, amplitude, pad_amplitude)
+    values = (theta, phi, out_phase, alpha, beta, amplitude, pad_amplitude, arm_ratio)
     tensors = [v for v in values if isinstance(v, torch.Tensor)]
     if any(t.device.type != "cpu" or t.dtype not in (torch.float32, torch.float64)
            for t in tensors):
@@ -545,7 +548,7 @@ def _fast_transfer(
     real = torch.promote_types(real, out_phase.dtype)
     k, n = layout.num_mzis, layout.n
     shapes = [theta.shape[:-1], phi.shape[:-1], out_phase.shape[:-1]]
-    shapes += [torch.as_tensor(v).shape[:-1] for v in (alpha, beta, amplitude)]
+    shapes += [torch.as_tensor(v).shape[:-1] for v in (alpha, beta, amplitude, arm_ratio)]
     pad_t = torch.as_tensor(pad_amplitude, dtype=torch.float64)
     batch = torch.broadcast_shapes(*shapes, pad_t.shape)
     th, ph, outp = (_as_rows(v, batch, size) for v, size in ((theta, k), (phi, k), (out_phase, n)))
@@ -563,8 +566,13 @@ def _fast_transfer(
         cb, sb = _cos_sin(math.pi / 4 + be)
         cpl = np.stack([am * (ca * cb), am * (sa * sb), am * (sa * cb), am * (ca * sb)], -1)
     oc, os_ = _cos_sin(outp)
+    ct, st = _cos_sin(th)
+    if not (isinstance(arm_ratio, float | int) and arm_ratio == 1):
+        # the θ arm's relative transmission scales e^{iθ} (photonic.mzi.mzi_entries)
+        rho = _as_rows(arm_ratio, batch, k)
+        ct, st = ct * rho, st * rho
     coef = _workspace("coef", (nmesh, k, 6))
-    _mzi_coefficients(*_cos_sin(th), *_cos_sin(ph), cpl, layout.modes, oc, os_, coef)
+    _mzi_coefficients(ct, st, *_cos_sin(ph), cpl, layout.modes, oc, os_, coef)
     out = np.empty((nmesh, n, n), dtype=np.complex128)
     jobs = nmesh * -(-n // _CHUNK)
     work = nmesh * layout.depth * n * n // 2
@@ -586,12 +594,19 @@ def transfer_matrix(
     beta: torch.Tensor | float = 0.0,
     amplitude: torch.Tensor | float = 1.0,
     pad_amplitude: torch.Tensor | float = 1.0,
+    arm_ratio: torch.Tensor | float = 1.0,
 ) -> torch.Tensor:
-    """Transfer matrix (..., n, n), T[out, in], of meshes with the given physical phases."""
-    fast = _fast_transfer(layout, theta, phi, out_phase, alpha, beta, amplitude, pad_amplitude)
+    """Transfer matrix (..., n, n), T[out, in], of meshes with the given physical phases.
+
+    ``alpha``, ``beta``, ``amplitude`` and ``arm_ratio`` (..., K) are the per-MZI coupler
+    errors, field transmission and θ-arm relative transmission of
+    :func:`photonic.mzi.mzi_entries`; ``pad_amplitude`` the transmission of empty positions.
+    """
+    fast = _fast_transfer(layout, theta, phi, out_phase, alpha, beta, amplitude, pad_amplitude,
+                          arm_ratio)
     if fast is not None:
         return fast
     a, b = column_coefficients(layout, theta, phi, alpha=alpha, beta=beta, amplitude=amplitude,
-                               pad_amplitude=pad_amplitude)
+                               pad_amplitude=pad_amplitude, arm_ratio=arm_ratio)
     t = propagate_columns(layout, a, b, torch.eye(layout.n, dtype=a.dtype))
     return unit_phasor(out_phase)[..., :, None] * t

@@ -16,11 +16,18 @@ over the K internal θ, then the K external φ, then the N output-screen phases 
 5. wavelength — phases scale as λ0/λ; coupler angle κ(λ) = (π/4 + α)(1 + D·(λ − λ0)).
 
 Couplers get static angle errors α, β ~ N(0, split_error_std²); each MZI an insertion loss
-``insertion_loss_db`` (+ N(0, loss_std²) spread, clipped at 0).
+``insertion_loss_db`` (+ N(0, loss_std²) spread, clipped at 0) — the loss through its θ arm —
+and an arm imbalance Δ ~ N(arm_imbalance_db, arm_imbalance_std_db²): the other arm loses Δ dB less
+(:func:`photonic.mzi.arm_transmission`), which bounds the extinction ratio.
+
+One meaning of "noise level" (:func:`scaled_device`): a level multiplies every standard
+deviation drawn above (fabrication spreads and the dynamic phase noise); design figures —
+mean losses, mean arm imbalance, crosstalk, dispersion, converter bits — stay.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass
 from functools import lru_cache
@@ -32,6 +39,7 @@ from scipy.spatial import cKDTree
 
 from photonic.devices import CrosstalkParams, DeviceParams, LayoutParams, PhaseShifterParams
 from photonic.mesh import BALANCED_TOPOLOGIES, MeshLayout, transfer_matrix
+from photonic.mzi import arm_transmission
 
 __all__ = [
     "NoiseConfig",
@@ -45,6 +53,9 @@ __all__ = [
     "realise_phases",
     "realise_mesh",
     "num_shifters",
+    "coupler_angles",
+    "mzi_transmission",
+    "scaled_device",
 ]
 
 
@@ -60,6 +71,7 @@ class NoiseConfig(BaseModel):
     crosstalk: bool = False
     coupler_error: bool = False
     insertion_loss: bool = False
+    arm_imbalance: bool = False
     detector_noise: bool = False
     input_quantization: bool = False
     output_quantization: bool = False
@@ -103,6 +115,7 @@ class MeshErrors:
     alpha_rad: torch.Tensor  # (..., K) input coupler angle errors
     beta_rad: torch.Tensor  # (..., K) output coupler angle errors
     loss_db: torch.Tensor  # (..., K)
+    arm_imbalance_db: torch.Tensor | None = None  # (..., K); None: the device's mean
 
 
 def sample_mesh_errors(
@@ -119,13 +132,18 @@ def sample_mesh_errors(
         return torch.randn(batch_shape + shape, generator=generator, dtype=torch.float64) * std
 
     loss = device.mzi.insertion_loss_db + normal((k,), device.mzi.loss_std_db)
-    return MeshErrors(
+    errors = MeshErrors(
         gamma_rel=normal((s,), device.variation.gamma_std),
         phase_offset_rad=normal((s,), device.variation.phase_offset_std_rad),
         alpha_rad=normal((k,), device.coupler.split_error_std_rad),
         beta_rad=normal((k,), device.coupler.split_error_std_rad),
         loss_db=loss.clamp_min(0.0),
     )
+    # Drawn last and only when spread, so chips of devices without it keep their draws.
+    if device.mzi.arm_imbalance_std_db > 0:
+        imb = device.mzi.arm_imbalance_db + normal((k,), device.mzi.arm_imbalance_std_db)
+        errors = dataclasses.replace(errors, arm_imbalance_db=imb)
+    return errors
 
 
 def quantize_phase(phase_rad: torch.Tensor, shifter: PhaseShifterParams, bits: int | None,
@@ -273,7 +291,7 @@ def realise_mesh(
     layout = phases.layout
     k = layout.num_mzis
     needs_errors = noise.gamma_error or noise.phase_offset or noise.coupler_error
-    needs_errors = needs_errors or noise.insertion_loss
+    needs_errors = needs_errors or noise.insertion_loss or noise.arm_imbalance
     if errors is None and needs_errors:
         if generator is None:
             raise ValueError("sampling chip errors needs a torch.Generator (pass generator=)")
@@ -282,20 +300,83 @@ def realise_mesh(
         programmed = torch.cat([phases.theta, phases.phi, phases.out_phase], -1)
     real = realise_phases(programmed, layout, device, noise, errors, generator=generator)
     theta, phi, out = real[..., :k], real[..., k : 2 * k], real[..., 2 * k :]
-    alpha = beta = torch.zeros((), dtype=real.dtype)
+    alpha, beta = coupler_angles(device, noise, errors, dtype=real.dtype)
+    amplitude, arm_ratio = mzi_transmission(device, noise, errors, dtype=real.dtype)
+    pad = torch.ones((), dtype=real.dtype)
+    if noise.insertion_loss and layout.topology in BALANCED_TOPOLOGIES:
+        pad = torch.tensor(10.0 ** (-device.mzi.insertion_loss_db / 20.0), dtype=real.dtype)
+    return transfer_matrix(layout, theta, phi, out, alpha=alpha, beta=beta, amplitude=amplitude,
+                           pad_amplitude=pad, arm_ratio=arm_ratio)
+
+
+def coupler_angles(
+    device: DeviceParams, noise: NoiseConfig, errors: MeshErrors | None, *,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Coupler angle errors (α, β) of every MZI as realised: the static errors (when
+    ``noise.coupler_error``) and the dispersion κ(λ) = (π/4 + α)(1 + D·(λ − λ0)) at
+    ``noise.wavelength_um``; scalars 0 for ideal couplers at the design wavelength."""
+    alpha = beta = torch.zeros((), dtype=dtype)
     if noise.coupler_error and errors is not None:
-        alpha, beta = errors.alpha_rad, errors.beta_rad
+        alpha, beta = errors.alpha_rad.to(dtype), errors.beta_rad.to(dtype)
     if noise.wavelength_um is not None:
         scale = 1.0 + device.coupler.dispersion_per_um * (
             noise.wavelength_um - device.design_wavelength_um
         )
         alpha = (math.pi / 4 + alpha) * scale - math.pi / 4
         beta = (math.pi / 4 + beta) * scale - math.pi / 4
-    amplitude = pad = torch.ones((), dtype=real.dtype)
+    return alpha, beta
+
+
+def mzi_transmission(
+    device: DeviceParams, noise: NoiseConfig, errors: MeshErrors | None, *,
+    dtype: torch.dtype = torch.float64,
+) -> tuple[torch.Tensor | float, torch.Tensor | float]:
+    """``(amplitude, arm_ratio)`` of every MZI for :func:`photonic.mesh.transfer_matrix`:
+    the cell's insertion loss (when ``noise.insertion_loss``; the loss of the θ arm) and the
+    arm imbalance (when ``noise.arm_imbalance``; the other arm loses Δ less,
+    :func:`photonic.mzi.arm_transmission`). Plain ``1.0`` where a family is off."""
+    amplitude: torch.Tensor | float = 1.0
+    arm_ratio: torch.Tensor | float = 1.0
+    loss = torch.zeros((), dtype=torch.float64)
     if noise.insertion_loss:
-        loss = errors.loss_db if errors is not None else torch.tensor(device.mzi.insertion_loss_db)
-        amplitude = 10.0 ** (-loss / 20.0)
-        if layout.topology in BALANCED_TOPOLOGIES:
-            pad = torch.tensor(10.0 ** (-device.mzi.insertion_loss_db / 20.0), dtype=real.dtype)
-    return transfer_matrix(layout, theta, phi, out, alpha=alpha, beta=beta, amplitude=amplitude,
-                           pad_amplitude=pad)
+        loss = errors.loss_db if errors is not None else torch.tensor(
+            device.mzi.insertion_loss_db, dtype=torch.float64)
+        amplitude = (10.0 ** (-loss / 20.0)).to(dtype)
+    if noise.arm_imbalance:
+        imb = errors.arm_imbalance_db if errors is not None else None
+        if imb is None:
+            imb = torch.tensor(device.mzi.arm_imbalance_db, dtype=torch.float64)
+        ratio, other = arm_transmission(imb, loss)
+        arm_ratio, amplitude = ratio.to(dtype), other.to(dtype)
+    return amplitude, arm_ratio
+
+
+def scaled_device(
+    device: DeviceParams, *, noise_scale: float = 1.0, phase_noise_std_rad: float | None = None
+) -> DeviceParams:
+    """``device`` at noise level ``noise_scale``: every random spread multiplied by it.
+
+    Scaled (the stds :func:`sample_mesh_errors` and the dynamic draw of
+    :func:`realise_phases` use): ``variation.gamma_std``, ``variation.phase_offset_std_rad``,
+    ``variation.phase_noise_std_rad``, ``coupler.split_error_std_rad``, ``mzi.loss_std_db``,
+    ``mzi.arm_imbalance_std_db``. Design figures (mean insertion loss and arm imbalance,
+    crosstalk, dispersion, converter bits) are not noise and stay. ``phase_noise_std_rad``,
+    when given, then replaces the dynamic phase-noise std.
+    """
+    if noise_scale < 0:
+        raise ValueError(f"noise_scale={noise_scale!r}: a noise level must be ≥ 0")
+    var = device.variation
+    phase_noise = var.phase_noise_std_rad * noise_scale
+    if phase_noise_std_rad is not None:
+        phase_noise = phase_noise_std_rad
+    data = device.model_dump()
+    data["variation"].update(
+        gamma_std=var.gamma_std * noise_scale,
+        phase_offset_std_rad=var.phase_offset_std_rad * noise_scale,
+        phase_noise_std_rad=phase_noise,
+    )
+    data["coupler"]["split_error_std_rad"] = device.coupler.split_error_std_rad * noise_scale
+    data["mzi"]["loss_std_db"] = device.mzi.loss_std_db * noise_scale
+    data["mzi"]["arm_imbalance_std_db"] = device.mzi.arm_imbalance_std_db * noise_scale
+    return DeviceParams.model_validate(data)

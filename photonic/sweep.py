@@ -79,7 +79,7 @@ from photonic.executors import (
 )
 from photonic.mesh import TOPOLOGIES
 from photonic.metrics import matrix_fidelity, rel_frobenius_error
-from photonic.noise import NoiseConfig
+from photonic.noise import NoiseConfig, scaled_device
 from photonic.runio import RunContext, WorkloadConfig, atomic_write_bytes, new_figure
 from photonic.textutil import did_you_mean, markdown_table
 
@@ -107,7 +107,8 @@ __all__ = [
 ]
 
 # Bump whenever evaluate_point's rows change meaning: old cache entries then miss.
-SCHEMA_VERSION = 3  # 2: devices carry phase_dac.grid; 3: one power budget, feasible
+SCHEMA_VERSION = 4  # 2: devices carry phase_dac.grid; 3: one power budget, feasible;
+# 4: arm imbalance, static errors in every preset
 
 # Design axes of a row (what summarize groups by), in table order.
 AXES = ("n", "rows", "topology", "tile", "preset", "noise_scale", "phase_noise_std_rad",
@@ -177,33 +178,6 @@ def grid(
     names = ("n", "topology", "tile", "preset", "noise_scale", "phase_noise_std_rad", "matrix")
     return [DesignPoint(**dict(zip(names, combo, strict=True)))
             for combo in itertools.product(*axes)]
-
-
-def scaled_device(
-    device: DeviceParams, *, noise_scale: float = 1.0, phase_noise_std_rad: float | None = None
-) -> DeviceParams:
-    """``device`` with every random spread multiplied by ``noise_scale``.
-
-    Scaled: ``variation.gamma_std``, ``variation.phase_offset_std_rad``,
-    ``variation.phase_noise_std_rad``, ``coupler.split_error_std_rad``, ``mzi.loss_std_db``
-    (the stds :func:`photonic.noise.sample_mesh_errors` and the dynamic noise draw from).
-    Deterministic figures (mean insertion loss, converter bits, crosstalk) are the design's,
-    not noise, and stay. ``phase_noise_std_rad``, when given, then replaces the dynamic
-    phase-noise std.
-    """
-    var = device.variation
-    phase_noise = var.phase_noise_std_rad * noise_scale
-    if phase_noise_std_rad is not None:
-        phase_noise = phase_noise_std_rad
-    data = device.model_dump()
-    data["variation"].update(
-        gamma_std=var.gamma_std * noise_scale,
-        phase_offset_std_rad=var.phase_offset_std_rad * noise_scale,
-        phase_noise_std_rad=phase_noise,
-    )
-    data["coupler"]["split_error_std_rad"] = device.coupler.split_error_std_rad * noise_scale
-    data["mzi"]["loss_std_db"] = device.mzi.loss_std_db * noise_scale
-    return DeviceParams.model_validate(data)
 
 
 def _matrix_digest(matrix: np.ndarray | None) -> str | None:

@@ -68,3 +68,22 @@ def test_static_errors_are_seeded_and_dynamic_noise_varies():
 def test_bad_matrix_is_rejected():
     with pytest.raises(ValueError, match="W must be a real 2-D matrix"):
         TensorCore.from_matrix(torch.ones(3, dtype=torch.float64))
+
+
+def test_sigma_attenuators_honour_coupler_dispersion_and_arm_imbalance():
+    from photonic import CouplerParams, mzi_matrix
+    from photonic.core import _sigma_amplitudes
+
+    dev = DeviceParams(coupler=CouplerParams(dispersion_per_um=2.0),
+                       mzi=MziParams(arm_imbalance_db=0.4))
+    theta = torch.tensor([0.3, 1.2, 2.9], dtype=torch.float64)
+    lam = 1.58
+    noise = NoiseConfig(wavelength_um=lam, arm_imbalance=True)
+    got = _sigma_amplitudes(theta, dev, noise, None, None)
+    s = 1.55 / lam
+    kappa_err = (math.pi / 4) * (1 + 2.0 * (lam - 1.55)) - math.pi / 4
+    ref = mzi_matrix(theta * s, (-theta / 2 - math.pi / 2) * s, alpha=kappa_err, beta=kappa_err,
+                     arm_imbalance_db=0.4)[..., 1, 0]
+    assert (got - ref).abs().max() < 1e-15
+    at_design = _sigma_amplitudes(theta, dev, NoiseConfig(), None, None)
+    assert (got - at_design).abs().max() > 1e-2  # detuning moves the attenuation

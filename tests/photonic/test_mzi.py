@@ -54,3 +54,31 @@ def test_loss_scales_the_matrix():
 def test_coupler_matrix_is_a_50_50_splitter():
     b = coupler_matrix()
     assert torch.allclose(b.abs() ** 2, torch.full((2, 2), 0.5, dtype=torch.float64))
+
+
+@pytest.mark.parametrize("imbalance_db", [0.25, 0.8, -0.5])
+def test_arm_imbalance_is_the_explicit_product_and_bounds_the_extinction_ratio(imbalance_db):
+    # θ arm field ρ = 10^(−Δ/20) times the other arm's; the lossier arm carries the extra loss.
+    theta, phi = 1.1, -0.4
+    rho = 10 ** (-imbalance_db / 20)
+    top, bot = (rho, 1.0) if imbalance_db > 0 else (1.0, 1 / rho)
+    b = np.array([[1, 1j], [1j, 1]]) / math.sqrt(2)
+    ref = b @ np.diag([top * np.exp(1j * theta), bot]) @ b @ np.diag([np.exp(1j * phi), 1])
+    m = mzi_matrix(theta, phi, arm_imbalance_db=imbalance_db).numpy()
+    np.testing.assert_allclose(m, ref, atol=1e-15)
+    # extinction ratio of the cross port over θ: ((1 + ρ)/(1 − ρ))², ρ the arm field ratio
+    th = torch.linspace(0, 2 * math.pi, 20001, dtype=torch.float64)
+    cross = mzi_matrix(th, 0.0, arm_imbalance_db=imbalance_db)[..., 1, 0].abs() ** 2
+    r = min(top, bot) / max(top, bot)
+    expect_db = 20 * math.log10((1 + r) / (1 - r))
+    got_db = 10 * math.log10(cross.max().item() / cross.min().item())
+    assert abs(got_db - expect_db) < 1e-6
+    # passive: no output carries more power than went in
+    assert np.linalg.svd(m, compute_uv=False).max() <= 1 + 1e-15
+    # with a cell loss (the θ arm's): the other arm loses Δ less, never below 0 dB
+    lossy = mzi_matrix(theta, phi, loss_db=0.9, arm_imbalance_db=imbalance_db).numpy()
+    a_theta, a_other = 10 ** (-0.9 / 20), 10 ** (-max(0.9 - imbalance_db, 0) / 20)
+    ref = b @ np.diag([a_theta * np.exp(1j * theta), a_other]) @ b @ np.diag([np.exp(1j * phi),
+                                                                               1])
+    if imbalance_db < 0.9:
+        np.testing.assert_allclose(lossy, ref, atol=1e-15)

@@ -171,3 +171,57 @@ def test_wavelength_model_scales_phases_and_coupler_angles():
     assert (t - u).abs().max() > 1e-3  # detuning matters
     t0 = reconstruct(p, device=dev, noise=NoiseConfig(wavelength_um=1.55))
     assert (t0 - u).abs().max() < 1e-14
+
+
+def test_scaled_device_is_one_noise_level_for_every_spread():
+    from photonic import CouplerParams, MziParams
+    from photonic.noise import sample_mesh_errors, scaled_device
+
+    dev = DeviceParams(
+        variation={"gamma_std": 0.01, "phase_offset_std_rad": 0.2, "phase_noise_std_rad": 0.003},
+        coupler=CouplerParams(split_error_std_rad=0.02, dispersion_per_um=1.5),
+        mzi=MziParams(insertion_loss_db=0.9, loss_std_db=0.05, arm_imbalance_db=0.25,
+                      arm_imbalance_std_db=0.1),
+        crosstalk=CrosstalkParams(model="nearest", coefficient=0.005),
+    )
+    s = scaled_device(dev, noise_scale=2.5)
+    assert (s.variation.gamma_std, s.variation.phase_offset_std_rad,
+            s.variation.phase_noise_std_rad) == pytest.approx((0.025, 0.5, 0.0075))
+    assert (s.coupler.split_error_std_rad, s.mzi.loss_std_db,
+            s.mzi.arm_imbalance_std_db) == pytest.approx((0.05, 0.125, 0.25))
+    # design figures are not noise
+    assert (s.mzi.insertion_loss_db, s.mzi.arm_imbalance_db, s.coupler.dispersion_per_um,
+            s.crosstalk) == (0.9, 0.25, 1.5, dev.crosstalk)
+    # level 0: a chip drawn from it has no spread at all (every error is the mean)
+    zero = sample_mesh_errors(mesh_layout(6), scaled_device(dev, noise_scale=0.0),
+                              generator=torch.Generator().manual_seed(1))
+    assert zero.gamma_rel.abs().max() == 0 and zero.alpha_rad.abs().max() == 0
+    assert zero.phase_offset_rad.abs().max() == 0
+    assert (zero.loss_db == 0.9).all() and zero.arm_imbalance_db is None
+    # the spread of a drawn chip follows the scaled std
+    big = sample_mesh_errors(mesh_layout(64), s, generator=torch.Generator().manual_seed(2))
+    assert abs(big.arm_imbalance_db.std().item() / 0.25 - 1) < 0.05
+    assert abs(big.arm_imbalance_db.mean().item() - 0.25) < 0.02
+    with pytest.raises(ValueError, match="noise_scale=-1.0: a noise level must be ≥ 0"):
+        scaled_device(dev, noise_scale=-1.0)
+
+
+def test_arm_imbalance_in_a_mesh_uses_the_chip_s_drawn_values():
+    from scipy.stats import unitary_group
+
+    from photonic import MziParams, decompose
+    from photonic.mesh import transfer_matrix
+    from photonic.mzi import arm_transmission
+    from photonic.noise import realise_mesh, sample_mesh_errors
+
+    u = torch.from_numpy(unitary_group.rvs(6, random_state=1))
+    p = decompose(u)
+    dev = DeviceParams(mzi=MziParams(arm_imbalance_db=0.3, arm_imbalance_std_db=0.2))
+    err = sample_mesh_errors(p.layout, dev, generator=torch.Generator().manual_seed(3))
+    t = realise_mesh(p, device=dev, noise=NoiseConfig(arm_imbalance=True), errors=err)
+    ratio, other = arm_transmission(err.arm_imbalance_db)
+    ref = transfer_matrix(p.layout, p.theta, p.phi, p.out_phase, amplitude=other,
+                          arm_ratio=ratio)
+    assert (t - ref).abs().max() < 1e-14
+    assert (t - u).abs().max() > 1e-3  # it acts
+    assert NoiseConfig.all().arm_imbalance

@@ -136,7 +136,7 @@ def test_cache_key_is_pinned_and_changes_with_every_input():
     key = point_key(p, **base)
     # Pinned: the same inputs give this key in every process, session and platform. If you
     # change what a row means, bump SCHEMA_VERSION (and this literal), never silently.
-    assert key == "8504ddeb908de838de8e80d10e3d7e16"
+    assert key == "a62b9d9ac624319ee164f9c2259fbfb9"
     assert point_key(DesignPoint(**p.model_dump()), **dict(base, device=_noisy())) == key
     variants = [
         point_key(p.model_copy(update={"n": 9}), **base),
