@@ -177,21 +177,10 @@ class MeshCharacterizer:
 
         def read_plane(m_q: np.ndarray, mixer: np.ndarray, swept: np.ndarray,
                        plane_modes: np.ndarray) -> None:
-            """Diagonal readout over a plane whose shifters ``swept`` (on ``plane_modes``) were
-            all swept: gains of the swept shifters, crosstalk onto same-plane neighbours."""
-            x = mixer @ m_q @ mixer.conj().T
-            dphi = np.angle(np.diagonal(x, axis1=-2, axis2=-1))  # (n_swept, Q, N)
-            own = dphi[np.arange(len(swept)), :, plane_modes]  # (n_swept, Q)
-            unwrapped = own + 2 * math.pi * np.round((drives - own) / (2 * math.pi))
-            dd = drives @ drives
-            g = unwrapped @ drives / dd
+            g, pairs, vals = _read_plane(m_q, mixer, swept, plane_modes, drives, reach)
             gain[swept] = g - 1.0
-            # slope of every plane mode's change over g·d; pair (i ← s) for i ≠ s within reach
-            slopes = np.einsum("sqn,q->sn", dphi, drives)[:, plane_modes] / (g[:, None] * dd)
-            dist = np.abs(plane_modes[None, :].astype(int) - plane_modes[:, None].astype(int))
-            src, dst = np.nonzero((dist <= reach) & ~np.eye(len(swept), dtype=bool))
-            xt_pairs.extend(zip(swept[dst].tolist(), swept[src].tolist(), strict=True))
-            xt_vals.extend(slopes[src, dst].tolist())
+            xt_pairs.extend(pairs)
+            xt_vals.extend(vals)
 
         kmat = np.eye(n, dtype=np.complex128)  # columns < ℓ, fully characterised
         prev_half = None  # (ks, modes, Bα·Dφ 2×2 per MZI) of column ℓ−1, β/θ still unknown
@@ -227,16 +216,7 @@ class MeshCharacterizer:
 
         # last column and output screen: W = T0 K^{-1} = D_out · C_last
         w_mat = t0 @ kmat.conj().T
-        ks, modes, halves = prev_half
-        for k, m, h in zip(ks, modes, halves, strict=True):
-            r = w_mat[m:m + 2, m:m + 2] @ np.linalg.inv(h)
-            kb = math.atan2(abs(r[0, 1]) + abs(r[1, 0]), abs(r[0, 0]) + abs(r[1, 1]))
-            beta[k] = kb - _QUARTER
-            e1 = r[0, 1] / (1j * math.sin(kb))
-            e2 = r[1, 1] / math.cos(kb)
-            offset[k] = _circ_mean([np.angle(r[0, 0] / (e1 * math.cos(kb))),
-                                    np.angle(r[1, 0] / (e2 * 1j * math.sin(kb)))],
-                                   [abs(r[0, 0]), abs(r[1, 0])])
+        _solve_last_column(w_mat, *prev_half, beta=beta, offset=offset)
         kmat = column_matrix(layout, depth - 1, offset[:k_mzi], offset[k_mzi:2 * k_mzi],
                              alpha, beta) @ kmat
         out_idx = 2 * k_mzi + np.arange(n)
@@ -533,3 +513,37 @@ class IntensityCharacterizer:
     @property
     def total_measurements_(self) -> int:
         return int(sum(self.measurements_.values()))
+
+
+def _read_plane(m_q: np.ndarray, mixer: np.ndarray, swept: np.ndarray,
+                plane_modes: np.ndarray, drives: np.ndarray, reach: int):
+    """Diagonal readout over a plane whose shifters ``swept`` (on ``plane_modes``) were all
+    swept: (relative gains g of the swept shifters, crosstalk pairs (i ← s) onto same-plane
+    neighbours within ``reach`` modes, their coefficients)."""
+    x = mixer @ m_q @ mixer.conj().T
+    dphi = np.angle(np.diagonal(x, axis1=-2, axis2=-1))  # (n_swept, Q, N)
+    own = dphi[np.arange(len(swept)), :, plane_modes]  # (n_swept, Q)
+    unwrapped = own + 2 * math.pi * np.round((drives - own) / (2 * math.pi))
+    dd = drives @ drives
+    g = unwrapped @ drives / dd
+    # slope of every plane mode's change over g·d; pair (i ← s) for i ≠ s within reach
+    slopes = np.einsum("sqn,q->sn", dphi, drives)[:, plane_modes] / (g[:, None] * dd)
+    dist = np.abs(plane_modes[None, :].astype(int) - plane_modes[:, None].astype(int))
+    src, dst = np.nonzero((dist <= reach) & ~np.eye(len(swept), dtype=bool))
+    pairs = list(zip(swept[dst].tolist(), swept[src].tolist(), strict=True))
+    return g, pairs, slopes[src, dst].tolist()
+
+
+def _solve_last_column(w_mat: np.ndarray, ks, modes, halves, *, beta: np.ndarray,
+                       offset: np.ndarray) -> None:
+    """The last column's output couplers β and θ offsets from W = T0 K^{-1} = D_out · C_last
+    (each MZI's 2×2 block right-divided by its known input half), written in place."""
+    for k, m, h in zip(ks, modes, halves, strict=True):
+        r = w_mat[m:m + 2, m:m + 2] @ np.linalg.inv(h)
+        kb = math.atan2(abs(r[0, 1]) + abs(r[1, 0]), abs(r[0, 0]) + abs(r[1, 1]))
+        beta[k] = kb - _QUARTER
+        e1 = r[0, 1] / (1j * math.sin(kb))
+        e2 = r[1, 1] / math.cos(kb)
+        offset[k] = _circ_mean([np.angle(r[0, 0] / (e1 * math.cos(kb))),
+                                np.angle(r[1, 0] / (e2 * 1j * math.sin(kb)))],
+                               [abs(r[0, 0]), abs(r[1, 0])])

@@ -199,7 +199,7 @@ class VirtualChip:
         setting and input column, as :meth:`measure`)."""
         codes, inputs = self._check(codes, inputs)
         power = (self._truth.matrix(codes) @ inputs).abs() ** 2
-        std = power_noise_std(self.design, channel_power_mw=self.design.laser.power_per_channel_mw,
+        std = power_noise_std(self.design, channel_power_mw=self.channel_power_mw,
                               shots=self.shots, power=power)
         self.measurements[self._stage] += codes.shape[0] * inputs.shape[1]
         return power + std * torch.randn(power.shape, generator=self._gen, dtype=torch.float64)

@@ -360,6 +360,31 @@ def run_sweep(
     if batch < 1:
         raise ValueError(f"batch={batch}: need at least one input vector")
     noise = noise if noise is not None else NoiseConfig.all()
+    tasks = _tasks(points, seeds, devices=devices, noise=noise, batch=batch, matrices=matrices)
+    cache = Path(cache_dir) if cache_dir is not None else None
+    rows = _read_cache(tasks, cache) if (cache is not None and resume) else {}
+    if cache is not None:
+        cache.mkdir(parents=True, exist_ok=True)
+    cached = len(rows)
+    pending = list({t.key: t for t in tasks if t.key not in rows}.values())
+    ex = executor if isinstance(executor, Executor) else make_executor(
+        executor, workers=workers, address=address)
+    bar = progress(len(rows) + len(pending), cached) if progress is not None else None
+    try:
+        evaluated = _evaluate(pending, ex, chunk_size=chunk_size, cache=cache, rows=rows,
+                              bar=bar)
+    finally:
+        if bar is not None and hasattr(bar, "close"):
+            bar.close()
+    df = pd.DataFrame([rows[t.key] for t in tasks], columns=list(COLUMNS))
+    df.attrs["evaluated"] = evaluated
+    df.attrs["cached"] = cached
+    return df
+
+
+def _tasks(points: list[DesignPoint], seeds: list[int], *, devices, noise, batch,
+           matrices) -> list[_Task]:
+    """One task per point × seed, keyed by everything its row depends on."""
     matrices = {k: np.asarray(torch.as_tensor(v).detach().cpu().numpy(), dtype=np.float64)
                 for k, v in (matrices or {}).items()}
     if "random" in matrices:
@@ -379,50 +404,44 @@ def run_sweep(
             key = point_key(p, device=devices[p.preset], noise=noise, seed=s, batch=batch,
                             matrix=m)
             tasks.append(_Task(key, p, devices[p.preset], noise, s, batch, m))
+    return tasks
 
-    cache = Path(cache_dir) if cache_dir is not None else None
+
+def _read_cache(tasks: list[_Task], cache: Path) -> dict[str, dict[str, Any]]:
+    """The rows of ``tasks`` already in ``cache`` (key → row)."""
     rows: dict[str, dict[str, Any]] = {}
-    if cache is not None:
-        cache.mkdir(parents=True, exist_ok=True)
-        if resume:
-            for t in tasks:
-                if t.key not in rows:
-                    row = _read_cached(cache / f"{t.key}.json")
-                    if row is not None:
-                        rows[t.key] = row
-    cached = len(rows)
-    pending = list({t.key: t for t in tasks if t.key not in rows}.values())
+    for t in tasks:
+        if t.key not in rows:
+            row = _read_cached(cache / f"{t.key}.json")
+            if row is not None:
+                rows[t.key] = row
+    return rows
 
-    ex = executor if isinstance(executor, Executor) else make_executor(
-        executor, workers=workers, address=address)
-    bar = progress(len(rows) + len(pending), cached) if progress is not None else None
+
+def _evaluate(pending: list[_Task], ex: Executor, *, chunk_size: int | None,
+              cache: Path | None, rows: dict[str, dict[str, Any]], bar) -> int:
+    """Evaluate ``pending`` on ``ex`` in chunks, caching and collecting each row into
+    ``rows`` as it arrives; returns how many were evaluated. A started executor stays open."""
+    if not pending:
+        return 0
     evaluated = 0
-    try:
-        if pending:
-            with ExitStack() as stack:
-                if not ex.started:  # ours to start and close; a started one stays open
-                    stack.enter_context(ex)
-                size = chunk_size or (
-                    max(1, min(16, math.ceil(len(pending) / (8 * ex.workers))))
-                    if ex.remote else 1)
-                chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
-                for result in ex.imap_unordered(_evaluate_chunk, chunks):
-                    for key, row in result:
-                        row["key"] = key
-                        if cache is not None:
-                            atomic_write_bytes(cache / f"{key}.json",
-                                               json.dumps(row, sort_keys=True).encode())
-                        rows[key] = row
-                        evaluated += 1
-                        if bar is not None:
-                            bar.update(1)
-    finally:
-        if bar is not None and hasattr(bar, "close"):
-            bar.close()
-    df = pd.DataFrame([rows[t.key] for t in tasks], columns=list(COLUMNS))
-    df.attrs["evaluated"] = evaluated
-    df.attrs["cached"] = cached
-    return df
+    with ExitStack() as stack:
+        if not ex.started:  # ours to start and close; a started one stays open
+            stack.enter_context(ex)
+        size = chunk_size or (
+            max(1, min(16, math.ceil(len(pending) / (8 * ex.workers)))) if ex.remote else 1)
+        chunks = [pending[i : i + size] for i in range(0, len(pending), size)]
+        for result in ex.imap_unordered(_evaluate_chunk, chunks):
+            for key, row in result:
+                row["key"] = key
+                if cache is not None:
+                    atomic_write_bytes(cache / f"{key}.json",
+                                       json.dumps(row, sort_keys=True).encode())
+                rows[key] = row
+                evaluated += 1
+                if bar is not None:
+                    bar.update(1)
+    return evaluated
 
 
 def summarize(df: pd.DataFrame) -> pd.DataFrame:
@@ -579,6 +598,31 @@ def _feasibility_lines(summary: pd.DataFrame) -> list[str]:
     return lines + [""]
 
 
+def _figures(df: pd.DataFrame, presets: list[str], ctx: RunContext) -> list[tuple[str, str]]:
+    """The sweep's figures, written through ``ctx``; (title, file name) of each."""
+    figures = []
+    fig = new_figure(figsize=(6, 4))
+    ax = fig.subplots()
+    plot_metric(df, x="n", y="fidelity", ax=ax, logx=True)
+    ax.set_title("Fidelity vs N (mean ± std over seeds)")
+    ctx.savefig(fig, "fidelity_vs_n.png")
+    figures.append(("Fidelity vs N", "fidelity_vs_n.png"))
+    if df["phase_noise_std_rad"].nunique() > 1:
+        fig = new_figure(figsize=(5.5 * len(presets), 4))
+        axes = fig.subplots(1, len(presets), squeeze=False)
+        for ax, name in zip(axes[0], presets, strict=True):
+            plot_metric(df[df["preset"] == name], x="phase_noise_std_rad", y="fidelity",
+                        by=("topology", "n"), ax=ax)
+            ax.set_title(f"Fidelity vs phase-noise std — {name}")
+        fig.tight_layout()
+        ctx.savefig(fig, "fidelity_vs_phase_noise.png")
+        figures.append(("Fidelity vs phase noise", "fidelity_vs_phase_noise.png"))
+    ctx.savefig(plot_costs(df, fig=new_figure(figsize=(20, 3.8))), "cost_vs_n.png")
+    figures.append(("Area, energy, latency vs N", "cost_vs_n.png"))
+
+    return figures
+
+
 def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     """Run the sweep, write ``sweep.csv`` (+ parquet), ``summary.csv``, figures, report.
 
@@ -618,26 +662,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     summary = summarize(df)
     ctx.write_text("summary.csv", summary.to_csv(index=False))
 
-    figures = []
-    fig = new_figure(figsize=(6, 4))
-    ax = fig.subplots()
-    plot_metric(df, x="n", y="fidelity", ax=ax, logx=True)
-    ax.set_title("Fidelity vs N (mean ± std over seeds)")
-    ctx.savefig(fig, "fidelity_vs_n.png")
-    figures.append(("Fidelity vs N", "fidelity_vs_n.png"))
-    if df["phase_noise_std_rad"].nunique() > 1:
-        presets = list(devices)
-        fig = new_figure(figsize=(5.5 * len(presets), 4))
-        axes = fig.subplots(1, len(presets), squeeze=False)
-        for ax, name in zip(axes[0], presets, strict=True):
-            plot_metric(df[df["preset"] == name], x="phase_noise_std_rad", y="fidelity",
-                        by=("topology", "n"), ax=ax)
-            ax.set_title(f"Fidelity vs phase-noise std — {name}")
-        fig.tight_layout()
-        ctx.savefig(fig, "fidelity_vs_phase_noise.png")
-        figures.append(("Fidelity vs phase noise", "fidelity_vs_phase_noise.png"))
-    ctx.savefig(plot_costs(df, fig=new_figure(figsize=(20, 3.8))), "cost_vs_n.png")
-    figures.append(("Area, energy, latency vs N", "cost_vs_n.png"))
+    figures = _figures(df, list(devices), ctx)
 
     noise_on = ", ".join(k for k, v in ctx.noise.model_dump().items() if v is True) or "none"
     lines = [

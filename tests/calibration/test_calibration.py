@@ -37,7 +37,7 @@ def _device(offset_std=0.3):
     return d.model_copy(update={
         "variation": d.variation.model_copy(update={"phase_offset_std_rad": offset_std}),
         "crosstalk": calibration.load_preset("bpfree_pinn_sim").crosstalk,
-        "mzi": MziParams()})
+        "mzi": MziParams(insertion_loss_db=0.0)})
 
 
 @pytest.fixture(scope="module")
