@@ -196,21 +196,14 @@ def _summary(results: list[dict]) -> dict[str, float]:
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
-    import numba
     from threadpoolctl import threadpool_limits
+
+    from photonic.executors import limited_threads
 
     # One thread for torch, BLAS/LAPACK and numba: on a shared 2-core machine oversubscribed
     # BLAS threads made a 256×256 Cholesky 300× slower. The caller's settings come back.
-    torch_threads = torch.get_num_threads()
-    torch.set_num_threads(1)
-    numba_threads = numba.get_num_threads()
-    numba.set_num_threads(1)
-    try:
-        with threadpool_limits(1):
-            return _run(cfg, ctx)
-    finally:
-        numba.set_num_threads(numba_threads)
-        torch.set_num_threads(torch_threads)
+    with limited_threads(1), threadpool_limits(1):
+        return _run(cfg, ctx)
 
 
 def _study(ctx, cfg, bar, device, n, chips, units, seed0, useed, receiver="homodyne"):

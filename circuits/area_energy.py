@@ -514,9 +514,15 @@ def _core_layout(cfg: Config, ctx: RunContext, device: DeviceParams) -> float:
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
-    import torch
+    """Evaluate the designs, write figures, layouts and the report; one torch/numba thread
+    while it runs (the caller's counts come back)."""
+    from photonic.executors import limited_threads
 
-    torch.set_num_threads(1)
+    with limited_threads(1):
+        return _run(cfg, ctx)
+
+
+def _run(cfg: Config, ctx: RunContext) -> dict[str, object]:
     devices = _devices(cfg, ctx)
     params = CostParams()
     layers = [spec.build() for spec in cfg.layers]
