@@ -45,9 +45,10 @@ def logical_tiles(shape: tuple[int, int], tile: int) -> tuple[int, int]:
 
 def _take(errors: TileErrors, index: torch.Tensor) -> TileErrors:
     """The physical tiles' errors (batch (P,)) gathered for logical tiles ``index`` (R, C)."""
-    def gather(mesh):
-        return dataclasses.replace(mesh, **{f.name: getattr(mesh, f.name)[index]
-                                            for f in dataclasses.fields(mesh)})
+    def gather(mesh):  # fields a preset leaves unset (None) stay unset
+        return dataclasses.replace(mesh, **{
+            f.name: getattr(mesh, f.name)[index] for f in dataclasses.fields(mesh)
+            if getattr(mesh, f.name) is not None})
 
     return TileErrors(v=gather(errors.v), u=gather(errors.u), sigma=gather(errors.sigma))
 

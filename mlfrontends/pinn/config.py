@@ -199,15 +199,21 @@ OPTIMISERS: dict[str, type[_Optim]] = {
 }
 
 
-def _method_of(v: Any) -> str:
-    return v.get("method", "zo") if isinstance(v, dict) else v.method
+def _method_of(v: Any) -> str | None:
+    """The union member's tag; None (refused by pydantic as a missing tag) for an input that
+    is neither a mapping nor an optimiser config (e.g. an empty ``optim:``)."""
+    if isinstance(v, dict):
+        return v.get("method", "zo")
+    return getattr(v, "method", None)
 
 
 OptimConfig = Annotated[
     Annotated[ZOOptim, Tag("zo")] | Annotated[CoordinateOptim, Tag("coordinate")]
     | Annotated[SubspaceLMOptim, Tag("subspace_lm")]
     | Annotated[FirstOrderOptim, Tag("first_order")],
-    Discriminator(_method_of),
+    Discriminator(_method_of, custom_error_type="optim_method",
+                  custom_error_message="optim must be a mapping naming its method (one of "
+                  "zo, subspace_lm, coordinate, first_order; default zo)"),
 ]
 """One optimiser config per method, chosen by its ``method`` field (default ``zo``)."""
 

@@ -398,3 +398,9 @@ def test_pde_params_typo_lists_the_pdes_valid_keys():
              "did you mean 'nu'?")
     _refused(_run("validate", "pinn_darcy", "--set", "workload.pde_params.nu=0.1"),
              "workload.pde_params.nu: unknown key (valid keys: ")
+
+
+def test_empty_optimiser_section_is_refused_with_the_methods():
+    _refused(_run("validate", "pinn_burgers", "--set", "workload.optim=null"),
+             "workload.optim = None: optim must be a mapping naming its method (one of zo, "
+             "subspace_lm, coordinate, first_order; default zo)")
