@@ -336,11 +336,31 @@ def _unknown_key(e: dict, model, where: str, prefix: str, raw, section_model) ->
             f"{did_you_mean(str(loc[-1]), fields)}")
 
 
+def _drop_union_tags(model: type[BaseModel], loc: tuple) -> tuple:
+    """``loc`` without the member tags of discriminated unions (``optim.subspace_lm.lr`` →
+    ``optim.lr``): the tag is a value of the config, not a key the user wrote."""
+    out: list = []
+    m: type[BaseModel] | None = model
+    skip = False
+    for part in loc:
+        if skip:
+            skip = False
+            continue
+        out.append(part)
+        f = m.model_fields.get(str(part)) if m is not None and isinstance(part, str) else None
+        if f is not None and any(type(x).__name__ == "Discriminator" for x in f.metadata):
+            skip = True
+            m = None  # the member's own fields are not walked further
+        elif not isinstance(part, int):
+            m = _model_at(m, (part,)) if m is not None else None
+    return tuple(out)
+
+
 def _format_validation(err: ValidationError, model: type[BaseModel], where: str, prefix: str,
                        raw: Any = None, section_model=None) -> str:
     lines = []
     for e in err.errors(include_url=False):
-        loc = tuple(e["loc"])
+        loc = _drop_union_tags(model, tuple(e["loc"]))
         msg = e["msg"].removeprefix("Value error, ")
         if e["type"] == "extra_forbidden":
             lines.append(_unknown_key(e, model, where, prefix, raw, section_model))

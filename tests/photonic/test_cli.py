@@ -404,3 +404,9 @@ def test_empty_optimiser_section_is_refused_with_the_methods():
     _refused(_run("validate", "pinn_burgers", "--set", "workload.optim=null"),
              "workload.optim = None: optim must be a mapping naming its method (one of zo, "
              "subspace_lm, coordinate, first_order; default zo)")
+
+
+def test_a_value_inside_the_optimiser_union_is_named_by_its_yaml_path():
+    res = _run("validate", "pinn_burgers", "--set", "workload.optim.lr=-1")
+    _refused(res, "workload.optim.lr = -1: Input should be greater than 0")
+    assert "subspace_lm.lr" not in res.output
