@@ -137,10 +137,7 @@ class MeshCharacterizer:
         """Measured transfer matrices (P, N, N) of DAC settings ``codes`` (P, S), divided by
         the baseline's mean field transmission (the common loss) once that is known."""
         eye = torch.eye(chip.n, dtype=torch.complex128)
-        out = []
-        for i in range(0, len(codes), self.batch_settings):
-            out.append(chip.measure(torch.as_tensor(codes[i:i + self.batch_settings]), eye).numpy())
-        t = np.concatenate(out) / self._scale
+        t = _in_batches(chip.measure, codes, eye, self.batch_settings) / self._scale
         self._log.append((codes, t))
         return t
 
@@ -452,10 +449,8 @@ class IntensityCharacterizer:
         self.batch_settings = batch_settings
 
     def _measure(self, chip: VirtualChip, codes: np.ndarray) -> np.ndarray:
-        x = interference_inputs(chip.n)
-        out = [chip.measure_power(torch.as_tensor(codes[i:i + self.batch_settings]), x).numpy()
-               for i in range(0, len(codes), self.batch_settings)]
-        return np.concatenate(out)
+        return _in_batches(chip.measure_power, codes, interference_inputs(chip.n),
+                           self.batch_settings)
 
     def fit(self, chip: VirtualChip) -> IntensityCharacterizer:
         from calibration.refine import refine_twin
@@ -547,3 +542,10 @@ def _solve_last_column(w_mat: np.ndarray, ks, modes, halves, *, beta: np.ndarray
         offset[k] = _circ_mean([np.angle(r[0, 0] / (e1 * math.cos(kb))),
                                 np.angle(r[1, 0] / (e2 * 1j * math.sin(kb)))],
                                [abs(r[0, 0]), abs(r[1, 0])])
+
+
+def _in_batches(measure, codes: np.ndarray, inputs: torch.Tensor, batch: int) -> np.ndarray:
+    """``measure(codes, inputs)`` over at most ``batch`` settings at a time (the chip's memory
+    bound), concatenated."""
+    return np.concatenate([measure(torch.as_tensor(codes[i:i + batch]), inputs).numpy()
+                           for i in range(0, len(codes), batch)])

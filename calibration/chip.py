@@ -31,7 +31,6 @@ from dataclasses import dataclass
 
 import torch
 
-from photonic.core import K_B, Q_E
 from photonic.decompose import MeshPhases
 from photonic.devices import CrosstalkParams, DeviceParams, VariationParams
 from photonic.mesh import MeshLayout, mesh_layout
@@ -44,6 +43,7 @@ from photonic.noise import (
     realise_mesh,
     sample_mesh_errors,
 )
+from photonic.power import receiver_current_variance
 
 __all__ = [
     "VirtualChip",
@@ -101,27 +101,22 @@ def code_for_drive(drive_rad: torch.Tensor, design: DeviceParams) -> torch.Tenso
 def readout_noise_std(design: DeviceParams, *, lo_power_mw: float, channel_power_mw: float,
                       shots: int, field_power: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Std of one homodyne quadrature in units of the input amplitude (see module doc)."""
-    det = design.detector
-    r = det.responsivity_a_per_w
-    b_hz = det.bandwidth_ghz * 1e9
+    r = design.detector.responsivity_a_per_w
     p_lo, p_ch = lo_power_mw * 1e-3, channel_power_mw * 1e-3
-    var_i = (2 * Q_E * b_hz * (r * (p_lo + torch.as_tensor(field_power, dtype=torch.float64) * p_ch)
-                               + 2 * det.dark_current_na * 1e-9)
-             + 4 * K_B * det.temperature_k * b_hz / det.load_resistance_ohm)
+    var_i = receiver_current_variance(
+        design.detector, lo_w=p_lo,
+        signal_w=torch.as_tensor(field_power, dtype=torch.float64) * p_ch)
     return var_i.sqrt() / (2 * r * math.sqrt(p_lo * p_ch)) / math.sqrt(shots)
 
 
 def power_noise_std(design: DeviceParams, *, channel_power_mw: float, shots: int,
                     power: torch.Tensor | float = 0.0) -> torch.Tensor:
     """Std of one power reading in units of P_ch for a detected power ``power`` · P_ch."""
-    det = design.detector
-    r = det.responsivity_a_per_w
-    b_hz = det.bandwidth_ghz * 1e9
     p_ch = channel_power_mw * 1e-3
-    var_i = (2 * Q_E * b_hz * (r * torch.as_tensor(power, dtype=torch.float64) * p_ch
-                               + det.dark_current_na * 1e-9)
-             + 4 * K_B * det.temperature_k * b_hz / det.load_resistance_ohm)
-    return var_i.sqrt() / (r * p_ch) / math.sqrt(shots)
+    var_i = receiver_current_variance(
+        design.detector, photodiodes=1,
+        signal_w=torch.as_tensor(power, dtype=torch.float64) * p_ch)
+    return var_i.sqrt() / (design.detector.responsivity_a_per_w * p_ch) / math.sqrt(shots)
 
 
 @dataclass(frozen=True, eq=False)

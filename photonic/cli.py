@@ -34,7 +34,7 @@ from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 import typer
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Discriminator, Field, ValidationError
 
 from photonic.runio import BadInput, Interrupted
 from photonic.textutil import did_you_mean
@@ -348,7 +348,7 @@ def _drop_union_tags(model: type[BaseModel], loc: tuple) -> tuple:
             continue
         out.append(part)
         f = m.model_fields.get(str(part)) if m is not None and isinstance(part, str) else None
-        if f is not None and any(type(x).__name__ == "Discriminator" for x in f.metadata):
+        if f is not None and any(isinstance(x, Discriminator) for x in f.metadata):
             skip = True
             m = None  # the member's own fields are not walked further
         elif not isinstance(part, int):

@@ -36,7 +36,11 @@ from photonic.noise import (
     realise_phases,
     sample_mesh_errors,
 )
-from photonic.power import K_B, Q_E, channel_power_mw, svd_path_loss_db
+from photonic.power import (
+    channel_power_mw,
+    receiver_current_variance,
+    svd_path_loss_db,
+)
 
 __all__ = [
     "Mesh",
@@ -461,11 +465,7 @@ def optical_matmul(
     if noise.detector_noise:
         if generator is None:
             raise ValueError("noise.detector_noise=True needs a torch.Generator")
-        bw = det.bandwidth_ghz * 1e9
-        power = fields.abs() ** 2 * p_ch
-        var = 2 * Q_E * bw * (
-            det.responsivity_a_per_w * (p_lo + power) + 2 * det.dark_current_na * 1e-9
-        ) + 4 * K_B * det.temperature_k * bw / det.load_resistance_ohm
+        var = receiver_current_variance(det, signal_w=fields.abs() ** 2 * p_ch, lo_w=p_lo)
         current = current + var.sqrt() * torch.randn(current.shape, generator=generator,
                                                      dtype=current.dtype)
     if noise.output_quantization:

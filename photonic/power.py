@@ -29,6 +29,7 @@ __all__ = [
     "K_B",
     "IDEAL_ADC_BITS",
     "adc_snr_db",
+    "receiver_current_variance",
     "detector_sensitivity_mw",
     "svd_path_mzis",
     "svd_path_loss_db",
@@ -55,14 +56,28 @@ def adc_snr_db(bits: int) -> float:
     return 6.02 * bits + 1.76
 
 
+def receiver_current_variance(det: DetectorParams, *, signal_w, lo_w=0.0,
+                              photodiodes: int = 2):
+    """Noise variance (A²) of one detector output current: shot noise of the light and of the
+    dark current of ``photodiodes`` photodiodes, plus the load's Johnson noise,
+
+        σ² = 2qB (R (P_LO + P_s) + n_pd I_d) + 4kTB / R_L
+
+    (balanced homodyne receiver: n_pd = 2 and the LO's power ``lo_w``; a power meter: n_pd = 1,
+    no LO). ``signal_w`` (W) may be a tensor. The one formula of the noise model
+    (:func:`photonic.core.optical_matmul`), the power budget and calibration's receivers."""
+    bw = det.bandwidth_ghz * 1e9
+    return (2 * Q_E * bw * (det.responsivity_a_per_w * (lo_w + signal_w)
+                            + photodiodes * det.dark_current_na * 1e-9)
+            + 4 * K_B * det.temperature_k * bw / det.load_resistance_ohm)
+
+
 def _noise_terms(det: DetectorParams) -> tuple[float, float]:
     """(σ² independent of the signal, σ² per W of signal), A², for the receiver noise of
-    :func:`photonic.core.optical_matmul`: 2qB(R(P_LO + P_s) + 2 I_d) + 4kTB/R_L."""
-    bw = det.bandwidth_ghz * 1e9
-    p_lo = det.lo_power_mw * 1e-3
-    fixed = (2 * Q_E * bw * (det.responsivity_a_per_w * p_lo + 2 * det.dark_current_na * 1e-9)
-             + 4 * K_B * det.temperature_k * bw / det.load_resistance_ohm)
-    return fixed, 2 * Q_E * bw * det.responsivity_a_per_w
+    :func:`receiver_current_variance` at the detector's LO power."""
+    lo_w = det.lo_power_mw * 1e-3
+    fixed = receiver_current_variance(det, signal_w=0.0, lo_w=lo_w)
+    return fixed, 2 * Q_E * det.bandwidth_ghz * 1e9 * det.responsivity_a_per_w
 
 
 def detector_sensitivity_mw(det: DetectorParams, *, snr_db: float) -> float:

@@ -14,7 +14,6 @@ from threadpoolctl import threadpool_limits
 import calibration
 from calibration.characterise import MeshCharacterizer, sweep_codes
 from calibration.chip import (
-    Q_E,
     VirtualChip,
     drive_phase_rad,
     fabricate,
@@ -24,6 +23,7 @@ from calibration.program import ErrorAwareProgrammer, naive_codes
 from calibration.twin import gauss_newton_normal, mesh_jacobian, twin_matrix
 from photonic.mesh import mesh_layout, transfer_matrix
 from photonic.metrics import rel_frobenius_error
+from photonic.power import Q_E
 
 threadpool_limits(1)
 
