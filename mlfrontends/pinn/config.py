@@ -22,7 +22,8 @@ from .pdes import PDE_REGISTRY, build_pde
 __all__ = [
     "DEFAULT_NETWORKS", "OPTIMISERS", "CausalConfig", "CollocationConfig", "Config",
     "CoordinateOptim", "EstimatorConfig", "FinishConfig", "FirstOrderOptim", "ModelConfig",
-    "OptimConfig", "SubspaceLMOptim", "ZOOptim", "cosine", "lr_at", "net_spec",
+    "OptimConfig", "PretrainConfig", "SubspaceLMOptim", "ZOOptim", "cosine", "lr_at",
+    "net_spec",
 ]
 
 # Networks of Zhao et al., arXiv 2502.12384, §5: widths, activation, TT layers
@@ -298,6 +299,30 @@ class FinishConfig(_Section):
         return cosine(self.lr, self.lr_final, step / max(self.iterations - 1, 1))
 
 
+class PretrainConfig(_Section):
+    """Electronic pre-training: before the chip trains, the same network is trained on the
+    electronic controller (a digital copy in float64, exact autograd derivatives, Adam on
+    RAD collocation points) and then programmed onto the meshes: every weight matrix
+    decomposed exactly (SVD + Clements) and every phase set on its DAC code, as a real
+    photonic chip is programmed. The forward-only stages on the chip then train in situ
+    from there and correct what programming loses (phase codes, coefficient error,
+    crosstalk). The pre-training is first-order and digital: a run with it is not
+    BP-free end to end, and its report says so."""
+
+    PATH: ClassVar[str] = "workload.pretrain"
+    iterations: int = Field(..., ge=1, description="Adam steps of the digital network")
+    time_limit_s: float | None = Field(None, gt=0, description="stop the pre-training after "
+                                       "this much training time (the chip stages have "
+                                       "their own limits)")
+    collocation_points: int = Field(600, ge=1, description="RAD points per step (drawn "
+                                    "from workload.collocation's pool)")
+    lr: float = Field(3e-3, gt=0, description="Adam's initial step size")
+    lr_final: float = Field(1e-5, gt=0, description="Adam's step size at the last step "
+                            "(cosine)")
+    eval_every: int = Field(500, ge=1, description="steps between evaluations and "
+                            "checkpoints")
+
+
 # ----------------------------------------------------------------------------------- config
 class Config(WorkloadConfig):
     PATH: ClassVar[str] = "workload"
@@ -318,6 +343,10 @@ class Config(WorkloadConfig):
     finish: FinishConfig | None = Field(
         None, description="electronic finish after the phase stage (model.execution "
         "'phase', a forward-only method); None: none")
+    pretrain: PretrainConfig | None = Field(
+        None, description="electronic (first-order, digital) pre-training, programmed onto "
+        "the meshes before the chip trains (model.execution 'weight' or 'phase', a "
+        "forward-only method); None: the chip trains from a random network")
     eval_every: int = Field(50, ge=1)
     select: Literal["last", "min_residual"] = Field(
         "last", description="which parameters the run delivers: the last iterate, or "
@@ -388,6 +417,16 @@ class Config(WorkloadConfig):
             raise ValueError("finish is for forward-only training in the phase domain "
                              "(model.execution 'phase', optim.method zo, coordinate or "
                              f"subspace_lm; got {m.execution!r}, {o.method!r})")
+        if self.pretrain is not None and (m.execution == "digital"
+                                          or o.method == "first_order"):
+            raise ValueError("pretrain is for forward-only training on the chip "
+                             "(model.execution 'weight' or 'phase', optim.method zo, "
+                             f"coordinate or subspace_lm; got {m.execution!r}, {o.method!r})")
+        if (self.pretrain is not None and self.collocation.sampling == "rad"
+                and self.collocation.pool < self.pretrain.collocation_points):
+            raise ValueError(f"pretrain.collocation_points = "
+                             f"{self.pretrain.collocation_points} must be ≤ collocation.pool "
+                             f"= {self.collocation.pool}")
         if self.finish is not None and self.select != "last":
             raise ValueError(
                 f"select = {self.select!r} with a finish: use 'last' (the run delivers the "

@@ -4,6 +4,7 @@ the read-out layer's blocks and the noise generators a checkpoint keeps."""
 
 from __future__ import annotations
 
+import copy
 import math
 
 import torch
@@ -30,15 +31,21 @@ def is_electronic(cfg: Config, i: int, last: int, is_tt: bool) -> bool:
     return cfg.model.chip_layers == "all_but_readout" and i == last and not is_tt
 
 
-def build_network(cfg: Config, ctx: RunContext) -> torch.nn.Module:
-    """The configured MLP, digital or with its layers on the photonic core."""
+def build_network(cfg: Config, ctx: RunContext,
+                  init: torch.nn.Module | None = None) -> torch.nn.Module:
+    """The configured MLP, digital or with its layers on the photonic core. ``init``: a
+    trained digital network of the same architecture to start from (programmed onto the
+    meshes, ``PretrainConfig``) instead of the seed's random one."""
     spec = net_spec(cfg)
     dtype = getattr(torch, cfg.model.precision)
-    net = build_mlp(
-        spec["widths"], activation=spec["activation"],
-        tt_layers=spec["tt_layers"] if cfg.model.arch == "tt" else None,
-        tt_rank=cfg.model.tt_rank, tt_init=cfg.model.tt_init, dtype=dtype, seed=ctx.seed,
-    )
+    if init is not None:
+        net = copy.deepcopy(init).to(dtype)
+    else:
+        net = build_mlp(
+            spec["widths"], activation=spec["activation"],
+            tt_layers=spec["tt_layers"] if cfg.model.arch == "tt" else None,
+            tt_rank=cfg.model.tt_rank, tt_init=cfg.model.tt_init, dtype=dtype, seed=ctx.seed,
+        )
     if cfg.model.execution == "digital":
         return net
     import photonic

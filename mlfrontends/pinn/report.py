@@ -104,8 +104,10 @@ def _chip_metrics(cfg: Config, ctx: RunContext, metrics: dict[str, Any],
 
 def metrics_of(cfg: Config, ctx: RunContext, pde: PDE, net: torch.nn.Module,
                st: TrainState, u_pred: np.ndarray, evals_per_point: int,
-               last_rel: float | None) -> dict[str, Any]:
-    """metrics.json's entries (workload module docstring)."""
+               last_rel: float | None, pretrained: dict[str, Any] | None = None
+               ) -> dict[str, Any]:
+    """metrics.json's entries (workload module docstring); ``pretrained``: the electronic
+    pre-training's metrics (``pretrain.pretrain``), whose time counts in ``wall_s``."""
     spec = net_spec(cfg)
     dense = build_mlp(spec["widths"], activation=spec["activation"])
     tt = build_mlp(spec["widths"], activation=spec["activation"], tt_layers=spec["tt_layers"])
@@ -133,6 +135,9 @@ def metrics_of(cfg: Config, ctx: RunContext, pde: PDE, net: torch.nn.Module,
     }
     if st.finish is not None:  # the electronic finish (FinishConfig)
         metrics["finish"] = _finish_metrics(net, st)
+    if pretrained is not None:  # the chip network's first evaluation: just programmed
+        metrics["pretrain"] = {**pretrained, "rel_l2_programmed": float(st.evals[0].rel_l2)}
+        metrics["wall_s"] += pretrained["wall_s"]
     if last_rel is not None:
         metrics.update(rel_l2_last=last_rel, selected_iteration=int(st.selected.iteration),
                        selected_validation_loss=float(st.selected.loss))
@@ -257,6 +262,17 @@ def _summary_lines(cfg: Config, m: dict[str, Any], n_test: int, n_evals: int) ->
             f"{f['parameter_sets_per_step_mean']:.1f} parameter sets per step (iterations, "
             "time and forward evaluations below include it; s per iteration and parameter "
             "sets per step are the phase stage's).")
+    if "pretrain" in m:
+        p = m["pretrain"]
+        lines.append(
+            f"Electronic pre-training (first-order, digital: this run is not BP-free end to "
+            f"end): {p['iterations']} Adam steps with autograd derivatives on "
+            f"{p['collocation_points']} RAD points each, {p['wall_s']:.1f} s, error "
+            f"{p['rel_l2']:.4g}; programmed onto the chip (exact decomposition, every phase "
+            f"on its DAC code, the preset's static errors) the network's error was "
+            f"{p['rel_l2_programmed']:.4g}, which the chip's forward-only training started "
+            "from (iterations and forward evaluations below are the chip's; the training "
+            "wall time includes the pre-training).")
     rows = [("iterations", m["iterations"]), ("training wall time [s]", f"{m['wall_s']:.1f}"),
             ("s per iteration", f"{m['s_per_iteration']:.3f}"),
             ("forward evaluations", f"{m['forward_evals']:.4g}"),
@@ -329,10 +345,12 @@ def _recipe_lines(cfg: Config, m: dict[str, Any]) -> list[str]:
 
 def report(cfg: Config, ctx: RunContext, pde: PDE, net: torch.nn.Module, st: TrainState,
            u_pred: np.ndarray, evals_per_point: int,
-           last_rel: float | None = None) -> dict[str, Any]:
+           last_rel: float | None = None, pretrained: dict[str, Any] | None = None
+           ) -> dict[str, Any]:
     """Write prediction.npz, the figures and report.md; return the metrics. ``last_rel``:
-    the last iterate's error when the delivered parameters were selected."""
-    m = metrics_of(cfg, ctx, pde, net, st, u_pred, evals_per_point, last_rel)
+    the last iterate's error when the delivered parameters were selected; ``pretrained``:
+    the electronic pre-training's metrics."""
+    m = metrics_of(cfg, ctx, pde, net, st, u_pred, evals_per_point, last_rel, pretrained)
     grid = pde.evaluation_grid()
     shape = grid.shape if len(grid.shape) == 2 else u_pred.shape
     ctx.savez("prediction.npz", **grid.axes, u_pred=u_pred.reshape(shape),

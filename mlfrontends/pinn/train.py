@@ -203,11 +203,12 @@ class Trainer:
             self.finisher.load_state_dict(ck["finisher"])
 
 
-def build(cfg: Config, ctx: RunContext) -> Trainer:
-    """Every part of the run from its config (and the checkpoint when resuming)."""
+def build(cfg: Config, ctx: RunContext, init: torch.nn.Module | None = None) -> Trainer:
+    """Every part of the run from its config (and the checkpoint when resuming); ``init``:
+    the pre-trained digital network to program onto the chip (``build_network``)."""
     dtype = getattr(torch, cfg.model.precision)
     pde = build_pde(cfg.pde, cfg.pde_params)
-    net = build_network(cfg, ctx)
+    net = build_network(cfg, ctx, init)
     estimator = make_estimator(cfg, pde)
     gens = {k: torch.Generator().manual_seed(ctx.seed + i)
             for i, k in enumerate(("points", "zo", "mc"), start=1)}

@@ -30,6 +30,7 @@ from photonic.runio import RunContext
 from .config import DEFAULT_NETWORKS, Config, lr_at
 from .network import build_network
 from .pdes import PDE_REGISTRY
+from .pretrain import pretrain
 from .report import predict, rel_l2, report
 from .train import build, train
 
@@ -60,7 +61,8 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
     try:
         if cfg.threads is not None:
             torch.set_num_threads(cfg.threads)
-        t = build(cfg, ctx)
+        pre = None if cfg.pretrain is None else pretrain(cfg, ctx)
+        t = build(cfg, ctx, init=None if pre is None else pre.net)
         st = train(t)
         u_pred = predict(t.pde, t.net, t.dtype)
         last_rel = None
@@ -68,6 +70,7 @@ def run(cfg: Config, ctx: RunContext) -> dict[str, Any]:
             last_rel = rel_l2(u_pred, t.pde.evaluation_grid().u_exact)
             t.net.load_state_dict(st.selected.model)
             u_pred = predict(t.pde, t.net, t.dtype)
-        return report(cfg, ctx, t.pde, t.net, st, u_pred, t.evals_per_point, last_rel)
+        return report(cfg, ctx, t.pde, t.net, st, u_pred, t.evals_per_point, last_rel,
+                      pretrained=None if pre is None else pre.metrics)
     finally:
         torch.set_num_threads(threads)
