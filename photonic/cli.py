@@ -60,6 +60,8 @@ GENERIC_RESUME_SAFE = frozenset({"name", "workload.eval_every", "workload.checkp
 
 # Files whose presence marks a folder as holding a photonic-sim run.
 RUN_MARKERS = ("config.resolved.yaml", "metrics.json", "report.md", "checkpoint.pt")
+# a run's checkpoints: checkpoint.pt, and those of its stages (e.g. pretrain_checkpoint.pt)
+CHECKPOINT_SUFFIX = "checkpoint.pt"
 
 SET_EXAMPLE = "--set workload.rows=32 --set chip.preset=ideal"
 
@@ -542,7 +544,7 @@ def check_out_folder(out: Path, *, resume: bool, force: bool) -> bool:
     if not entries:
         return False
     names = [p.name for p in entries]
-    if not any(m in names for m in RUN_MARKERS):
+    if not any(m in RUN_MARKERS or m.endswith(CHECKPOINT_SUFFIX) for m in names):
         raise BadInput(f"--out {out}: the folder holds files that are not a photonic-sim "
                        f"run's ({', '.join(names[:3])}); choose an empty or new folder")
     if not (resume or force):
@@ -581,14 +583,18 @@ def _diff(old: Mapping, new: Mapping) -> list[tuple[str, Any, Any]]:
 
 def check_resume(out: Path, run_config: dict, module) -> str | None:
     """Refuse to resume a checkpoint written with a different config (unless only fields
-    that do not change the trajectory differ); returns a note to print, or None."""
+    that do not change the trajectory differ); every checkpoint of the run is checked
+    (checkpoint.pt and its stages'); returns a note to print, or None."""
+    notes = [_check_checkpoint(ckpt, run_config, module)
+             for ckpt in sorted(out.glob(f"*{CHECKPOINT_SUFFIX}")) if ckpt.is_file()]
+    return next((n for n in notes if n is not None), None)
+
+
+def _check_checkpoint(ckpt: Path, run_config: dict, module) -> str | None:
     import torch
 
     from photonic.runio import config_hash
 
-    ckpt = out / "checkpoint.pt"
-    if not ckpt.is_file():
-        return None
     try:
         state = torch.load(ckpt, map_location="cpu", weights_only=False)
     except Exception as e:  # noqa: BLE001 - any unreadable checkpoint is the same user error

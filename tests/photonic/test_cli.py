@@ -379,6 +379,18 @@ def test_resume_refuses_another_config_and_allows_safe_fields(tmp_path, fake_wor
         in res.output
 
 
+def test_a_stage_checkpoint_marks_a_run_and_is_checked_on_resume(tmp_path, fake_workload):
+    """A folder holding only a stage's checkpoint (e.g. pretrain_checkpoint.pt, a run
+    stopped during its pre-training) is a run: refused without --resume/--force, and a
+    --resume with another config is refused naming that checkpoint."""
+    cfg, out = _config(tmp_path, FAKE + "  fail_at: 2\n"), tmp_path / "o"
+    assert _run("run", cfg, "--out", str(out), "--quiet").exit_code == 1
+    (out / "checkpoint.pt").rename(out / "pretrain_checkpoint.pt")
+    _refused(_run("run", cfg, "--out", str(out)), "the folder holds another run")
+    _refused(_run("run", cfg, "--out", str(out), "--resume", "--set", "workload.size=5"),
+             "pretrain_checkpoint.pt was written with another config (workload.size: 3 → 5)")
+
+
 def test_a_checkpoint_without_a_config_record_resumes_with_a_warning(tmp_path, fake_workload):
     import torch
 
