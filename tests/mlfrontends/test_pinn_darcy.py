@@ -9,10 +9,11 @@ import torch
 import yaml
 from pydantic import ValidationError
 
-from mlfrontends.pinn.config import Config, net_spec
+from mlfrontends.pinn.config import CollocationConfig, Config, net_spec
 from mlfrontends.pinn.derivatives import Autograd, SparseGridStein, network_jet
 from mlfrontends.pinn.jet import Jet
 from mlfrontends.pinn.pdes import build_pde, solve_darcy_fv
+from mlfrontends.pinn.sampling import Collocation
 
 
 def _fields(z: torch.Tensor) -> torch.Tensor:
@@ -129,3 +130,18 @@ def test_shipped_config_and_refused_inputs():
     with pytest.raises(ValueError, match=r"model.widths = \[2, 8, 1\]: pde 'darcy' needs a "
                        "last width of 3"):
         net_spec(Config(pde="darcy", model={"widths": [2, 8, 1]}))
+
+
+def test_rad_scores_a_point_by_the_norm_of_its_stacked_residuals():
+    pde = build_pde("darcy", {"num_cells": 2, "reference_cells": 8})
+    cfg = CollocationConfig(sampling="rad", pool=64, k=2.0, c=0.0)
+    sampler = Collocation(cfg, 4, pde, torch.Generator().manual_seed(0), torch.float64)
+
+    def residual(z):  # only ∇·q − 1 (third block) is non-zero, at the pool's first 4 points
+        r = torch.zeros(3, z.shape[0], dtype=z.dtype)
+        r[2, :4] = 1.0
+        return r.reshape(-1)
+
+    z, spent = sampler.draw(0, residual)
+    assert spent == 64
+    assert sorted(map(tuple, z.tolist())) == sorted(map(tuple, sampler.pool[:4].tolist()))
