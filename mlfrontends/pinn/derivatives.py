@@ -2,7 +2,8 @@
 
 A *network* here is any callable mapping inputs (M, d) to outputs (..., M); leading dims
 (e.g. P perturbed parameter sets) pass through unchanged. Every estimator returns a ``Jet``
-of the network at the points z (N, d).
+of the network at the points z (N, d); ``estimate_channels`` does the same for a network
+with C outputs (..., M, C) from the same network call, the channel first in the jet.
 
 Stencil estimators (finite differences, Monte-Carlo Stein, sparse-grid Stein) evaluate the
 network at x and x ± δ_k for H directions δ_k — 1 + 2H evaluations per point, all points
