@@ -31,7 +31,7 @@ __all__ = [
 DEFAULT_NETWORKS: dict[str, dict[str, Any]] = {
     "burgers": dict(widths=[2, 100, 100, 100, 100, 1], activation="tanh",
                     tt_layers={i: ([4, 5, 5], [5, 5, 4]) for i in (1, 2, 3)}, sigma=1e-3),
-    "darcy": dict(widths=[2, 100, 100, 100, 100, 1], activation="tanh",
+    "darcy": dict(widths=[2, 100, 100, 100, 100, 3], activation="tanh",  # u, q_x, q_y
                   tt_layers={i: ([4, 5, 5], [5, 5, 4]) for i in (1, 2, 3)}, sigma=1e-3),
     "blackscholes": dict(widths=[2, 128, 128, 1], activation="tanh",
                          tt_layers={1: ([4, 4, 8], [8, 4, 4])}, sigma=1e-3),
@@ -466,4 +466,8 @@ def net_spec(cfg: Config) -> dict[str, Any]:
         spec["activation"] = m.activation
     if cfg.estimator.sigma is not None:
         spec["sigma"] = cfg.estimator.sigma
+    outputs = PDE_REGISTRY[cfg.pde].outputs
+    if spec["widths"][-1] != outputs:
+        raise ValueError(f"model.widths = {spec['widths']}: pde {cfg.pde!r} needs a last width "
+                         f"of {outputs} (its network outputs)")
     return spec

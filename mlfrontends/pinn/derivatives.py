@@ -2,7 +2,8 @@
 
 A *network* here is any callable mapping inputs (M, d) to outputs (..., M); leading dims
 (e.g. P perturbed parameter sets) pass through unchanged. Every estimator returns a ``Jet``
-of the network at the points z (N, d).
+of the network at the points z (N, d); ``estimate_channels`` does the same for a network
+with C outputs (..., M, C) from the same network call, the channel first in the jet.
 
 Stencil estimators (finite differences, Monte-Carlo Stein, sparse-grid Stein) evaluate the
 network at x and x ± δ_k for H directions δ_k — 1 + 2H evaluations per point, all points
@@ -45,6 +46,7 @@ __all__ = [
     "Stencil",
     "StencilEstimator",
     "build_estimator",
+    "network_jet",
 ]
 
 Network = Callable[[torch.Tensor], torch.Tensor]
@@ -63,6 +65,13 @@ class DerivativeEstimator(ABC):
     def estimate(
         self, net: Network, z: torch.Tensor, *, generator: torch.Generator | None = None
     ) -> Jet: ...
+
+    @abstractmethod
+    def estimate_channels(
+        self, net: Network, z: torch.Tensor, *, generator: torch.Generator | None = None
+    ) -> Jet:
+        """Jet of a network with C outputs, net(x): (..., M, C); the jet's fields carry the
+        channel as their first dim: value (C, ..., N), grad and hess_diag (C, ..., N, d)."""
 
 
 class Stencil(NamedTuple):
@@ -111,6 +120,10 @@ class StencilEstimator(DerivativeEstimator):
     def estimate(self, net, z, *, generator=None):
         st = self.stencil(z.shape[-1], z.dtype, generator)
         return self.combine(net(self.inputs(z, st.delta)), z.shape[0], st)
+
+    def estimate_channels(self, net, z, *, generator=None):
+        st = self.stencil(z.shape[-1], z.dtype, generator)  # one call for all channels
+        return self.combine(net(self.inputs(z, st.delta)).movedim(-1, 0), z.shape[0], st)
 
 
 class _RuleStein(StencilEstimator):
@@ -212,15 +225,11 @@ class Autograd(DerivativeEstimator):
     def evals_for_dim(self, dim):
         return 1
 
-    def estimate(self, net, z, *, generator=None):
-        zr = z.detach().requires_grad_(True)
-        f = net(zr)
-        if f.dim() > 1:  # leading parameter-set dims: give each set its own input copy
-            zr = z.detach().expand(*f.shape[:-1], *z.shape).clone().requires_grad_(True)
-            f = net(zr)
-        (grad,) = torch.autograd.grad(f.sum(), zr, create_graph=True)
+    def _jet(self, f: torch.Tensor, zr: torch.Tensor) -> Jet:
+        """Value, gradient and the needed ∂² of the scalar field f (..., M) of inputs zr."""
+        (grad,) = torch.autograd.grad(f.sum(), zr, create_graph=True, retain_graph=True)
         hess = torch.zeros_like(grad)
-        dims = range(z.shape[-1]) if self.hess_dims is None else self.hess_dims
+        dims = range(zr.shape[-1]) if self.hess_dims is None else self.hess_dims
         cols = []
         for i in dims:  # one backward per needed coordinate (d ≤ 21 here)
             (gi,) = torch.autograd.grad(
@@ -233,6 +242,27 @@ class Autograd(DerivativeEstimator):
         if not self.create_graph:
             return Jet(f.detach(), grad.detach(), hess.detach())
         return Jet(f, grad, hess)
+
+    @staticmethod
+    def _leaf(net, z, point_dims: int):
+        """z as a leaf and f = net(z); with leading parameter-set dims in f (beyond its
+        ``point_dims`` trailing ones) each set gets its own input copy."""
+        zr = z.detach().requires_grad_(True)
+        f = net(zr)
+        if f.dim() > point_dims:
+            zr = z.detach().expand(*f.shape[:-point_dims], *z.shape).clone().requires_grad_(True)
+            f = net(zr)
+        return zr, f
+
+    def estimate(self, net, z, *, generator=None):
+        zr, f = self._leaf(net, z, 1)
+        return self._jet(f, zr)
+
+    def estimate_channels(self, net, z, *, generator=None):
+        zr, f = self._leaf(net, z, 2)
+        jets = [self._jet(f[..., c], zr) for c in range(f.shape[-1])]
+        return Jet(*(torch.stack([getattr(j, k) for j in jets])
+                     for k in ("value", "grad", "hess_diag")))
 
 
 ESTIMATORS: dict[str, type[DerivativeEstimator]] = {
@@ -249,3 +279,12 @@ def build_estimator(name: str, **kwargs) -> DerivativeEstimator:
             f"Valid choices: {sorted(ESTIMATORS)}"
         )
     return ESTIMATORS[name](**kwargs)
+
+
+def network_jet(estimator: DerivativeEstimator, net: Network, z: torch.Tensor, outputs: int,
+                generator: torch.Generator | None = None) -> Jet:
+    """Jet of a network with ``outputs`` outputs at z: fields (..., N) for one output (net's
+    trailing output dim of size 1 dropped), channel first (C, ..., N) for more."""
+    if outputs == 1:
+        return estimator.estimate(lambda x: net(x).squeeze(-1), z, generator=generator)
+    return estimator.estimate_channels(net, z, generator=generator)

@@ -3,8 +3,10 @@
 Each PDE is registered under the ``pde:`` name a config uses. A PDE supplies
 - ``sample(n, generator)``: uniform collocation points (n, d) in its domain;
 - ``constrain(z, nn)``: the jet of u = g + h·NN from the network's jet (product rule,
-  g and h analytic, see ``jet.affine_ansatz``);
-- ``residual(z, u)``: the pointwise PDE residual from u's jet (leading batch dims kept);
+  g and h analytic, see ``jet.affine_ansatz``); a PDE with ``outputs`` > 1 gets and returns
+  channel-first jets (C, ..., N) (``derivatives.network_jet``);
+- ``residual(z, u)``: the PDE residuals from u's jet (leading batch dims kept): one per
+  point (..., N), or ``outputs``-many stacked ones (..., k·N) for a first-order system;
 - ``evaluation_grid()``: a fixed test grid with the reference solution.
 Coordinates are the columns of z, in the order of ``coord_names``.
 """
@@ -77,6 +79,9 @@ class PDE(ABC):
         """Coordinates whose second derivatives the residual uses."""
         return (0,)
 
+    #: network outputs the residual uses (one: the scalar NN of the ansatz)
+    outputs: ClassVar[int] = 1
+
     #: (coordinate, +1 or −1): the time coordinate and the direction information travels
     #: from the initial (+1) or terminal (−1) condition; None for a steady problem
     causal_axis: ClassVar[tuple[int, int] | None] = None
@@ -114,7 +119,7 @@ class PDE(ABC):
 
     @abstractmethod
     def residual(self, z: torch.Tensor, u: Jet) -> torch.Tensor:
-        """Pointwise residual (..., N)."""
+        """Residuals (..., N), or (..., k·N) for a first-order system."""
 
     @abstractmethod
     def evaluation_grid(self) -> EvalGrid: ...
@@ -442,17 +447,21 @@ def solve_darcy_fv(coef: np.ndarray, rhs: np.ndarray) -> np.ndarray:
 
 @_register
 class Darcy(PDE):
-    """−∇·(a∇u) = 1 on [0, 1]², u = 0 on the boundary; u = x y (x−1)(y−1)·NN.
+    """−∇·(a∇u) = 1 on [0, 1]², u = 0 on the boundary, as the first-order system
+    q + a∇u = 0, ∇·q = 1 (least squares, FOSLS: Cai, Lazarov, Manteuffel & McCormick 1994,
+    SIAM J. Numer. Anal. 31). The network has three outputs (NN_u, q_x, q_y) and
+    u = x y (x−1)(y−1)·NN_u; the residual per point is
+    ((q + a∇u)/√a, ∇·q − 1) — first derivatives only and no ∇a, so the coefficient's
+    jumps enter as values of a, never as interface terms ∝ 1/``smoothing``.
 
     a is piecewise constant on ``num_cells``² cells (``darcy_coefficient_cells``), mollified by
-    a Gaussian of width ``smoothing`` so that the strong-form residual
-    −(a Δu + ∇a·∇u) − 1 is defined everywhere; the reference solves the same mollified
-    problem with ``solve_darcy_fv`` on a ``reference_cells``² grid (set smoothing to a small
-    value to approach the sharp-interface problem).
+    a Gaussian of width ``smoothing``; the reference solves the same problem with
+    ``solve_darcy_fv`` on a ``reference_cells``² grid.
     """
 
     name = "darcy"
     coord_names = ("x", "y")
+    outputs = 3
 
     class Params(_Params):
         seed: int = 0
@@ -470,25 +479,16 @@ class Darcy(PDE):
         self._edges = torch.as_tensor(edges)
         self._cells_t = torch.as_tensor(self.cells)
 
-    def _axis_weights(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """Cell weights P_i(x) = Φ((e_{i+1}−x)/ε) − Φ((e_i−x)/ε) and dP_i/dx, shape (N, n)."""
-        eps = self.params.smoothing
-        e = self._edges.to(x.dtype)
-        arg = (e[None, :] - x[:, None]) / eps
+    def _axis_weights(self, x: torch.Tensor) -> torch.Tensor:
+        """Cell weights P_i(x) = Φ((e_{i+1}−x)/ε) − Φ((e_i−x)/ε), shape (N, n)."""
+        arg = (self._edges.to(x.dtype)[None, :] - x[:, None]) / self.params.smoothing
         cdf = torch.special.ndtr(arg)
-        pdf = torch.exp(-0.5 * arg.clamp(-40, 40) ** 2) / math.sqrt(2 * math.pi)
-        pdf = torch.where(torch.isinf(arg), torch.zeros_like(pdf), pdf)
-        return cdf[:, 1:] - cdf[:, :-1], -(pdf[:, 1:] - pdf[:, :-1]) / eps
+        return cdf[:, 1:] - cdf[:, :-1]
 
-    def coefficient(self, z: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Mollified a and its gradient (a_x, a_y) at points z (N, 2)."""
-        px, dpx = self._axis_weights(z[:, 0])
-        py, dpy = self._axis_weights(z[:, 1])
-        C = self._cells_t.to(z.dtype)
-        a = torch.einsum("ni,ij,nj->n", px, C, py)
-        ax = torch.einsum("ni,ij,nj->n", dpx, C, py)
-        ay = torch.einsum("ni,ij,nj->n", px, C, dpy)
-        return a, ax, ay
+    def coefficient(self, z: torch.Tensor) -> torch.Tensor:
+        """Mollified a at points z (N, 2)."""
+        px, py = self._axis_weights(z[:, 0]), self._axis_weights(z[:, 1])
+        return torch.einsum("ni,ij,nj->n", px, self._cells_t.to(z.dtype), py)
 
     @property
     def bounds(self):
@@ -507,12 +507,27 @@ class Darcy(PDE):
 
     @property
     def hess_dims(self):
-        return (0, 1)
+        return ()
+
+    def constrain(self, z, nn):
+        """Channel-first jet (3, ..., N) of (u, q_x, q_y) from the network's (NN_u, q_x, q_y)."""
+        g, h = self.ansatz_terms(z)
+        u = affine_ansatz(g, h, Jet(nn.value[0], nn.grad[0], nn.hess_diag[0]))
+        return Jet(*(torch.cat([getattr(u, k)[None], getattr(nn, k)[1:]])
+                     for k in ("value", "grad", "hess_diag")))
+
+    def constrain_value(self, z, nn_value):
+        """u from the network's outputs (..., N, 3)."""
+        return super().constrain_value(z, nn_value[..., 0])
 
     def residual(self, z, u):
-        a, ax, ay = self.coefficient(z)
-        lap = u.hess_diag[..., 0] + u.hess_diag[..., 1]
-        return -(a * lap + ax * u.grad[..., 0] + ay * u.grad[..., 1]) - 1.0
+        """(..., 3N): (q_x + a u_x)/√a, (q_y + a u_y)/√a and ∇·q − 1 at every point."""
+        a = self.coefficient(z)
+        ux, uy = u.grad[0][..., 0], u.grad[0][..., 1]
+        qx, qy = u.value[1], u.value[2]
+        div = u.grad[1][..., 0] + u.grad[2][..., 1]
+        sa = a.sqrt()
+        return torch.cat([(qx + a * ux) / sa, (qy + a * uy) / sa, div - 1.0], -1)
 
     @cached_property
     def _grid(self):
@@ -521,7 +536,7 @@ class Darcy(PDE):
         c = (np.arange(M) + 0.5) / M
         X, Y = np.meshgrid(c, c, indexing="ij")
         pts = torch.as_tensor(np.stack([X.ravel(), Y.ravel()], 1))
-        a = self.coefficient(pts)[0].numpy().reshape(M, M)
+        a = self.coefficient(pts).numpy().reshape(M, M)
         u = solve_darcy_fv(a, np.ones((M, M)))
         s = slice(p.eval_stride // 2, None, p.eval_stride)
         xs, ys = c[s], c[s]

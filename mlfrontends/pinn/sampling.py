@@ -15,7 +15,8 @@ from .pdes import PDE
 __all__ = ["Collocation", "causal_weights"]
 
 PointResidual = Callable[[torch.Tensor], torch.Tensor]
-"""``z (N, d) -> r (N,)``: the PDE residual of the current, unperturbed network."""
+"""``z (N, d) -> r (N,)`` or ``(k·N,)`` (k stacked components of a first-order system): the
+PDE residual of the current, unperturbed network."""
 
 
 class Collocation:
@@ -35,7 +36,7 @@ class Collocation:
         spent = 0
         if self.pool is None or it % self.c.refresh_every == 0:
             self.pool = self.pde.sample(self.c.pool, self.gen, dtype=self.dtype)
-            r = residual(self.pool).abs().double() ** self.c.k
+            r = residual(self.pool).double().reshape(-1, self.c.pool).norm(dim=0) ** self.c.k
             prob = r / r.mean().clamp_min(1e-300) + self.c.c
             if not bool(torch.isfinite(prob).all()):  # a diverged net: fall back to uniform
                 prob = torch.ones_like(prob)

@@ -20,7 +20,7 @@ from photonic.runio import Interrupted, RunContext
 
 from ..zo import FirstOrderStepper, StepInfo, SubspaceLMStepper, ZOStepper
 from .config import Config, lr_at
-from .derivatives import Autograd, DerivativeEstimator
+from .derivatives import Autograd, DerivativeEstimator, network_jet
 from .finish import build_finisher, finish_over, phase_stage_over
 from .network import (
     build_network,
@@ -94,7 +94,7 @@ def _residuals(pde: PDE, estimator: DerivativeEstimator, z: torch.Tensor,
     """``fwd -> r·scale``: the (weighted) PDE residual at every collocation point, (N,) or
     (P, N) for P batched parameter sets; scale None: unweighted."""
     def residual(fwd) -> torch.Tensor:
-        jet = estimator.estimate(lambda x: fwd(x).squeeze(-1), z, generator=gen)
+        jet = network_jet(estimator, fwd, z, pde.outputs, gen)
         r = pde.residual(z, pde.constrain(z, jet))
         return r if scale is None else r * scale.to(r.dtype)
 
@@ -136,8 +136,8 @@ class Trainer:
     def point_residual(self, z: torch.Tensor) -> torch.Tensor:
         """r (N,) of the unperturbed network at z (N, d)."""
         with torch.set_grad_enabled(isinstance(self.estimator, Autograd)):  # autograd: d/dz
-            jet = self.estimator.estimate(lambda x: self.net(x).squeeze(-1), z,
-                                          generator=self.generators["mc"])
+            jet = network_jet(self.estimator, self.net, z, self.pde.outputs,
+                              self.generators["mc"])
             return self.pde.residual(z, self.pde.constrain(z, jet)).detach()
 
     def causal_scale(self, z: torch.Tensor) -> torch.Tensor | None:
