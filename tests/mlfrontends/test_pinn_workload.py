@@ -68,6 +68,9 @@ def test_shipped_configs_run_at_reduced_size(name, tmp_path):
     finish = w.get("finish") is not None
     if finish:  # one finish step, evaluated
         w["finish"] = {**w["finish"], "iterations": 1, "eval_every": 1}
+    if w.get("pretrain") is not None:  # two digital Adam steps on two points
+        w["pretrain"] = {**w["pretrain"], "iterations": 2, "collocation_points": 2,
+                         "eval_every": 1}
     if w["pde"] == "hjb":  # 512-wide layers: shrink, keeping the TT structure
         w["model"] = {**w["model"], "widths": [21, 64, 64, 1],
                       "tt_layers": {0: [[1, 3, 7], [4, 4, 4]], 1: [[4, 4, 4], [4, 4, 4]]}}
@@ -349,6 +352,7 @@ def test_metrics_json_keys_via_cli(tmp_path):
         "--set", "workload.model.execution=digital",
         "--set", "workload.optim.clamp_phases=false",  # a digital net has no phases
         "--set", "workload.finish=null",  # (nor an electronic finish)
+        "--set", "workload.pretrain=null",  # (nor a pre-training to program onto meshes)
     ])
     assert res.exit_code == 0, res.output
     metrics = json.loads((tmp_path / "metrics.json").read_text())
@@ -505,14 +509,24 @@ def test_stop_request_checkpoints_then_resume_gives_identical_metrics(tmp_path):
         assert resumed[key] == full[key], key
 
 
+# the purely BP-free Burgers recipe as overrides of the shipped pinn_burgers (the Results
+# page's "BP-free end to end" row): a random start, a 4,000-iteration phase stage with the
+# trust radius from 0.1 and causal weights, then the electronic finish
+BPFREE_BURGERS = {"pretrain": None, "iterations": 4000, "time_limit_s": 650,
+                  "optim": {**yaml.safe_load((CONFIGS / "pinn_burgers.yaml").read_text())[
+                      "workload"]["optim"], "lr": 0.1},
+                  "causal": {"eps": 1.0, "bins": 16}}
+
+
 def _burgers_20_2(tmp_path, name, stop_after=None):
-    """Shipped pinn_burgers, 20 phase iterations and 2 finish steps, resuming in
+    """The purely BP-free pinn_burgers recipe, 20 phase iterations and 2 finish steps, resuming in
     tmp_path / name from tests/data/pinn_burgers_it10_checkpoint.pt (iteration 10)."""
     import calibration
 
     raw = yaml.safe_load((CONFIGS / "pinn_burgers.yaml").read_text())
-    cfg = Config(**{**raw["workload"], "iterations": 20, "checkpoint_every": 1,
-                    "finish": {**raw["workload"]["finish"], "iterations": 2}})
+    w = {**raw["workload"], **BPFREE_BURGERS}
+    cfg = Config(**{**w, "iterations": 20, "checkpoint_every": 1,
+                    "finish": {**w["finish"], "iterations": 2}})
     out = tmp_path / name
     out.mkdir()
     (out / "checkpoint.pt").write_bytes(
@@ -527,8 +541,8 @@ def _burgers_20_2(tmp_path, name, stop_after=None):
 
 
 def test_a_shipped_checkpoint_with_the_full_option_set_resumes_to_the_same_numbers(tmp_path):
-    """tests/data/pinn_burgers_it10_checkpoint.pt: `photonic-sim run pinn_burgers --set
-    workload.iterations=20 --set workload.finish.iterations=2` at iteration 10, in the layout
+    """tests/data/pinn_burgers_it10_checkpoint.pt: the purely BP-free Burgers recipe
+    (BPFREE_BURGERS) with 20 phase iterations and 2 finish steps at iteration 10, in the layout
     that keeps an Adam state for subspace_lm and every removed option at its off value in
     its config. Resumed for two more steps (then stopped), it logs the losses and forward
     evaluations of that run's iterations 11 and 12 (printed there to 16 digits)."""
