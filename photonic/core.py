@@ -100,13 +100,16 @@ _KEY_COLUMNS = 2048
 
 def _row_keys(flat: torch.Tensor) -> torch.Tensor:
     """Projection key of every row, in float64, summed over column slices (no whole-matrix
-    float64 copy); rows holding NaN or ±inf are keyed on ``nan_to_num`` of their values."""
+    float64 copy); rows holding NaN or ±inf are keyed on ``nan_to_num`` of their values.
+    Each slice is an elementwise product summed along the row — the same reduction for
+    every row, so equal rows get equal keys (a matrix-vector product rounds rows
+    differently by their position in its blocking, and splits equal rows)."""
     proj = _projection(flat.shape[1])
     key = torch.zeros(flat.shape[0], dtype=torch.float64)
     for c in range(0, flat.shape[1], _KEY_COLUMNS):
-        key += flat[:, c:c + _KEY_COLUMNS].to(torch.float64) @ proj[c:c + _KEY_COLUMNS]
+        key += (flat[:, c:c + _KEY_COLUMNS].to(torch.float64) * proj[c:c + _KEY_COLUMNS]).sum(-1)
     if not bool(torch.isfinite(key).all()):
-        key = torch.nan_to_num(flat.to(torch.float64)) @ proj
+        key = (torch.nan_to_num(flat.to(torch.float64)) * proj).sum(-1)
     return key
 
 
