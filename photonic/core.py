@@ -81,13 +81,36 @@ def equal_rows(flat: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         return every, every
     flat = flat.detach().contiguous()
     ints = flat.view(bits)
-    key = torch.nan_to_num(flat.to(torch.float64)) @ _projection(flat.shape[1])
+    key = _row_keys(flat)
     _, inverse = torch.unique(key, return_inverse=True)
     first = _first_of(inverse)
-    if not bool((ints == ints[first[inverse]]).all()):
+    rep = first[inverse]
+    # each row that joined an earlier one, compared bitwise in place with its representative
+    if not all(torch.equal(ints[p], ints[r]) for p, r in zip(
+            every.tolist(), rep.tolist(), strict=True) if p != r):
         _, inverse = torch.unique(ints, dim=0, return_inverse=True)
         first = _first_of(inverse)
     return first, inverse
+
+
+#: columns per float64 slice of the row keys: a (P, 2,048) slice stays in cache, where one
+#: float64 copy of a (115, 262,144) realised 512×512 layer is 240 MB
+_KEY_COLUMNS = 2048
+
+
+def _row_keys(flat: torch.Tensor) -> torch.Tensor:
+    """Projection key of every row, in float64, summed over column slices (no whole-matrix
+    float64 copy); rows holding NaN or ±inf are keyed on ``nan_to_num`` of their values.
+    Each slice is an elementwise product summed along the row — the same reduction for
+    every row, so equal rows get equal keys (a matrix-vector product rounds rows
+    differently by their position in its blocking, and splits equal rows)."""
+    proj = _projection(flat.shape[1])
+    key = torch.zeros(flat.shape[0], dtype=torch.float64)
+    for c in range(0, flat.shape[1], _KEY_COLUMNS):
+        key += (flat[:, c:c + _KEY_COLUMNS].to(torch.float64) * proj[c:c + _KEY_COLUMNS]).sum(-1)
+    if not bool(torch.isfinite(key).all()):
+        key = (torch.nan_to_num(flat.to(torch.float64)) * proj).sum(-1)
+    return key
 
 
 def _first_of(inverse: torch.Tensor) -> torch.Tensor:

@@ -161,11 +161,13 @@ def _intraop_threads(n: int) -> Iterator[None]:
         torch.set_num_threads(prev)
 
 
-def _set_groups(flat: torch.Tensor | None, P: int) -> list[int]:
-    """Group id per parameter set: sets whose parameters are bitwise equal share an id."""
-    if flat is None or P == 1:
+def _set_groups(per_set: list[torch.Tensor], P: int) -> list:
+    """Group key per parameter set: sets whose parameters (the rows of every (P, D) tensor
+    of ``per_set``) are bitwise equal share a key; each tensor is grouped on its own, so
+    a weight and its bias are never copied into one matrix."""
+    if not per_set or P == 1:
         return [0] * P
-    return equal_rows(flat)[1].tolist()
+    return list(zip(*(equal_rows(t)[1].tolist() for t in per_set), strict=True))
 
 
 def _param_batch(x: torch.Tensor, layers) -> int | None:
@@ -197,7 +199,7 @@ class _PrefixTree:
             if share:
                 per_set = ([W.reshape(P, -1)] if W.dim() == 3 else []) + (
                     [b] if b is not None and b.dim() == 2 else [])
-                ids = _set_groups(torch.cat(per_set, 1) if per_set else None, P)
+                ids = _set_groups(per_set, P)
             else:
                 ids = list(range(P))
             keys: dict[tuple[int, int], int] = {}

@@ -233,14 +233,42 @@ def black_scholes_call(
     return out
 
 
+def _bachelier_call(s: torch.Tensor, tau: torch.Tensor, strike: float, normal_vol: float):
+    """Undiscounted call under a normal (Bachelier) model and its derivatives.
+
+    g = (s−k)Φ(d) + wφ(d) with w = σ_n√τ, d = (s−k)/w, which solves g_τ = ½σ_n² g_ss
+    with g(s, 0) = max(s−k, 0). Returns (g, g_s, g_ss, g_τ, g_ττ); at τ = 0 the pay-off
+    with zero derivatives (its kink lies on the terminal line, never collocated).
+    """
+    live = tau > 0
+    w = normal_vol * torch.sqrt(torch.where(live, tau, torch.ones_like(tau)))
+    d = (s - strike) / w
+    pdf = torch.exp(-0.5 * d * d) / math.sqrt(2 * math.pi)
+    cdf = torch.special.ndtr(d)
+    g_ss = pdf / w
+    g_tau = 0.5 * normal_vol**2 * g_ss
+    g_tautau = normal_vol**4 * (d * d - 1) * pdf / (4 * w**3)
+    zero = torch.zeros_like(s)
+    payoff = torch.clamp(s - strike, min=0)
+    return (torch.where(live, (s - strike) * cdf + w * pdf, payoff),
+            torch.where(live, cdf, (s > strike).to(s.dtype)),
+            torch.where(live, g_ss, zero), torch.where(live, g_tau, zero),
+            torch.where(live, g_tautau, zero))
+
+
 @_register
 class BlackScholes(PDE):
     """European call in scaled variables s = S/S_max, û = V/S_max, t ∈ [0, T = 1]:
     û_t + ½v²s²û_ss + r s û_s − r û = 0 (the equation is invariant under this scaling).
 
-    Ansatz û = g + s(1−s)(1−t)·NN with g = max(s−k, 0) + s·k(1 − e^{−r(1−t)}), k = K/S_max,
-    which meets the terminal payoff, û(0, t) = 0 and û(1, t) = 1 − k e^{−r(1−t)}.
-    g_ss = 0 away from the kink s = k (a null set for uniform collocation).
+    Ansatz û = g + s(1−s)(1−t)·NN. g is the normal-model (Bachelier) call of normal
+    volatility σ_n = v·k at the strike k = K/S_max, τ = 1 − t, corrected linearly in s so
+    that g(0, t) = 0 and g(1, t) = 1 − k e^{−rτ}: it meets the terminal pay-off exactly and,
+    unlike the pay-off itself, is smooth for t < T. With the pay-off's kink in g, its
+    curvature ½v²s²δ(s−k) — the source of the option's time value — lies on a null set
+    that uniform collocation never sees, and the trained network stays at g's error.
+    g is an approximation (rel. L2 ≈ 0.016 on the test grid), not the reference; the
+    network learns the remainder.
     """
 
     name = "blackscholes"
@@ -264,18 +292,26 @@ class BlackScholes(PDE):
     def ansatz_terms(self, z):
         p = self.params
         s, t = z[..., 0], z[..., 1]
+        tau = 1 - t
         k = p.strike / p.s_max
-        disc = torch.exp(-p.rate * (1 - t))
-        zero = torch.zeros_like(s)
+        sn = p.vol * k
+        b, b_s, b_ss, b_t, b_tt = _bachelier_call(s, tau, k, sn)
+        b0, _, _, b0_t, b0_tt = _bachelier_call(torch.zeros_like(s), tau, k, sn)
+        b1, _, _, b1_t, b1_tt = _bachelier_call(torch.ones_like(s), tau, k, sn)
+        disc = torch.exp(-p.rate * tau)
+        # c = 1 − k e^{−rτ}, the s = 1 boundary value; derivatives in τ
+        c, c_t, c_tt = 1 - k * disc, k * p.rate * disc, -k * p.rate**2 * disc
+        g_tau = b_t - (1 - s) * b0_t + s * (c_t - b1_t)
         g = Jet(
-            value=torch.clamp(s - k, min=0) + s * k * (1 - disc),
-            grad=torch.stack([(s > k).to(s.dtype) + k * (1 - disc), -s * k * p.rate * disc], -1),
-            hess_diag=torch.stack([zero, -s * k * p.rate**2 * disc], -1),
+            value=b - (1 - s) * b0 + s * (c - b1),
+            grad=torch.stack([b_s + b0 + c - b1, -g_tau], -1),
+            hess_diag=torch.stack([b_ss, b_tt - (1 - s) * b0_tt + s * (c_tt - b1_tt)], -1),
         )
+        zero = torch.zeros_like(s)
         h = Jet(
-            value=s * (1 - s) * (1 - t),
-            grad=torch.stack([(1 - 2 * s) * (1 - t), -s * (1 - s)], -1),
-            hess_diag=torch.stack([-2 * (1 - t), zero], -1),
+            value=s * (1 - s) * tau,
+            grad=torch.stack([(1 - 2 * s) * tau, -s * (1 - s)], -1),
+            hess_diag=torch.stack([-2 * tau, zero], -1),
         )
         return g, h
 
