@@ -19,7 +19,8 @@ from photonic.cli import app
 SETS = ["workload.iterations=12", "workload.collocation_points=4",
         "workload.collocation.pool=64", "workload.pde_params={grid_x: 9, grid_t: 3}",
         "workload.model.execution=digital", "workload.optim.clamp_phases=false",
-        "workload.finish=null", "workload.pretrain=null", "workload.time_limit_s=null", "workload.checkpoint_every=1",
+        "workload.finish=null", "workload.pretrain=null", "workload.time_limit_s=null",
+        "workload.checkpoint_every=1",
         "workload.eval_every=4"]
 ARGS = ["run", "pinn_burgers", "--quiet", *[a for s in SETS for a in ("--set", s)]]
 WALL_CLOCK = ("wall_s", "s_per_iteration")

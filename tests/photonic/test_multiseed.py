@@ -199,7 +199,8 @@ def test_resume_skips_finished_seeds_and_runs_the_others(three_seeds, tmp_path):
 
 def test_pinn_seeds_overlay_their_curves_from_the_checkpoints(tmp_path):
     """A tiny digital PINN over seeds 3 and 5: the summary's curves are the runs' own."""
-    sets = ["workload.iterations=4", "workload.finish=null", "workload.pretrain=null", "workload.collocation_points=16",
+    sets = ["workload.iterations=4", "workload.finish=null", "workload.pretrain=null",
+            "workload.collocation_points=16",
             "workload.eval_every=2", "workload.collocation.pool=256",
             "workload.model={arch: dense, widths: [2, 8, 8, 1], execution: digital}",
             "workload.optim.clamp_phases=false", "workload.optim.realised_directions=false"]
