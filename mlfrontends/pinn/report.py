@@ -252,16 +252,6 @@ def _summary_lines(cfg: Config, m: dict[str, Any], n_test: int, n_evals: int) ->
             f"{cfg.validation_points} fixed uniform validation points among the {n_evals} "
             f"evaluations; the last iterate's error is {m['rel_l2_last']:.4g}. The choice "
             "uses residuals only, never the reference solution.")
-    if "finish" in m:
-        f = m["finish"]
-        lines.append(
-            f"Electronic finish: {f['iterations']} Levenberg–Marquardt steps on the "
-            f"{f['params']} electronic gains and biases (phases held) after iteration "
-            f"{f['start_iteration']}, whose error was {f['rel_l2_start']:.4g}; "
-            f"{f['wall_s']:.1f} s, {f['s_per_iteration']:.3f} s and "
-            f"{f['parameter_sets_per_step_mean']:.1f} parameter sets per step (iterations, "
-            "time and forward evaluations below include it; s per iteration and parameter "
-            "sets per step are the phase stage's).")
     if "pretrain" in m:
         p = m["pretrain"]
         lines.append(
@@ -273,6 +263,16 @@ def _summary_lines(cfg: Config, m: dict[str, Any], n_test: int, n_evals: int) ->
             f"{p['rel_l2_programmed']:.4g}, which the chip's forward-only training started "
             "from (iterations and forward evaluations below are the chip's; the training "
             "wall time includes the pre-training).")
+    if "finish" in m:
+        f = m["finish"]
+        lines.append(
+            f"Electronic finish: {f['iterations']} Levenberg–Marquardt steps on the "
+            f"{f['params']} electronic gains and biases (phases held) after iteration "
+            f"{f['start_iteration']}, whose error was {f['rel_l2_start']:.4g}; "
+            f"{f['wall_s']:.1f} s, {f['s_per_iteration']:.3f} s and "
+            f"{f['parameter_sets_per_step_mean']:.1f} parameter sets per step (iterations, "
+            "time and forward evaluations below include it; s per iteration and parameter "
+            "sets per step are the phase stage's).")
     rows = [("iterations", m["iterations"]), ("training wall time [s]", f"{m['wall_s']:.1f}"),
             ("s per iteration", f"{m['s_per_iteration']:.3f}"),
             ("forward evaluations", f"{m['forward_evals']:.4g}"),
