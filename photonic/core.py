@@ -292,7 +292,7 @@ def sample_tile_errors(
     device: DeviceParams, grid: tuple[int, int], tile: int, topology: str, generator
 ) -> TileErrors:
     layout = mesh_layout(tile, topology)
-    sig_layout = _sigma_layout(tile)
+    sig_layout = sigma_layout(tile)
     return TileErrors(
         v=sample_mesh_errors(layout, device, generator=generator, batch_shape=grid),
         u=sample_mesh_errors(layout, device, generator=generator, batch_shape=grid),
@@ -301,7 +301,7 @@ def sample_tile_errors(
 
 
 @lru_cache(maxsize=64)
-def _sigma_layout(k: int):
+def sigma_layout(k: int):
     """The Σ column as a layout of k independent MZIs (one per mode, to a dump port)."""
     from photonic.mesh import MeshLayout
 
@@ -316,7 +316,7 @@ def _sigma_amplitudes(theta, device, noise, errors: MeshErrors | None, generator
     Non-idealities act on both phases as on any shifter; returns (..., k) complex.
     """
     k = theta.shape[-1]
-    layout = _sigma_layout(k)
+    layout = sigma_layout(k)
     phi = -theta / 2 - math.pi / 2
     prog = torch.cat([theta, phi, torch.zeros(theta.shape[:-1] + (2 * k,), dtype=theta.dtype)], -1)
     real = realise_phases(prog, layout, device, noise, errors, generator=generator)

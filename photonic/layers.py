@@ -36,10 +36,11 @@ from photonic.core import (
     realised_gain,
     require_int,
     sample_tile_errors,
+    sigma_layout,
     tile_matrices,
 )
 from photonic.devices import DeviceParams
-from photonic.noise import NoiseConfig
+from photonic.noise import NoiseConfig, num_shifters, precompensate_crosstalk
 
 __all__ = ["PhotonicMatrix", "PhotonicLinear", "TTPhotonicLinear", "convert_linear", "MODES"]
 
@@ -145,6 +146,30 @@ class PhotonicMatrix(nn.Module):
         tiles = tile_matrices(self._template, phases=ph.reshape(-1, *ph.shape[-3:])[first],
                               **kw)
         return tiles[inverse].reshape(*lead, *tiles.shape[1:])
+
+    @torch.no_grad()
+    def compensate_crosstalk(self) -> None:
+        """Re-program the phases (phase mode) so that the design's thermal crosstalk leaves
+        the current ones on the waveguides (:func:`photonic.noise.precompensate_crosstalk`),
+        for programming a trained matrix. On the V and U meshes every shifter is solved for;
+        in the Σ column the θ of each attenuator is (its output phase follows θ and enters
+        the in-phase read-out only at second order)."""
+        if self.mode != "phase":
+            raise ValueError(f"compensate_crosstalk needs mode='phase' (this matrix is in "
+                             f"mode {self.mode!r})")
+        lay = self._template.v.layout
+        s = num_shifters(lay)
+        ph = self.phases
+        dev, noise = self.device_params, self.noise
+        parts = [precompensate_crosstalk(ph[..., i * s:(i + 1) * s], lay, dev, noise)
+                 for i in (0, 1)]
+        theta = ph[..., 2 * s:]
+        k = theta.shape[-1]
+        sigma = torch.cat([theta, -theta / 2 - math.pi / 2, torch.zeros_like(theta),
+                           torch.zeros_like(theta)], -1)
+        sig = precompensate_crosstalk(sigma, sigma_layout(k), dev, noise, wrap=False)
+        parts.append(sig[..., :k])
+        ph.copy_(torch.cat(parts, -1))
 
     def realised_matrix(self) -> torch.Tensor:
         """The real (M, N) matrix the chip realises now (in-phase part), P.. leading."""

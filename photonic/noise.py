@@ -49,6 +49,7 @@ __all__ = [
     "phase_dac_code",
     "dac_code_phase",
     "crosstalk_coupling",
+    "precompensate_crosstalk",
     "shifter_positions_um",
     "realise_phases",
     "realise_mesh",
@@ -238,6 +239,39 @@ def _coupling_cached(layout: MeshLayout, xt: CrosstalkParams, geometry: LayoutPa
 def crosstalk_coupling(layout: MeshLayout, device: DeviceParams):
     """Off-diagonal entries of Γ as (rows, cols, values) over the S shifters of a mesh."""
     return _coupling_cached(layout, device.crosstalk, device.layout)
+
+
+def precompensate_crosstalk(target: torch.Tensor, layout: MeshLayout, device: DeviceParams,
+                            noise: NoiseConfig, *, sweeps: int = 8,
+                            wrap: bool = True) -> torch.Tensor:
+    """Phases (..., S) to program so that the chip's thermal crosstalk Γ = I + C leaves
+    ``target`` (..., S) on the waveguides (mod 2π): the inverse of the crosstalk step of
+    :func:`realise_phases`. C is the design's coupling (``device.crosstalk`` on the layout,
+    as a designer knows it); each shifter's coefficient error is not known and not undone.
+
+    Heaters only add phase and leak in proportion to the phase they hold, so y solves
+    y = (t − C·Q(y)) mod 2π, with Q the phase DAC when ``noise.phase_quantization`` (the leak
+    comes from the codes really set): Jacobi sweeps, which contract by ‖C‖ (≈ 2·0.005 for
+    nearest-neighbour coupling). A shifter whose target lies below its leak wraps to the
+    next turn, and its neighbours absorb the larger leak in the following sweeps; with
+    ``wrap=False`` (a phase whose meaning changes by a turn, such as a Σ attenuator's θ,
+    whose output phase follows θ/2) it stays at 0 instead. ``target`` unchanged when the
+    chip has no crosstalk."""
+    if not noise.crosstalk or device.crosstalk.model == "none":
+        return target
+    rows, cols, vals = crosstalk_coupling(layout, device)
+    if not rows.numel():
+        return target
+    vals = vals.to(target.dtype)
+    two_pi = 2 * math.pi
+    y = torch.remainder(target, two_pi) if wrap else target.clamp_min(0.0)
+    for _ in range(sweeps):
+        q = y
+        if noise.phase_quantization:
+            q = quantize_phase(y, device.shifter, device.phase_dac.bits, device.phase_dac.grid)
+        leak = torch.zeros_like(y).index_add(-1, rows, q[..., cols] * vals)
+        y = torch.remainder(target - leak, two_pi) if wrap else (target - leak).clamp_min(0.0)
+    return y
 
 
 def realise_phases(

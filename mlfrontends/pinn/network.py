@@ -35,7 +35,9 @@ def build_network(cfg: Config, ctx: RunContext,
                   init: torch.nn.Module | None = None) -> torch.nn.Module:
     """The configured MLP, digital or with its layers on the photonic core. ``init``: a
     trained digital network of the same architecture to start from (programmed onto the
-    meshes, ``PretrainConfig``) instead of the seed's random one."""
+    meshes, ``PretrainConfig``) instead of the seed's random one; in the phase domain its
+    phases are set around the design's thermal crosstalk
+    (``PhotonicMatrix.compensate_crosstalk``)."""
     spec = net_spec(cfg)
     dtype = getattr(torch, cfg.model.precision)
     if init is not None:
@@ -66,6 +68,10 @@ def build_network(cfg: Config, ctx: RunContext,
             new = photonic.PhotonicLinear(layer.weight.shape[1], layer.weight.shape[0],
                                           weight=layer.weight.detach(), **kw)
         new.bias.data.copy_(layer.bias.detach())
+        if init is not None and cfg.model.execution == "phase":
+            for m in new.modules():  # a trained network: program it around the crosstalk
+                if isinstance(m, photonic.PhotonicMatrix):
+                    m.compensate_crosstalk()
         layers.append(new)
     return ChipMLP(layers, spec["activation"], fast=ctx.noise.linear_detection)
 

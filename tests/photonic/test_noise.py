@@ -225,3 +225,22 @@ def test_arm_imbalance_in_a_mesh_uses_the_chip_s_drawn_values():
     assert (t - ref).abs().max() < 1e-14
     assert (t - u).abs().max() > 1e-3  # it acts
     assert NoiseConfig.all().arm_imbalance
+
+
+def test_precompensated_phases_realise_the_target_through_crosstalk():
+    from photonic.noise import precompensate_crosstalk
+
+    lay = mesh_layout(8, "clements")
+    dev = DeviceParams(crosstalk=CrosstalkParams(model="nearest", coefficient=0.005))
+    noise = NoiseConfig(crosstalk=True)
+    target = _uniform_phases(2 * lay.num_mzis + lay.n, seed=5)
+    y = precompensate_crosstalk(target, lay, dev, noise)
+    got = torch.remainder(realise_phases(y, lay, dev, noise, None), 2 * math.pi)
+    miss = torch.remainder(got - target + math.pi, 2 * math.pi) - math.pi
+    plain = torch.remainder(realise_phases(target, lay, dev, noise, None) - target + math.pi,
+                            2 * math.pi) - math.pi
+    assert plain.abs().max() > 0.01  # the leak the programming has to undo
+    assert miss.abs().max() < 1e-12
+    assert bool(((y >= 0) & (y < 2 * math.pi)).all())  # heaters only add phase
+    # no crosstalk switched on: the target itself
+    assert precompensate_crosstalk(target, lay, dev, NoiseConfig()) is target
