@@ -31,7 +31,13 @@ from photonic.devices import (
 from photonic.layers import MODES, PhotonicLinear, PhotonicMatrix, TTPhotonicLinear, convert_linear
 from photonic.mesh import TOPOLOGIES, MeshLayout, mesh_layout, transfer_matrix
 from photonic.mzi import mzi_matrix
-from photonic.noise import MeshErrors, NoiseConfig, quantize_phase, sample_mesh_errors
+from photonic.noise import (
+    MeshErrors,
+    NoiseConfig,
+    precompensate_crosstalk,
+    quantize_phase,
+    sample_mesh_errors,
+)
 
 __version__ = "0.1.0"
 """Package version, written into every run's ``config.resolved.yaml``."""
@@ -75,6 +81,7 @@ __all__ = [
     "mzi_matrix",
     "optical_matmul",
     "program_tiles",
+    "precompensate_crosstalk",
     "quantize_phase",
     "reconstruct",
     "sample_mesh_errors",
