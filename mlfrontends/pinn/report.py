@@ -258,8 +258,9 @@ def _summary_lines(cfg: Config, m: dict[str, Any], n_test: int, n_evals: int) ->
             f"Electronic pre-training (first-order, digital: this run is not BP-free end to "
             f"end): {p['iterations']} Adam steps with autograd derivatives on "
             f"{p['collocation_points']} RAD points each, {p['wall_s']:.1f} s, error "
-            f"{p['rel_l2']:.4g}; programmed onto the chip (exact decomposition, every phase "
-            f"on its DAC code, the preset's static errors) the network's error was "
+            f"{p['rel_l2']:.4g}; programmed onto the chip (exact decomposition, phases set "
+            f"around the design's thermal crosstalk, every phase on its DAC code, the "
+            f"preset's static errors) the network's error was "
             f"{p['rel_l2_programmed']:.4g}, which the chip's forward-only training started "
             "from (iterations and forward evaluations below are the chip's; the training "
             "wall time includes the pre-training).")
