@@ -244,7 +244,9 @@ def zo_npo(tail: TopTail, data: dict, cfg: SmolConfig, seed: int) -> dict[str, f
     """Forward-only NPO on the top block's MLP: two-sided Gaussian RGE (q directions per
     estimate, one direction per whole MLP), Adam on the estimate. Returns the update."""
     names = [n for n, _ in tail.named_parameters()
-             if n.startswith(f"{len(tail.blocks) - 1}.mlp.")]
+             if n.startswith(f"blocks.{len(tail.blocks) - 1}.mlp.")]
+    if not names:
+        raise RuntimeError("no MLP parameters found in the top block")
     own = dict(tail.named_parameters())
     theta = {n: own[n].detach().clone() for n in names}
     f, r = data["forget"], data["retain_train"]
@@ -281,8 +283,10 @@ def zo_npo(tail: TopTail, data: dict, cfg: SmolConfig, seed: int) -> dict[str, f
 
 
 def run_seed(model: LlamaLM, tok, cfg: SmolConfig, *, device, noise, data_seed: int,
-             chip_seed: int, seed: int, log=print) -> dict[str, float]:
-    """Target and retain fine-tunes, ZO NPO of the target, metrics (see module docstring)."""
+             chip_seed: int, seed: int, lrs: tuple[float, ...] | None = None,
+             log=print) -> dict[str, float]:
+    """Target and retain fine-tunes, ZO NPO of the target (at ``cfg.zo_lr``, or at each of
+    ``lrs``: rows ``npo@lr``, the trade-off curve), metrics (see module docstring)."""
     start = model.cfg.n_layers - cfg.n_top
     data = build_data(tok, cfg, data_seed)
     for s in data.values():
@@ -302,12 +306,19 @@ def run_seed(model: LlamaLM, tok, cfg: SmolConfig, *, device, noise, data_seed: 
     for role, tail in tails.items():
         rows[f"{role}.forget_accuracy"] = mc_accuracy(tail, data["forget_mc"], nw + 1)
         rows[f"{role}.model_utility"] = model_utility(tail, data, nw)
-    theta = zo_npo(tails["target"], data, cfg, seed)
-    rows["npo.forward_queries"] = theta.pop("_queries")
-    rows["npo.forget_accuracy"] = mc_accuracy(tails["target"], data["forget_mc"], nw + 1, theta)
-    rows["npo.model_utility"] = model_utility(tails["target"], data, nw, theta)
-    rows["npo.utility_loss"] = rows["target.model_utility"] - rows["npo.model_utility"]
-    rows["npo.forget_gap"] = rows["npo.forget_accuracy"] - rows["retain_model.forget_accuracy"]
-    if not math.isfinite(rows["npo.model_utility"]):
-        raise RuntimeError("model utility after NPO is not finite")
+    log(", ".join(f"{k} {v:.3f}" for k, v in rows.items()))
+    for lr in lrs or (cfg.zo_lr,):
+        key = "npo" if lrs is None else f"npo@{lr:g}"
+        theta = zo_npo(tails["target"], data, cfg.model_copy(update={"zo_lr": lr}), seed)
+        rows[f"{key}.forward_queries"] = theta.pop("_queries")
+        rows[f"{key}.forget_accuracy"] = mc_accuracy(tails["target"], data["forget_mc"],
+                                                     nw + 1, theta)
+        rows[f"{key}.model_utility"] = model_utility(tails["target"], data, nw, theta)
+        rows[f"{key}.utility_loss"] = rows["target.model_utility"] - rows[f"{key}.model_utility"]
+        rows[f"{key}.forget_gap"] = (rows[f"{key}.forget_accuracy"]
+                                     - rows["retain_model.forget_accuracy"])
+        log(f"{key}: " + ", ".join(f"{k.split('.')[1]} {v:.3f}" for k, v in rows.items()
+                                    if k.startswith(key + ".")))
+        if not math.isfinite(rows[f"{key}.model_utility"]):
+            raise RuntimeError(f"model utility after NPO (lr {lr}) is not finite")
     return rows
