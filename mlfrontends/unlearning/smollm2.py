@@ -30,13 +30,35 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 import photonic
 from mlfrontends.lm.data import BenchmarkConfig, QAItem, build_benchmark
 from mlfrontends.lm.pretrained import LlamaLM, rope_angles
 
 PROMPT = "Question: {q}\nAnswer:"
+
+
+class SmolSettings(BaseModel):
+    """The ``workload.smollm2`` section (what the small-model workload has no field for)."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    n_retain_authors: int = Field(10, ge=2, description="retain authors fine-tuned in")
+    n_top: int = Field(2, ge=1, description="top blocks fine-tuned and on the chip")
+    ft_epochs: int = Field(8, ge=1)
+    ft_lr: float = Field(1e-3, gt=0)
+    ft_batch: int = Field(32, ge=1)
+    zo_steps: int = Field(60, ge=1)
+    lrs: list[float] = Field([1e-4], min_length=1, description="ZO Adam lr of each NPO arm")
+
+    @field_validator("lrs")
+    @classmethod
+    def _positive(cls, v: list[float]) -> list[float]:
+        bad = [x for x in v if not x > 0]
+        if bad:
+            raise ValueError(f"workload.smollm2.lrs = {v}: every lr must be > 0 (got {bad})")
+        return v
 
 
 class SmolConfig(BaseModel):
@@ -322,3 +344,58 @@ def run_seed(model: LlamaLM, tok, cfg: SmolConfig, *, device, noise, data_seed: 
         if not math.isfinite(rows[f"{key}.model_utility"]):
             raise RuntimeError(f"model utility after NPO (lr {lr}) is not finite")
     return rows
+
+
+# ----------------------------------------------------------------- the workload's option
+_FROM_WORKLOAD = ("forget_split", "tile", "beta", "gamma", "batch_forget", "batch_retain",
+                  "n_retain_eval", "n_general_eval")
+
+
+def _acceptance(per_seed: list[dict[str, float]], key: str) -> dict[str, float]:
+    gap = [r[f"{key}.forget_gap"] for r in per_seed]
+    loss = [r[f"{key}.utility_loss"] for r in per_seed]
+    med = sorted(gap)[len(gap) // 2] if len(gap) % 2 else sum(sorted(gap)[len(gap) // 2 - 1:
+                                                                        len(gap) // 2 + 1]) / 2
+    lmed = sorted(loss)[len(loss) // 2] if len(loss) % 2 else sum(
+        sorted(loss)[len(loss) // 2 - 1: len(loss) // 2 + 1]) / 2
+    return {"forget_gap_median": med, "forget_gap_worst": max(gap),
+            "forget_gap_spread": max(gap) - min(gap), "utility_loss_median": lmed,
+            "utility_loss_worst": max(loss), "utility_loss_spread": max(loss) - min(loss),
+            "seeds_meeting_target": sum(g <= 0.1 and u <= 0.10
+                                        for g, u in zip(gap, loss, strict=True))}
+
+
+def run_smollm2(cfg, ctx) -> dict[str, object]:
+    """``workload.model: smollm2``: ``n_seeds`` seeds (seed i: benchmark ``data_seed + i``,
+    chip draw ``ctx.seed + i``, fine-tune and optimiser ``ctx.seed + i``), one ZO NPO arm per
+    lr of ``smollm2.lrs``; metrics.json keys ``seed<i>.<row>.<metric>`` and ``acceptance``."""
+    from mlfrontends.lm.pretrained import load_pretrained
+
+    s = cfg.smollm2
+    smol = SmolConfig(**{k: getattr(cfg, k) for k in _FROM_WORKLOAD},
+                      n_retain_authors=s.n_retain_authors, n_top=s.n_top,
+                      ft_epochs=s.ft_epochs, ft_lr=s.ft_lr, ft_batch=s.ft_batch,
+                      zo_steps=s.zo_steps, zo_q=cfg.zo.q, zo_mu=cfg.zo.mu)
+    pre = load_pretrained()
+    per_seed = []
+    for i in range(cfg.n_seeds):
+        per_seed.append(run_seed(pre.model, pre.tokenizer, smol, device=ctx.device,
+                                 noise=ctx.noise, data_seed=cfg.data_seed + i,
+                                 chip_seed=ctx.seed + i, seed=ctx.seed + i,
+                                 lrs=tuple(s.lrs), log=lambda m, i=i: print(f"seed {i}: {m}")))
+    keys = [f"npo@{lr:g}" for lr in s.lrs]
+    acceptance = {k: _acceptance(per_seed, k) for k in keys}
+    metrics = {"seeds": {f"seed{i}.{k}": v for i, r in enumerate(per_seed)
+                         for k, v in r.items()}, "acceptance": acceptance}
+    lines = [f"# ZO NPO unlearning of SmolLM2-135M on the photonic chip ({cfg.n_seeds} seeds)",
+             "", f"Forget split `{cfg.forget_split}`, {s.n_retain_authors} retain authors; "
+             f"top {s.n_top} blocks fine-tuned ({s.ft_epochs} epochs) and on "
+             f"{cfg.tile}×{cfg.tile} tiles with static programming errors of device "
+             f"`{ctx.device.name}`; prefix and LM head digital. ZO: {s.zo_steps} steps, "
+             f"q = {cfg.zo.q}, μ = {cfg.zo.mu}.", "",
+             "| arm | forget gap median | worst | spread | utility loss median | worst | "
+             "spread | seeds meeting target |", "|---|---|---|---|---|---|---|---|"]
+    for k, a in acceptance.items():
+        lines.append(f"| {k} | " + " | ".join(f"{v:.3f}" for v in a.values()) + " |")
+    ctx.write_text("report.md", "\n".join(lines) + "\n")
+    return metrics

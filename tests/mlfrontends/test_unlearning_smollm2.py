@@ -114,3 +114,20 @@ def test_smollm2_tail_matches_full_model_on_a_benchmark_item():
     lp = -F.cross_entropy(logits.transpose(1, 2), s.ids[:, 1:], reduction="none")
     ref = -(lp * s.mask).sum(1) / s.mask.sum(1)
     torch.testing.assert_close(nll, ref, rtol=1e-4, atol=1e-4)
+
+
+def test_workload_option_and_its_config_errors():
+    import yaml
+
+    from mlfrontends.unlearning.workload import Config
+
+    with open("configs/unlearn_smollm2.yaml") as f:
+        raw = yaml.safe_load(f)["workload"]
+    cfg = Config(**raw)
+    assert cfg.model == "smollm2" and cfg.smollm2.lrs == [3e-5, 1e-4, 3e-4]
+    with pytest.raises(ValueError, match=r"workload.smollm2.lrs = \[0.0\]: every lr must be > 0"):
+        Config(**{**raw, "smollm2": {"lrs": [0.0]}})
+    with pytest.raises(ValueError, match="model 'smollm2' is dense"):
+        Config(**{**raw, "arch": "moe"})
+    with pytest.raises(ValueError, match="model"):
+        Config(**{**raw, "model": "smollm3"})
