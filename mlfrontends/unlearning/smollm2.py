@@ -308,7 +308,7 @@ def run_seed(model: LlamaLM, tok, cfg: SmolConfig, *, device, noise, data_seed: 
              chip_seed: int, seed: int, lrs: tuple[float, ...] | None = None,
              log=print) -> dict[str, float]:
     """Target and retain fine-tunes, ZO NPO of the target (at ``cfg.zo_lr``, or at each of
-    ``lrs``: rows ``npo@lr``, the trade-off curve), metrics (see module docstring)."""
+    ``lrs``: rows ``npo_lr<lr>``, the trade-off curve), metrics (see module docstring)."""
     start = model.cfg.n_layers - cfg.n_top
     data = build_data(tok, cfg, data_seed)
     for s in data.values():
@@ -330,7 +330,7 @@ def run_seed(model: LlamaLM, tok, cfg: SmolConfig, *, device, noise, data_seed: 
         rows[f"{role}.model_utility"] = model_utility(tail, data, nw)
     log(", ".join(f"{k} {v:.3f}" for k, v in rows.items()))
     for lr in lrs or (cfg.zo_lr,):
-        key = "npo" if lrs is None else f"npo@{lr:g}"
+        key = "npo" if lrs is None else f"npo_lr{lr:.0e}"
         theta = zo_npo(tails["target"], data, cfg.model_copy(update={"zo_lr": lr}), seed)
         rows[f"{key}.forward_queries"] = theta.pop("_queries")
         rows[f"{key}.forget_accuracy"] = mc_accuracy(tails["target"], data["forget_mc"],
@@ -383,7 +383,7 @@ def run_smollm2(cfg, ctx) -> dict[str, object]:
                                  noise=ctx.noise, data_seed=cfg.data_seed + i,
                                  chip_seed=ctx.seed + i, seed=ctx.seed + i,
                                  lrs=tuple(s.lrs), log=lambda m, i=i: print(f"seed {i}: {m}")))
-    keys = [f"npo@{lr:g}" for lr in s.lrs]
+    keys = [f"npo_lr{lr:.0e}" for lr in s.lrs]
     acceptance = {k: _acceptance(per_seed, k) for k in keys}
     metrics = {"seeds": {f"seed{i}.{k}": v for i, r in enumerate(per_seed)
                          for k, v in r.items()}, "acceptance": acceptance}
