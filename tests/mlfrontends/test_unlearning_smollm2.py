@@ -124,7 +124,7 @@ def test_workload_option_and_its_config_errors():
     with open("configs/unlearn_smollm2.yaml") as f:
         raw = yaml.safe_load(f)["workload"]
     cfg = Config(**raw)
-    assert cfg.model == "smollm2" and cfg.smollm2.lrs == [3e-5, 1e-4, 3e-4]
+    assert cfg.model == "smollm2" and cfg.smollm2.lrs == [1e-3, 1e-2]
     with pytest.raises(ValueError, match=r"workload.smollm2.lrs = \[0.0\]: every lr must be > 0"):
         Config(**{**raw, "smollm2": {"lrs": [0.0]}})
     with pytest.raises(ValueError, match="model 'smollm2' is dense"):
