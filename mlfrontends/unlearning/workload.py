@@ -92,6 +92,7 @@ from mlfrontends.unlearning.methods import (
     unlearn_loop,
     wagle_scores,
 )
+from mlfrontends.unlearning.smollm2 import SmolSettings, run_smollm2
 from mlfrontends.zo import ParamLayout
 from photonic.runio import RunContext, WorkloadConfig, new_figure
 from photonic.textutil import did_you_mean
@@ -142,6 +143,11 @@ class RelearnSettings(Settings):
 
 class Config(WorkloadConfig):
     kind: Literal["unlearn"]
+    model: Literal["small", "smollm2"] = Field(
+        "small", description="small: the word-level LM trained here; smollm2: the pretrained "
+        "SmolLM2-135M with the facts fine-tuned into its top blocks (mlfrontends/unlearning/"
+        "smollm2.py; one ZO NPO arm at each of smollm2.lrs)")
+    smollm2: SmolSettings = SmolSettings()
     arch: Literal["dense", "moe"] = "dense"
     n_authors: int = Field(100, ge=100, le=200)
     forget_split: Literal["forget01", "forget05", "forget10"] = "forget10"
@@ -181,6 +187,8 @@ class Config(WorkloadConfig):
                 if n not in names:
                     raise ValueError(f"compare: unknown arm {n!r}{did_you_mean(n, names)}; "
                                      f"arms are {names}")
+        if self.model == "smollm2" and self.arch != "dense":
+            raise ValueError(f"arch = {self.arch!r}: model 'smollm2' is dense (use arch: dense)")
         for arm in self.arms:
             if arm.target != "mlp" and self.arch != "moe":
                 raise ValueError(f"arms[{arm.name}].target={arm.target!r} needs arch='moe'")
@@ -604,6 +612,8 @@ def _acceptance(per_seed: list[dict[str, dict[str, float]]], arm: str) -> dict[s
 
 
 def run(cfg: Config, ctx: RunContext) -> dict[str, object]:
+    if cfg.model == "smollm2":
+        return run_smollm2(cfg, ctx)
     seeds = list(range(cfg.n_seeds))
     bar = ctx.progress(len(seeds) * len(cfg.arms) * cfg.budget, "unlearning (queries)")
     per_seed = [run_seed(cfg, ctx, i, bar) for i in seeds]
