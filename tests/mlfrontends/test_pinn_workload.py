@@ -553,8 +553,10 @@ def test_a_shipped_checkpoint_with_the_full_option_set_resumes_to_the_same_numbe
         run(cfg, ctx)
     state = torch.load(ctx.path("checkpoint.pt"), weights_only=False)["state"]
     assert [h[0] for h in state["history"][10:]] == [11, 12]
+    # to 1e-3: numpy / scipy builds within constraints.txt differ in the last bits, which the
+    # LM steps amplify to ~1e-4 by iteration 12; a wrong restore moves the loss by far more
     assert [h[1] for h in state["history"][10:]] == pytest.approx(
-        [0.11897172483782076, 0.09605108441518423], rel=1e-12)
+        [0.11897172483782076, 0.09605108441518423], rel=1e-3)
     assert [h[2] for h in state["history"][10:]] == [1773824, 1928576]
 
 
